@@ -1,0 +1,105 @@
+"""The domain model: customers, their identities, conversations and conversation events.
+
+Plain frozen dataclasses shared by every layer. The pipeline is the only code that moves a
+conversation from one :class:`ConversationState` to the next.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ConversationState(str, enum.Enum):
+    BOT = "bot"            # self-service is answering
+    QUEUED = "queued"      # waiting in an agent queue
+    OFFERED = "offered"    # offered to one agent, waiting for accept
+    ASSIGNED = "assigned"  # an agent is working it
+    CLOSED = "closed"
+
+    @property
+    def is_open(self) -> bool:
+        return self is not ConversationState.CLOSED
+
+
+class Author(str, enum.Enum):
+    CUSTOMER = "customer"
+    BOT = "bot"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class EventKind(str, enum.Enum):
+    MESSAGE = "message"    # text from customer, bot or agent
+    QUEUED = "queued"      # handed to routing; data: queue, position
+    ASSIGNED = "assigned"  # an agent accepted; data: agent id and name
+    CLOSED = "closed"      # data: closed_by, disposition
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    name: str | None
+    tier: str | None  # a tier set on the profile wins over config rules
+    attributes: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """How a customer is known on one channel: (channel, address) -> customer."""
+
+    channel: str   # "webchat", "email", "telegram", "phone", ...
+    address: str   # the channel's own address (an email, a chat id, a hashed web token)
+    customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    customer_id: str
+    channel: str
+    state: ConversationState
+    queue: str | None
+    agent_id: str | None
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened in a conversation; ``seq`` counts 1, 2, 3, ... with no gaps."""
+
+    conversation_id: str
+    seq: int
+    author: Author
+    kind: EventKind
+    text: str | None
+    client_id: str | None
+    data: dict[str, Any]
+    at: datetime
+
+
+KEEP: Any = object()  # sentinel: leave this column as it is
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A conversation transition committed in the same transaction as the event that records it.
+
+    Fields left as ``KEEP`` are not changed; ``None`` clears a column.
+    """
+
+    state: ConversationState
+    queue: str | None = KEEP
+    agent_id: str | None = KEEP
+
+

@@ -1,0 +1,31 @@
+"""Durable storage behind one protocol, with an embedded default and a production engine.
+
+``open_store(url)`` picks the engine from the URL scheme:
+
+- ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or ``sqlite://:memory:`` — the
+  embedded default, through aiosqlite;
+- ``postgresql://user@host:port/db`` — PostgreSQL through an asyncpg pool.
+"""
+
+from __future__ import annotations
+
+from .base import Store, StoreError, StoreUnavailable, NotFound
+
+
+async def open_store(url: str) -> Store:
+    """Connect, run pending migrations and return a ready store."""
+    if url.startswith("sqlite:"):
+        from .sqlite import SQLiteStore
+
+        store: Store = SQLiteStore(url)
+    elif url.startswith(("postgresql:", "postgres:")):
+        from .postgres import PostgresStore
+
+        store = PostgresStore(url)
+    else:
+        raise StoreError(f"unsupported store url {url!r}: use sqlite:///path.db or postgresql://...")
+    await store.open()
+    return store
+
+
+__all__ = ["Store", "StoreError", "StoreUnavailable", "NotFound", "open_store"]
