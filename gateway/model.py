@@ -38,6 +38,7 @@ class Author(str, enum.Enum):
 class EventKind(str, enum.Enum):
     MESSAGE = "message"    # text from customer, bot or agent
     QUEUED = "queued"      # handed to routing; data: queue, position
+    OFFERED = "offered"    # offered to one agent; data: agent_id (not shown to the customer)
     ASSIGNED = "assigned"  # an agent accepted; data: agent id and name
     CLOSED = "closed"      # data: closed_by, disposition
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from .base import Store, StoreError, StoreUnavailable, NotFound
 
 
-async def open_store(url: str) -> Store:
-    """Connect, run pending migrations and return a ready store."""
+def make_store(url: str) -> Store:
+    """The store for ``url``, not yet opened (``await store.open()`` connects and migrates)."""
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteStore
 
@@ -24,8 +24,14 @@ async def open_store(url: str) -> Store:
         store = PostgresStore(url)
     else:
         raise StoreError(f"unsupported store url {url!r}: use sqlite:///path.db or postgresql://...")
+    return store
+
+
+async def open_store(url: str) -> Store:
+    """Connect, run pending migrations and return a ready store."""
+    store = make_store(url)
     await store.open()
     return store
 
 
-__all__ = ["Store", "StoreError", "StoreUnavailable", "NotFound", "open_store"]
+__all__ = ["Store", "StoreError", "StoreUnavailable", "NotFound", "open_store", "make_store"]

@@ -1,0 +1,72 @@
+"""The adapter protocol and the one ``Inbound`` shape every channel hands to the gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.model import Conversation, Customer, Event
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One contact from any channel, normalized."""
+
+    channel: str                    # the channel's configured name
+    address: str                    # who, in the channel's own terms (email, chat id, web token hash)
+    text: str
+    client_id: str | None = None    # the provider's or client's message id, for dedupe
+    name: str | None = None
+    profile: dict[str, Any] = field(default_factory=dict)  # email, phone, language, ...
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the gateway says back once an inbound message is durably stored."""
+
+    event: "Event"
+    created: bool   # False: the same client id was seen before; nothing new was stored
+
+
+class GatewayPort(Protocol):
+    """What an adapter may ask of the gateway (implemented by ``gateway.pipeline.Pipeline``)."""
+
+    max_frame_bytes: int
+
+    async def identify(self, channel: str, address: str, *, name: str | None = None,
+                       profile: dict[str, Any] | None = None) -> "Customer": ...
+
+    async def identify_known(self, channel: str, address: str) -> "Customer | None": ...
+
+    async def current_conversation(self, customer: "Customer", channel: str, *,
+                                   seen_seq: int = 0) -> "tuple[Conversation, bool]":
+        """(conversation, is_new)"""
+
+    async def get_conversation(self, conversation_id: str) -> "Conversation": ...
+
+    async def customer_message(self, conversation_id: str, text: str, client_id: str | None) -> Receipt: ...
+
+    async def customer_leaves(self, conversation_id: str) -> None: ...
+
+    async def receive(self, inbound: Inbound) -> Receipt: ...
+
+    async def events_after(self, conversation_id: str, seq: int, limit: int | None = None) -> Sequence["Event"]: ...
+
+
+class Adapter(Protocol):
+    """One channel. ``routes`` are mounted before start; ``send`` delivers an event outward."""
+
+    name: str
+
+    def routes(self) -> list[web.RouteDef]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Stop taking contacts; close live connections with 1001 (going away)."""
+
+    async def send(self, conversation: "Conversation", event: "Event") -> None:
+        """Deliver a conversation event to the customer, if this channel shows that kind."""

@@ -1,0 +1,112 @@
+"""The aiohttp application: everything is built here, started in order and stopped in reverse.
+
+Construction is plain and synchronous (so routes can be mounted); all I/O happens in the
+``cleanup_ctx`` generators: the store opens first and closes last.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from adapters import registry
+from adapters.base import Adapter
+
+from .config import GatewayConfig
+from .hub import AgentHub
+from .model import Conversation, Event
+from .pipeline import Pipeline
+from .selfservice import SelfService
+from .store import Store, StoreError, make_store
+from .websocket import OPEN_WEBSOCKETS, close_all
+
+log = logging.getLogger("contactgate.app")
+
+CONFIG = web.AppKey("config", GatewayConfig)
+STORE = web.AppKey("store", Store)  # type: ignore[type-abstract]
+PIPELINE = web.AppKey("pipeline", Pipeline)
+HUB = web.AppKey("hub", AgentHub)
+ADAPTERS = web.AppKey("adapters", dict)
+
+
+def create_app(config: GatewayConfig) -> web.Application:
+    import weakref
+
+    app = web.Application(client_max_size=config.server.max_frame_bytes * 4)
+    store = make_store(config.store.url)
+    pipeline = Pipeline(config, store, SelfService.from_config(config.selfservice))
+    hub = AgentHub(config, pipeline)
+    adapters: dict[str, Adapter] = {
+        channel.channel_name: registry.create(channel.type, channel.channel_name, channel.settings, pipeline)
+        for channel in config.channels
+    }
+
+    async def to_customer(conversation: Conversation, event: Event) -> None:
+        adapter = adapters.get(conversation.channel)
+        if adapter is not None:
+            await adapter.send(conversation, event)
+
+    pipeline.subscribe(to_customer)
+
+    app[CONFIG], app[STORE], app[PIPELINE], app[HUB], app[ADAPTERS] = config, store, pipeline, hub, adapters
+    app[OPEN_WEBSOCKETS] = weakref.WeakSet()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_routes(hub.routes())
+    for adapter in adapters.values():
+        app.router.add_routes(adapter.routes())
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_routing_ctx)
+    app.cleanup_ctx.append(_adapters_ctx)
+    app.on_shutdown.append(_going_away)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[STORE].open()
+    log.info("store open", extra={"engine": type(app[STORE]).__name__})
+    yield
+    await app[STORE].close()
+    log.info("store closed")
+
+
+async def _routing_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[PIPELINE].recover()
+    await app[PIPELINE].dispatch()
+    yield
+
+
+async def _adapters_ctx(app: web.Application) -> AsyncIterator[None]:
+    started: list[Adapter] = []
+    try:
+        for adapter in app[ADAPTERS].values():
+            await adapter.start()
+            started.append(adapter)
+        yield
+    finally:
+        for adapter in reversed(started):
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("adapter stop failed", extra={"channel": adapter.name})
+
+
+async def _going_away(app: web.Application) -> None:
+    await app[HUB].stop()
+    for adapter in app[ADAPTERS].values():
+        await adapter.stop()
+    await close_all(app)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[STORE].ping()
+    except StoreError as exc:
+        return web.json_response({"status": "unavailable", "reason": str(exc)}, status=503)
+    return web.json_response({"status": "ready"})

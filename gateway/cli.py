@@ -1,0 +1,110 @@
+"""``contactgate`` command line: ``serve`` and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .config import ConfigError, GatewayConfig, load_config
+from .faq import FaqError, FaqIndex
+from .logs import setup_logging
+
+log = logging.getLogger("contactgate")
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="contactgate", description="Omnichannel contact-center gateway.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port (0: any free port)")
+    check = commands.add_parser("check-config", help="validate a config file and exit (2 when invalid)")
+    check.add_argument("file", nargs="?", default="config.yaml")
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(Path(args.file))
+    return run_serve(args)
+
+
+def _load(path: Path) -> GatewayConfig:
+    config = load_config(path)
+    if config.selfservice.faq is not None:
+        try:
+            FaqIndex.load(config.selfservice.faq)
+        except FaqError as exc:
+            raise ConfigError(str(path), [f"0: selfservice.faq: {exc}"]) from None
+    return config
+
+
+def check_config(path: Path) -> int:
+    try:
+        config = _load(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid config", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: ok — {len(config.channels)} channel(s), {len(config.queues)} queue(s), "
+          f"{len(config.routing.rules)} routing rule(s), {len(config.agents)} agent(s)")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        config = _load(Path(args.config))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+    config = config.model_copy(update={"server": server})
+    setup_logging(config.server.log_level, config.server.log_format)
+    loop_factory = _loop_factory(config.server.event_loop)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_serve(config))
+
+
+def _loop_factory(choice: str):  # type: ignore[no-untyped-def]
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("server.event_loop is uvloop but uvloop is not installed (pip install 'contactgate[fast]')")
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(config: GatewayConfig) -> int:
+    from .app import create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=config.server.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    for host, port in (a[:2] for a in runner.addresses):
+        log.info("listening", extra={"url": f"http://{host}:{port}", "port": port,
+                                     "loop": type(asyncio.get_running_loop()).__module__})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: closing websockets, finishing in-flight writes")
+    await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

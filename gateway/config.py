@@ -1,0 +1,194 @@
+"""The typed, validated ``config.yaml``.
+
+``load_config(path)`` reads the file (``gateway.configfile``), expands ``${VAR}`` references and
+validates it into :class:`GatewayConfig`; every mistake is reported with its key path and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from adapters import registry
+from routing.config import NAME, AgentConfig, QueueConfig, RoutingConfig, Strict, TiersConfig
+
+from .configfile import ConfigError, YamlDocument, dotted, read_yaml, read_yaml_file
+
+__all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Largest websocket text frame a client may send; larger ones get a frame_too_large error.
+    max_frame_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
+    # Seconds to let in-flight requests finish on SIGTERM before cancelling them.
+    shutdown_timeout: float = Field(default=10.0, gt=0)
+    # Seconds an agent has to send its auth frame after connecting.
+    auth_timeout: float = Field(default=10.0, gt=0)
+    admin_token: SecretStr | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+
+
+class StoreConfig(Strict):
+    # sqlite:///relative/to/config.db, sqlite:////absolute.db or postgresql://user@host:5432/db
+    url: str = "sqlite:///data/contactgate.db"
+
+
+class ChannelConfig(BaseModel):
+    """One inbound channel. ``type`` picks the adapter; its other keys are the adapter's own."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+    name: str | None = Field(default=None, pattern=NAME)
+
+    @property
+    def channel_name(self) -> str:
+        return self.name or self.type
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SelfServiceConfig(Strict):
+    faq: Path | None = None  # relative paths are relative to config.yaml
+    min_score: float = Field(default=0.35, gt=0, le=1)
+    handoff_phrases: list[str] = ["agent", "human", "person", "representative", "人工", "转人工", "客服"]
+    max_unanswered: int = Field(default=2, ge=1)
+    greeting: str | None = "Hi! Ask me about your shipment, or type 'agent' to talk to a person."
+    no_answer: str = "Sorry, I don't have an answer for that. Try other words, or type 'agent' to talk to a person."
+    handoff: str = "Let me find you an agent. Please hold on."
+
+
+class GatewayConfig(Strict):
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    channels: list[ChannelConfig] = Field(min_length=1)
+    selfservice: SelfServiceConfig = SelfServiceConfig()
+    tiers: TiersConfig = TiersConfig()
+    queues: list[QueueConfig] = Field(min_length=1)
+    routing: RoutingConfig
+    agents: list[AgentConfig] = []
+
+    @model_validator(mode="after")
+    def _references(self) -> "GatewayConfig":
+        problems: list[tuple[tuple[Any, ...], str]] = []
+
+        def unique(section: str, names: list[str]) -> None:
+            seen: set[str] = set()
+            for index, name in enumerate(names):
+                if name in seen:
+                    problems.append(((section, index), f"duplicate {name!r}"))
+                seen.add(name)
+
+        unique("queues", [q.name for q in self.queues])
+        unique("agents", [a.id for a in self.agents])
+        unique("channels", [c.channel_name for c in self.channels])
+        queues = {q.name for q in self.queues}
+        if self.routing.default_queue not in queues:
+            problems.append((("routing", "default_queue"), f"unknown queue {self.routing.default_queue!r}"))
+        for index, rule in enumerate(self.routing.rules):
+            if rule.queue not in queues:
+                problems.append((("routing", "rules", index, "queue"), f"unknown queue {rule.queue!r}"))
+        for index, agent in enumerate(self.agents):
+            for queue in agent.queues:
+                if queue not in queues:
+                    problems.append((("agents", index, "queues"), f"unknown queue {queue!r}"))
+        tokens: dict[str, str] = {}
+        for index, agent in enumerate(self.agents):
+            token = agent.token.get_secret_value()
+            if token in tokens:
+                problems.append((("agents", index, "token"), f"same token as agent {tokens[token]!r}"))
+            tokens[token] = agent.id
+        tiers = self.tiers.names
+        for index, queue in enumerate(self.queues):
+            for tier in queue.priority:
+                if tier not in tiers:
+                    problems.append((("queues", index, "priority", tier), f"unknown tier {tier!r} (known: {sorted(tiers)})"))
+        for index, channel in enumerate(self.channels):
+            if channel.type not in registry.known_types():
+                problems.append((("channels", index, "type"), f"unknown channel type {channel.type!r} (known: {sorted(registry.known_types())})"))
+                continue
+            try:
+                registry.validate_settings(channel.type, channel.settings)
+            except ValidationError as exc:
+                for error in exc.errors():
+                    problems.append((("channels", index, *error["loc"]), _message(error)))
+        if problems:
+            raise _ReferenceProblems(problems)
+        return self
+
+    def queue(self, name: str) -> QueueConfig:
+        return next(q for q in self.queues if q.name == name)
+
+
+class _ReferenceProblems(ValueError):
+    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{dotted(p)}: {m}" for p, m in problems))
+
+
+def parse_config(text: str, source: str = "config.yaml", env: Mapping[str, str] | None = None,
+                 base_dir: Path | None = None) -> GatewayConfig:
+    return _validate(read_yaml(text, source, env), base_dir or Path.cwd())
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    path = Path(path)
+    return _validate(read_yaml_file(path, env), path.resolve().parent)
+
+
+def _validate(doc: YamlDocument, base_dir: Path) -> GatewayConfig:
+    if not isinstance(doc.data, dict):
+        raise ConfigError(doc.source, ["1: the top level must be a mapping of sections (server, store, channels, ...)"])
+    try:
+        config = GatewayConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        # An unset variable explains whatever else is wrong with the same key.
+        unset = {p.split(": ", 2)[1] for p in doc.problems}
+        described = [p for p in _describe(exc, doc) if p.split(": ", 2)[1] not in unset]
+        problems = sorted(set(doc.problems + described), key=lambda p: int(p.split(":", 1)[0]))
+        raise ConfigError(doc.source, problems) from None
+    if doc.problems:
+        raise ConfigError(doc.source, doc.problems)
+    return _resolve_paths(config, base_dir)
+
+
+def _describe(exc: ValidationError, doc: YamlDocument) -> list[str]:
+    problems: list[str] = []
+    for error in exc.errors():
+        ctx = error.get("ctx") or {}
+        nested = ctx.get("error")
+        if isinstance(nested, _ReferenceProblems):
+            for path, message in nested.problems:
+                problems.append(f"{doc.line_of(path) or 0}: {dotted(path)}: {message}")
+            continue
+        path = tuple(p for p in error["loc"] if isinstance(p, (str, int)))
+        problems.append(f"{doc.line_of(path) or 0}: {dotted(path)}: {_message(error)}")
+    return problems
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key (check its spelling and indentation)"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return str(error["msg"])
+
+
+def _resolve_paths(config: GatewayConfig, base_dir: Path) -> GatewayConfig:
+    updates: dict[str, Any] = {}
+    faq = config.selfservice.faq
+    if faq is not None and not faq.is_absolute():
+        updates["selfservice"] = config.selfservice.model_copy(update={"faq": base_dir / faq})
+    url = config.store.url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite://:memory:":
+        updates["store"] = StoreConfig(url="sqlite:////" + str(base_dir / url[len(prefix):]).lstrip("/"))
+    return config.model_copy(update=updates) if updates else config

@@ -1,0 +1,233 @@
+"""The agent hub: agents over a websocket at ``GET /agent/ws`` (JSON text frames).
+
+An agent authenticates, receives offers, accepts them and then exchanges messages with the
+customer until it closes the conversation. Each conversation's events reach the agent in seq
+order exactly once, across reconnects (``resume``). The contract is in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from .config import GatewayConfig
+from .delivery import OrderedDelivery
+from .logs import about
+from .model import Author, Conversation, Event, EventKind
+from .pipeline import ConversationError, Pipeline
+from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError, FrameSender,
+                        frames, prepare)
+
+log = logging.getLogger("contactgate.hub")
+
+MAX_CLIENT_ID = 128
+
+
+class AgentConnection:
+    def __init__(self, agent_id: str, sender: FrameSender, pipeline: Pipeline) -> None:
+        self.agent_id = agent_id
+        self.sender = sender
+        self.pipeline = pipeline
+        self.deliveries: dict[str, OrderedDelivery] = {}
+        self.pending: set[tuple[str, str]] = set()  # (conversation id, client id) not acked yet
+
+    def follow(self, conversation_id: str, cursor: int) -> OrderedDelivery:
+        delivery = self.deliveries.get(conversation_id)
+        if delivery is None:
+            delivery = OrderedDelivery(conversation_id, cursor, self.pipeline.events_after, self.show)
+            self.deliveries[conversation_id] = delivery
+        return delivery
+
+    async def show(self, event: Event) -> None:
+        cid = event.conversation_id
+        if event.kind is EventKind.MESSAGE:
+            key = (cid, event.client_id or "")
+            if event.author is Author.AGENT and key in self.pending:
+                self.pending.discard(key)
+                self.sender.send({"type": "ack", "conversation_id": cid, "id": event.client_id, "seq": event.seq})
+                return
+            self.sender.send({"type": "message", "conversation_id": cid, **event_frame(event)})
+        elif event.kind is EventKind.ASSIGNED:
+            self.sender.send({"type": "assigned", "conversation_id": cid, "seq": event.seq})
+        elif event.kind is EventKind.CLOSED:
+            self.sender.send({"type": "closed", "conversation_id": cid, "seq": event.seq,
+                              "closed_by": event.data.get("closed_by")})
+            self.deliveries.pop(cid, None)
+
+
+def event_frame(event: Event) -> dict[str, Any]:
+    frame: dict[str, Any] = {"seq": event.seq, "author": event.author.value, "text": event.text,
+                             "at": event.at.isoformat()}
+    if event.kind is not EventKind.MESSAGE:
+        frame["kind"] = event.kind.value
+    return frame
+
+
+class AgentHub:
+    def __init__(self, config: GatewayConfig, pipeline: Pipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.connections: dict[str, AgentConnection] = {}
+        pipeline.subscribe(self.on_event)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/agent/ws", self.handle)]
+
+    async def stop(self) -> None:
+        for connection in list(self.connections.values()):
+            await connection.sender.close(WSCloseCode.GOING_AWAY, "server shutdown")
+
+    def authenticate(self, token: Any) -> str | None:
+        """The agent id owning ``token``. Every agent's token is compared, in constant time, so
+        neither the answer's timing nor its position in the list leaks which one matched."""
+        if not isinstance(token, str):
+            return None
+        given = token.encode()
+        found = None
+        for agent in self.config.agents:
+            if hmac.compare_digest(given, agent.token.get_secret_value().encode()):
+                found = agent.id
+        return found
+
+    # fan-out from the pipeline ---------------------------------------------------------------
+    async def on_event(self, conversation: Conversation, event: Event) -> None:
+        if event.kind is EventKind.OFFERED:
+            connection = self.connections.get(event.data.get("agent_id", ""))
+            if connection is not None:
+                await self._offer(connection, conversation, event)
+            return
+        withdrawn_from = event.data.get("withdrawn_from") if event.kind is EventKind.QUEUED else None
+        if withdrawn_from:
+            connection = self.connections.get(withdrawn_from)
+            if connection is not None:
+                connection.deliveries.pop(conversation.id, None)
+                connection.sender.send({"type": "offer_withdrawn", "conversation_id": conversation.id,
+                                        "reason": event.data.get("reason")})
+            return
+        if conversation.agent_id is None:
+            return
+        connection = self.connections.get(conversation.agent_id)
+        if connection is None:
+            return
+        delivery = connection.deliveries.get(conversation.id)
+        if delivery is not None:
+            await delivery.deliver(event)
+
+    async def _offer(self, connection: AgentConnection, conversation: Conversation, offered: Event) -> None:
+        transcript = [event_frame(e) for e in await self.pipeline.events_after(conversation.id, 0, offered.seq)
+                      if e.kind is EventKind.MESSAGE]
+        connection.sender.send({"type": "offer", "conversation": {
+            "id": conversation.id, "channel": conversation.channel, "queue": offered.data.get("queue"),
+            "customer": offered.data.get("customer"), "seq": offered.seq, "transcript": transcript}})
+        # The transcript showed everything up to the offer; the accept picks up from there.
+        connection.deliveries.pop(conversation.id, None)
+        connection.follow(conversation.id, offered.seq)
+
+    # one agent socket --------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = await prepare(request, self.config.server.max_frame_bytes)
+        sender = FrameSender(ws)
+        connection: AgentConnection | None = None
+        auth_timer = asyncio.get_running_loop().call_later(
+            self.config.server.auth_timeout,
+            lambda: connection is None and asyncio.ensure_future(sender.close(CLOSE_AUTH_TIMEOUT, "auth timeout")))
+        try:
+            async for frame in frames(ws, self.config.server.max_frame_bytes):
+                if isinstance(frame, FrameError):
+                    sender.send(frame.frame())
+                    continue
+                if connection is None:
+                    connection = await self._auth(sender, frame)
+                    if connection is None:
+                        break
+                    continue
+                with about(frame.get("conversation_id") if isinstance(frame.get("conversation_id"), str) else None,
+                           connection.agent_id):
+                    try:
+                        await self._on_frame(connection, frame)
+                    except ConversationError as exc:
+                        sender.send(FrameError(exc.code, str(exc)).frame())
+        finally:
+            auth_timer.cancel()
+            sender.stop()
+            if connection is not None and self.connections.get(connection.agent_id) is connection:
+                del self.connections[connection.agent_id]
+                with about(agent=connection.agent_id):
+                    log.info("agent disconnected")
+                await self.pipeline.set_presence(connection.agent_id, "offline")
+        return ws
+
+    async def _auth(self, sender: FrameSender, frame: dict[str, Any]) -> AgentConnection | None:
+        if frame["type"] != "auth":
+            await sender.close(CLOSE_UNAUTHORIZED, "auth required")
+            return None
+        agent_id = self.authenticate(frame.get("token"))
+        resume = frame.get("resume") or {}
+        status = frame.get("status", "available")
+        if agent_id is None:
+            log.warning("agent auth failed")
+            await sender.close(CLOSE_UNAUTHORIZED, "invalid token")
+            return None
+        if not isinstance(resume, dict) or not all(isinstance(v, int) and v >= 0 for v in resume.values()) \
+                or status not in ("available", "away"):
+            sender.send(FrameError("bad_auth", '"resume" must map conversation ids to last seen seqs; "status" is available or away').frame())
+            await sender.close(CLOSE_UNAUTHORIZED, "bad auth frame")
+            return None
+        previous = self.connections.get(agent_id)
+        connection = AgentConnection(agent_id, sender, self.pipeline)
+        self.connections[agent_id] = connection
+        if previous is not None:
+            await previous.sender.close(CLOSE_REPLACED, "replaced by a newer connection")
+        agent = self.pipeline.dispatcher.agents[agent_id]
+        with about(agent=agent_id):
+            log.info("agent connected", extra={"resumed": sorted(resume)})
+        sender.send({"type": "ready", "agent": {"id": agent_id, "name": agent.name},
+                     "conversations": sorted(agent.assigned)})
+        for conversation_id in sorted(agent.assigned):
+            await connection.follow(conversation_id, resume.get(conversation_id, 0)).catch_up()
+        await self.pipeline.set_presence(agent_id, status)
+        return connection
+
+    async def _on_frame(self, connection: AgentConnection, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == "presence":
+            status = frame.get("status")
+            if status not in ("available", "away"):
+                raise ConversationError("bad_presence", '"status" must be "available" or "away"')
+            await self.pipeline.set_presence(connection.agent_id, status)
+            connection.sender.send({"type": "presence", "status": status})
+            return
+        conversation_id = frame.get("conversation_id")
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise ConversationError("bad_frame", f'"{kind}" needs a "conversation_id"'
+                                    if kind in ("accept", "message", "close") else
+                                    f"unknown frame type {kind!r}; expected presence, accept, message or close")
+        if kind == "accept":
+            await self.pipeline.accept(connection.agent_id, conversation_id)
+        elif kind == "message":
+            client_id, text = frame.get("id"), frame.get("text")
+            if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID:
+                raise ConversationError("bad_message", f'"id" must be a non-empty string of at most {MAX_CLIENT_ID} characters')
+            if not isinstance(text, str) or not text.strip():
+                raise ConversationError("bad_message", '"text" must be a non-empty string')
+            key = (conversation_id, client_id)
+            connection.pending.add(key)
+            try:
+                receipt = await self.pipeline.agent_message(connection.agent_id, conversation_id, text, client_id)
+            except BaseException:
+                connection.pending.discard(key)
+                raise
+            if not receipt.created:
+                connection.pending.discard(key)
+                connection.sender.send({"type": "ack", "conversation_id": conversation_id, "id": client_id,
+                                        "seq": receipt.event.seq})
+        elif kind == "close":
+            disposition = frame.get("disposition")
+            await self.pipeline.agent_close(connection.agent_id, conversation_id,
+                                            disposition if isinstance(disposition, str) else None)
+        else:
+            raise ConversationError("unknown_type", f"unknown frame type {kind!r}; expected presence, accept, message or close")

@@ -1,0 +1,65 @@
+"""The self-service layer: answer from the knowledge base, or hand off to a human.
+
+A pure policy over the customer's text and how many turns in a row went unanswered; the pipeline
+records what it decides.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .config import SelfServiceConfig
+from .faq import FaqIndex
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    faq_id: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class NoAnswer:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    text: str
+    reason: str  # "asked" (a handoff phrase) or "unanswered" (too many misses)
+
+
+Reply = Answer | NoAnswer | Handoff
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+class SelfService:
+    def __init__(self, config: SelfServiceConfig, faq: FaqIndex | None) -> None:
+        self.config = config
+        self.faq = faq
+        latin = [re.escape(p) for p in config.handoff_phrases if not _CJK.search(p)]
+        self._cjk_phrases = [p for p in config.handoff_phrases if _CJK.search(p)]
+        # Whole words only: "agent" asks for a person, "agents' fees" may not.
+        self._latin = re.compile(r"\b(?:" + "|".join(latin) + r")\b", re.IGNORECASE) if latin else None
+
+    @classmethod
+    def from_config(cls, config: SelfServiceConfig) -> "SelfService":
+        return cls(config, FaqIndex.load(config.faq) if config.faq else None)
+
+    def asks_for_human(self, text: str) -> bool:
+        if self._latin is not None and self._latin.search(text):
+            return True
+        return any(phrase in text for phrase in self._cjk_phrases)
+
+    def reply(self, text: str, unanswered_before: int) -> Reply:
+        if self.asks_for_human(text):
+            return Handoff(self.config.handoff, "asked")
+        match = self.faq.match(text, min_score=self.config.min_score) if self.faq else None
+        if match is not None:
+            return Answer(match.entry.answer, match.entry.id, match.score)
+        if unanswered_before + 1 >= self.config.max_unanswered:
+            return Handoff(self.config.handoff, "unanswered")
+        return NoAnswer(self.config.no_answer)

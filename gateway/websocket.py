@@ -1,0 +1,119 @@
+"""What both websocket endpoints (web chat, agent desk) share: reading JSON frames with clear
+errors, and an outbound side where a slow client only slows itself.
+
+Every frame a server sends goes through :class:`FrameSender`: frames queue up per connection and
+one writer task sends them in order. The pipeline never waits on a client's network; a client
+that falls too far behind is disconnected (1013) and resumes from its last seq on reconnect, so
+nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+log = logging.getLogger("contactgate.websocket")
+
+OPEN_WEBSOCKETS = web.AppKey("open_websockets", weakref.WeakSet)
+
+# Application close codes (4000-4999 are ours).
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_REPLACED = 4409
+CLOSE_AUTH_TIMEOUT = 4408
+
+
+@dataclass(frozen=True, slots=True)
+class FrameError:
+    """A frame that could not be used; sent back as an error frame, the socket stays open."""
+
+    code: str
+    message: str
+
+    def frame(self) -> dict[str, Any]:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+async def prepare(request: web.Request, max_frame_bytes: int) -> web.WebSocketResponse:
+    # aiohttp itself closes with 1009 above 4x the limit; between the two a frame gets a
+    # frame_too_large error and the socket stays usable.
+    ws = web.WebSocketResponse(max_msg_size=max_frame_bytes * 4, heartbeat=30.0)
+    await ws.prepare(request)
+    request.app[OPEN_WEBSOCKETS].add(ws)
+    return ws
+
+
+async def frames(ws: web.WebSocketResponse, max_frame_bytes: int) -> AsyncIterator[dict[str, Any] | FrameError]:
+    """Yield each client frame as a dict with a string ``type``, or a FrameError to report."""
+    async for message in ws:
+        if message.type is WSMsgType.TEXT:
+            data: str = message.data
+            if len(data) > max_frame_bytes and len(data.encode()) > max_frame_bytes:
+                yield FrameError("frame_too_large", f"frame of {len(data.encode())} bytes exceeds the limit of {max_frame_bytes}")
+                continue
+            try:
+                frame = json.loads(data)
+            except ValueError as exc:
+                yield FrameError("bad_json", f"frame is not valid JSON: {exc}")
+                continue
+            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                yield FrameError("bad_frame", 'a frame must be a JSON object with a string "type"')
+                continue
+            yield frame
+        elif message.type is WSMsgType.BINARY:
+            yield FrameError("bad_frame", "binary frames are not supported; send JSON text frames")
+        elif message.type is WSMsgType.ERROR:
+            log.info("websocket error", extra={"error": str(ws.exception())})
+            return
+
+
+class FrameSender:
+    def __init__(self, ws: web.WebSocketResponse, max_pending: int = 2000) -> None:
+        self.ws = ws
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(max_pending)
+        self._task = asyncio.create_task(self._write())
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.ws.closed:
+            return
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            log.warning("client too slow; disconnecting so it resumes later")
+            asyncio.create_task(self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow; reconnect and resume"))
+
+    async def close(self, code: int = WSCloseCode.OK, message: str = "") -> None:
+        """Flush queued frames, then close the socket."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
+        self._task.cancel()
+        await self.ws.close(code=code, message=message.encode())
+
+    def stop(self) -> None:
+        """The socket is gone: nothing more can be written."""
+        self._task.cancel()
+
+    async def _write(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            if frame is None:
+                return
+            try:
+                await self.ws.send_str(json.dumps(frame, ensure_ascii=False))
+            except (ConnectionError, RuntimeError):
+                return
+
+
+async def close_all(app: web.Application) -> None:
+    """on_shutdown: tell every client we are going away (1001) so it reconnects elsewhere."""
+    for ws in list(app[OPEN_WEBSOCKETS]):
+        with contextlib.suppress(Exception):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
