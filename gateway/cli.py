@@ -14,6 +14,7 @@ from aiohttp import web
 from .config import ConfigError, GatewayConfig, load_config
 from .faq import FaqError, FaqIndex
 from .logs import setup_logging
+from .store import StoreError
 
 log = logging.getLogger("contactgate")
 
@@ -89,9 +90,15 @@ async def _serve(config: GatewayConfig) -> int:
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=config.server.shutdown_timeout)
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        await site.start()
+    except (StoreError, OSError) as exc:
+        # A database that is down or a port that is taken: say so in one line, exit non-zero.
+        log.error("cannot start", extra={"error": str(exc)})
+        await runner.cleanup()
+        return 1
     for host, port in (a[:2] for a in runner.addresses):
         log.info("listening", extra={"url": f"http://{host}:{port}", "port": port,
                                      "loop": type(asyncio.get_running_loop()).__module__})

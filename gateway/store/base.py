@@ -20,6 +20,8 @@ class NotFound(StoreError):
 
 
 class Store(Protocol):
+    url: str  # what the store was opened with; open_store(store.url) reaches the same data
+
     async def open(self) -> None:
         """Connect and apply pending schema migrations (idempotent)."""
 

@@ -1,0 +1,73 @@
+# contactgate developer tasks (GNU make). `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+.SUFFIXES:
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON      ?= python3
+VENV        ?= .venv
+CONFIG      ?= config.yaml
+PYTEST_ARGS ?=
+BENCH_ARGS  ?=
+
+VENV_PY     := $(VENV)/bin/python
+PIP_INSTALL := $(VENV_PY) -m pip install --quiet --disable-pip-version-check
+# Stamps: reinstall only when pyproject.toml changes (or the venv is new).
+RUN_STAMP   := $(VENV)/.installed-run
+DEV_STAMP   := $(VENV)/.installed-dev
+
+.PHONY: help run test bench check-config services services-stop clean
+
+help:
+	@echo 'make run            serve $(CONFIG) (embedded SQLite store; see the config for the address)'
+	@echo 'make test           start/find PostgreSQL + Redis, then run pytest (PYTEST_ARGS=... to pass options)'
+	@echo 'make bench          run the benchmarks (python -m bench; BENCH_ARGS=...)'
+	@echo 'make check-config   validate $(CONFIG) (CONFIG=path to pick another file)'
+	@echo 'make services       only make sure the test services run and write .services/env'
+	@echo 'make services-stop  stop the throwaway test servers that make test started, if any'
+	@echo 'make clean          stop those servers; remove .venv, .services and caches'
+
+$(VENV)/pyvenv.cfg:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): pyproject.toml $(VENV)/pyvenv.cfg
+	$(PIP_INSTALL) -e '.[fast]'
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml $(VENV)/pyvenv.cfg
+	$(PIP_INSTALL) -e '.[dev,fast]'
+	@touch $@
+
+run: $(RUN_STAMP)
+	exec $(VENV)/bin/contactgate serve --config '$(CONFIG)'
+
+check-config: $(RUN_STAMP)
+	$(VENV)/bin/contactgate check-config '$(CONFIG)'
+
+# ensure-services.sh writes .services/env; pytest's exit code is the recipe's exit code.
+test: $(DEV_STAMP)
+	bash scripts/ensure-services.sh
+	. .services/env && $(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+ifeq ($(wildcard bench/__main__.py),)
+bench:
+	@echo 'make bench: there is no benchmark suite yet (bench/__main__.py is missing), so nothing was run.' >&2
+	@exit 1
+else
+bench: $(DEV_STAMP)
+	$(VENV_PY) -m bench $(BENCH_ARGS)
+endif
+
+services:
+	bash scripts/ensure-services.sh
+
+services-stop:
+	bash scripts/ensure-services.sh stop
+
+# Throwaway servers are stopped before their data under .services is deleted.
+clean:
+	bash scripts/ensure-services.sh purge
+	rm -rf $(VENV) .services .pytest_cache .hypothesis build dist *.egg-info
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

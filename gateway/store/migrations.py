@@ -1,0 +1,206 @@
+"""Versioned schema migrations shared by both engines.
+
+Each :class:`Migration` carries the statements for every dialect, so the two schemas cannot drift
+apart silently. ``open()`` applies the pending ones in order inside one transaction and records
+them in ``schema_migrations``; re-running is a no-op. Never edit a released migration: append a
+new one with the next version number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import aiosqlite
+    import asyncpg
+
+Dialect = Literal["sqlite", "postgres"]
+
+# Arbitrary but fixed key for pg_advisory_xact_lock: every gateway process must use the same one.
+PG_ADVISORY_LOCK_KEY = 0x636F6E74616374  # "contact"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+    def statements(self, dialect: Dialect) -> tuple[str, ...]:
+        return self.sqlite if dialect == "sqlite" else self.postgres
+
+
+# SQLite keeps timestamps as fixed-width ISO-8601 UTC text (so text order is time order) and
+# JSON as text; PostgreSQL uses timestamptz and jsonb.
+_INITIAL_SQLITE = (
+    """CREATE TABLE customers (
+        id          TEXT PRIMARY KEY,
+        name        TEXT,
+        tier        TEXT,
+        attributes  TEXT NOT NULL DEFAULT '{}',
+        created_at  TEXT NOT NULL
+    )""",
+    """CREATE TABLE identities (
+        channel      TEXT NOT NULL,
+        address      TEXT NOT NULL,
+        customer_id  TEXT NOT NULL REFERENCES customers(id),
+        PRIMARY KEY (channel, address)
+    )""",
+    "CREATE INDEX identities_customer ON identities (customer_id)",
+    """CREATE TABLE conversations (
+        id           TEXT PRIMARY KEY,
+        customer_id  TEXT NOT NULL REFERENCES customers(id),
+        channel      TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        queue        TEXT,
+        agent_id     TEXT,
+        last_seq     INTEGER NOT NULL DEFAULT 0,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        closed_at    TEXT
+    )""",
+    # latest_conversation(customer, channel)
+    "CREATE INDEX conversations_latest ON conversations (customer_id, channel, created_at)",
+    # open_conversations(): partial, so it stays small however much history piles up
+    "CREATE INDEX conversations_open ON conversations (created_at) WHERE state <> 'closed'",
+    """CREATE TABLE events (
+        conversation_id  TEXT NOT NULL REFERENCES conversations(id),
+        seq              INTEGER NOT NULL,
+        author           TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        text             TEXT,
+        client_id        TEXT,
+        data             TEXT NOT NULL DEFAULT '{}',
+        at               TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    )""",
+    # Dedupe of retried sends: one event per (conversation, author, client id).
+    """CREATE UNIQUE INDEX events_client_id ON events (conversation_id, author, client_id)
+        WHERE client_id IS NOT NULL""",
+)
+
+_INITIAL_POSTGRES = (
+    """CREATE TABLE customers (
+        id          text PRIMARY KEY,
+        name        text,
+        tier        text,
+        attributes  jsonb NOT NULL DEFAULT '{}'::jsonb,
+        created_at  timestamptz NOT NULL
+    )""",
+    """CREATE TABLE identities (
+        channel      text NOT NULL,
+        address      text NOT NULL,
+        customer_id  text NOT NULL REFERENCES customers(id),
+        PRIMARY KEY (channel, address)
+    )""",
+    "CREATE INDEX identities_customer ON identities (customer_id)",
+    """CREATE TABLE conversations (
+        id           text PRIMARY KEY,
+        customer_id  text NOT NULL REFERENCES customers(id),
+        channel      text NOT NULL,
+        state        text NOT NULL,
+        queue        text,
+        agent_id     text,
+        last_seq     bigint NOT NULL DEFAULT 0,
+        created_at   timestamptz NOT NULL,
+        updated_at   timestamptz NOT NULL,
+        closed_at    timestamptz
+    )""",
+    "CREATE INDEX conversations_latest ON conversations (customer_id, channel, created_at)",
+    "CREATE INDEX conversations_open ON conversations (created_at) WHERE state <> 'closed'",
+    """CREATE TABLE events (
+        conversation_id  text NOT NULL REFERENCES conversations(id),
+        seq              bigint NOT NULL,
+        author           text NOT NULL,
+        kind             text NOT NULL,
+        text             text,
+        client_id        text,
+        data             jsonb NOT NULL DEFAULT '{}'::jsonb,
+        at               timestamptz NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    )""",
+    """CREATE UNIQUE INDEX events_client_id ON events (conversation_id, author, client_id)
+        WHERE client_id IS NOT NULL""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "customers, identities, conversations, events", _INITIAL_SQLITE, _INITIAL_POSTGRES),
+)
+
+# Bookkeeping table; created before anything else, outside the versioned list.
+SCHEMA_MIGRATIONS_DDL: dict[Dialect, str] = {
+    "sqlite": """CREATE TABLE IF NOT EXISTS schema_migrations (
+        version     INTEGER PRIMARY KEY,
+        applied_at  TEXT NOT NULL
+    )""",
+    "postgres": """CREATE TABLE IF NOT EXISTS schema_migrations (
+        version     integer PRIMARY KEY,
+        applied_at  timestamptz NOT NULL DEFAULT now()
+    )""",
+}
+
+
+def pending(applied: set[int]) -> list[Migration]:
+    """Migrations not yet in ``applied``, in version order."""
+    return [m for m in sorted(MIGRATIONS, key=lambda m: m.version) if m.version not in applied]
+
+
+async def migrate_sqlite(db: aiosqlite.Connection) -> list[int]:
+    """Apply pending migrations on an autocommit (``isolation_level=None``) connection.
+
+    ``BEGIN IMMEDIATE`` takes SQLite's write lock up front, so a second process opening the same
+    file waits (busy_timeout) and then finds nothing left to do. SQLite DDL is transactional, so a
+    failing migration leaves the file as it was.
+    """
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute(SCHEMA_MIGRATIONS_DDL["sqlite"])
+        rows = await db.execute_fetchall("SELECT version FROM schema_migrations")
+        todo = pending({int(r[0]) for r in rows})
+        now = datetime.now(timezone.utc).isoformat()
+        for m in todo:
+            for stmt in m.sqlite:
+                await db.execute(stmt)
+            await db.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (m.version, now)
+            )
+        await db.execute("COMMIT")
+    except BaseException:
+        # Best effort: if the connection itself broke, the original error is the useful one.
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        raise
+    return [m.version for m in todo]
+
+
+async def migrate_postgres(conn: asyncpg.Connection) -> list[int]:
+    """Apply pending migrations in one transaction.
+
+    The transaction-scoped advisory lock serialises gateway processes starting together (even
+    ``CREATE TABLE IF NOT EXISTS`` can fail when two sessions race on it); it is released by the
+    commit or rollback.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", PG_ADVISORY_LOCK_KEY)
+        await conn.execute(SCHEMA_MIGRATIONS_DDL["postgres"])
+        rows = await conn.fetch("SELECT version FROM schema_migrations")
+        todo = pending({int(r["version"]) for r in rows})
+        for m in todo:
+            for stmt in m.postgres:
+                await conn.execute(stmt)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", m.version)
+    return [m.version for m in todo]
+
+
+def _check_order() -> None:
+    # Fail at import time rather than half-way through a migration run.
+    versions = [m.version for m in MIGRATIONS]
+    if versions != sorted(set(versions)) or any(v <= 0 for v in versions):
+        raise RuntimeError(f"migration versions must be positive, unique and ascending: {versions}")
+
+
+_check_order()

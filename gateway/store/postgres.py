@@ -1,0 +1,349 @@
+"""The production engine: PostgreSQL through an asyncpg pool.
+
+Per-conversation ordering comes from the row lock taken by ``UPDATE conversations ... RETURNING
+last_seq``: concurrent appends to one conversation queue up behind it, appends to different
+conversations run in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from typing import Any, AsyncIterator, Sequence
+from urllib.parse import urlsplit
+
+import asyncpg
+from asyncpg import exceptions as pgexc
+
+from ..model import (
+    KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, StateChange, utcnow,
+)
+from .base import NotFound, StoreError, StoreUnavailable
+from .migrations import migrate_postgres
+
+# JSON goes in and out as text (json.dumps / json.loads) rather than through a jsonb codec, so a
+# value that cannot be serialised fails with json's TypeError exactly as on SQLite (asyncpg would
+# wrap a codec failure in its own DataError).
+
+_CUSTOMER_COLS = "id, name, tier, attributes, created_at"
+_CONVERSATION_COLS = (
+    "id, customer_id, channel, state, queue, agent_id, last_seq, created_at, updated_at, closed_at"
+)
+_EVENT_COLS = "conversation_id, seq, author, kind, text, client_id, data, at"
+
+# $3 is the new state or NULL (no change); $4/$6 say whether queue/agent_id are being set.
+# closed_at: set when the conversation becomes closed (kept if it already was), cleared if it is
+# moved back to an open state.
+_APPEND_UPDATE = """
+UPDATE conversations SET
+    last_seq   = last_seq + 1,
+    updated_at = $2,
+    state      = COALESCE($3::text, state),
+    queue      = CASE WHEN $4::bool THEN $5::text ELSE queue END,
+    agent_id   = CASE WHEN $6::bool THEN $7::text ELSE agent_id END,
+    closed_at  = CASE WHEN $3::text IS NULL THEN closed_at
+                      WHEN $3::text = 'closed' THEN COALESCE(closed_at, $2)
+                      ELSE NULL END
+WHERE id = $1
+RETURNING last_seq
+"""
+
+_APPEND_INSERT = f"""
+INSERT INTO events ({_EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (conversation_id, author, client_id) WHERE client_id IS NOT NULL DO NOTHING
+RETURNING seq
+"""
+
+# Failures that mean the server cannot be used right now (as opposed to bugs or bad data).
+_UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable; TimeoutError is an OSError too
+    pgexc.PostgresConnectionError,  # includes "connection was closed in the middle of operation"
+    pgexc.AdminShutdownError,
+    pgexc.CrashShutdownError,
+    pgexc.CannotConnectNowError,
+    pgexc.DatabaseDroppedError,
+    pgexc.TooManyConnectionsError,
+)
+# Extra failures only while connecting: the store cannot work until the config or server changes.
+_CONNECT_FAILURE_TYPES: tuple[type[BaseException], ...] = _UNAVAILABLE_TYPES + (
+    pgexc.InvalidCatalogNameError,  # database does not exist
+    pgexc.InvalidAuthorizationSpecificationError,  # includes wrong password
+)
+
+
+def _is_unavailable(exc: BaseException, types: tuple[type[BaseException], ...] = _UNAVAILABLE_TYPES) -> bool:
+    if isinstance(exc, types):
+        return True
+    # asyncpg reports a closed pool or connection as a plain InterfaceError.
+    return isinstance(exc, pgexc.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc))
+
+
+def redact(url: str) -> str:
+    """The url without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+class _Duplicate(Exception):
+    """Raised inside the append transaction to roll it back when the client id was seen."""
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+
+
+def _customer(row: asyncpg.Record) -> Customer:
+    return Customer(id=row["id"], name=row["name"], tier=row["tier"],
+                    attributes=json.loads(row["attributes"]), created_at=row["created_at"])
+
+
+def _conversation(row: asyncpg.Record) -> Conversation:
+    return Conversation(
+        id=row["id"], customer_id=row["customer_id"], channel=row["channel"],
+        state=ConversationState(row["state"]), queue=row["queue"], agent_id=row["agent_id"],
+        last_seq=row["last_seq"], created_at=row["created_at"], updated_at=row["updated_at"],
+        closed_at=row["closed_at"],
+    )
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return Event(conversation_id=row["conversation_id"], seq=row["seq"],
+                 author=Author(row["author"]), kind=EventKind(row["kind"]), text=row["text"],
+                 client_id=row["client_id"], data=json.loads(row["data"]), at=row["at"])
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
+                 connect_timeout: float = 10.0, close_timeout: float = 30.0) -> None:
+        self.url = url
+        self._where = redact(url)
+        self._min_size, self._max_size = min_size, max_size
+        self._connect_timeout = connect_timeout
+        self._close_timeout = close_timeout
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where!r})"
+
+    # lifecycle ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self.url, min_size=self._min_size, max_size=self._max_size,
+                timeout=self._connect_timeout,
+            )
+        except Exception as exc:
+            if _is_unavailable(exc, _CONNECT_FAILURE_TYPES):
+                raise StoreUnavailable(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
+            raise
+        try:
+            async with pool.acquire() as conn:
+                await migrate_postgres(conn)
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, Exception) and _is_unavailable(exc):
+                raise StoreUnavailable(
+                    f"PostgreSQL at {self._where} went away during migrations: {exc}") from exc
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            # Pool.close() waits for acquired connections, i.e. for in-flight writes to finish.
+            await asyncio.wait_for(pool.close(), self._close_timeout)
+        except asyncio.TimeoutError:
+            pool.terminate()
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable(f"PostgreSQL store {self._where} is closed")
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise StoreUnavailable(f"PostgreSQL at {self._where} is unavailable: {exc}") from exc
+            raise
+
+    # customers and identities -----------------------------------------------------------------
+    async def create_customer(
+        self, *, name: str | None, tier: str | None = None, attributes: dict[str, Any] | None = None,
+        customer_id: str | None = None,
+    ) -> Customer:
+        async with self._conn() as conn:
+            try:
+                row = await conn.fetchrow(
+                    f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES ($1, $2, $3, $4, $5) "
+                    f"RETURNING {_CUSTOMER_COLS}",
+                    customer_id or uuid.uuid4().hex, name, tier, json.dumps(attributes or {}), utcnow(),
+                )
+            except pgexc.UniqueViolationError as exc:
+                raise StoreError(f"customer {customer_id!r} already exists") from exc
+        return _customer(row)
+
+    async def get_customer(self, customer_id: str) -> Customer:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = $1",
+                                      customer_id)
+        if row is None:
+            raise NotFound(f"customer {customer_id!r} not found")
+        return _customer(row)
+
+    async def update_customer(
+        self, customer_id: str, *, name: str | None = ..., tier: str | None = ...,  # type: ignore[assignment]
+        attributes: dict[str, Any] | None = ...,  # type: ignore[assignment]
+    ) -> Customer:
+        values: dict[str, Any] = {}
+        if name is not ...:
+            values["name"] = name
+        if tier is not ...:
+            values["tier"] = tier
+        if attributes is not ...:
+            values["attributes"] = json.dumps(attributes or {})  # None clears to {}
+        if not values:
+            return await self.get_customer(customer_id)
+        sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(values, start=2))
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"UPDATE customers SET {sets} WHERE id = $1 RETURNING {_CUSTOMER_COLS}",
+                customer_id, *values.values(),
+            )
+        if row is None:
+            raise NotFound(f"customer {customer_id!r} not found")
+        return _customer(row)
+
+    async def add_identity(self, customer_id: str, channel: str, address: str) -> None:
+        async with self._conn() as conn:
+            try:
+                await conn.execute(
+                    "INSERT INTO identities (channel, address, customer_id) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (channel, address) DO UPDATE SET customer_id = EXCLUDED.customer_id",
+                    channel, address, customer_id,
+                )
+            except pgexc.ForeignKeyViolationError as exc:
+                raise NotFound(f"customer {customer_id!r} not found") from exc
+
+    async def find_customer(self, channel: str, address: str) -> Customer | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {', '.join('c.' + c for c in _CUSTOMER_COLS.split(', '))} FROM identities i "
+                "JOIN customers c ON c.id = i.customer_id WHERE i.channel = $1 AND i.address = $2",
+                channel, address,
+            )
+        return None if row is None else _customer(row)
+
+    # conversations and events -----------------------------------------------------------------
+    async def create_conversation(self, customer_id: str, channel: str) -> Conversation:
+        now = utcnow()
+        async with self._conn() as conn:
+            try:
+                row = await conn.fetchrow(
+                    f"INSERT INTO conversations ({_CONVERSATION_COLS}) "
+                    "VALUES ($1, $2, $3, $4, NULL, NULL, 0, $5, $5, NULL) "
+                    f"RETURNING {_CONVERSATION_COLS}",
+                    uuid.uuid4().hex, customer_id, channel, ConversationState.BOT.value, now,
+                )
+            except pgexc.ForeignKeyViolationError as exc:
+                raise NotFound(f"customer {customer_id!r} not found") from exc
+        return _conversation(row)
+
+    async def get_conversation(self, conversation_id: str) -> Conversation:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE id = $1", conversation_id)
+        if row is None:
+            raise NotFound(f"conversation {conversation_id!r} not found")
+        return _conversation(row)
+
+    async def latest_conversation(self, customer_id: str, channel: str) -> Conversation | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_CONVERSATION_COLS} FROM conversations "
+                "WHERE customer_id = $1 AND channel = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+                customer_id, channel,
+            )
+        return None if row is None else _conversation(row)
+
+    async def open_conversations(self) -> Sequence[Conversation]:
+        async with self._conn() as conn:
+            # "state <> 'closed'" verbatim, so the planner can use the partial index.
+            rows = await conn.fetch(
+                f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE state <> 'closed' "
+                "ORDER BY created_at, id"
+            )
+        return [_conversation(r) for r in rows]
+
+    async def append_event(
+        self, conversation_id: str, *, author: Author, kind: EventKind, text: str | None = None,
+        client_id: str | None = None, data: dict[str, Any] | None = None,
+        change: StateChange | None = None,
+    ) -> tuple[Event, bool]:
+        author, kind = Author(author), EventKind(kind)
+        now = utcnow()
+        if change is None:
+            update_args: tuple[Any, ...] = (None, False, None, False, None)
+        else:
+            update_args = (
+                ConversationState(change.state).value,
+                change.queue is not KEEP, None if change.queue is KEEP else change.queue,
+                change.agent_id is not KEEP, None if change.agent_id is KEEP else change.agent_id,
+            )
+        async with self._conn() as conn:
+            try:
+                async with conn.transaction():
+                    # Bumping last_seq first takes the conversation's row lock, so a concurrent
+                    # append with the same client id waits here and then sees our committed
+                    # event in the insert below (READ COMMITTED re-reads after the lock).
+                    seq = await conn.fetchval(_APPEND_UPDATE, conversation_id, now, *update_args)
+                    if seq is None:
+                        raise NotFound(f"conversation {conversation_id!r} not found")
+                    event = Event(conversation_id=conversation_id, seq=seq, author=author, kind=kind,
+                                  text=text, client_id=client_id, data=dict(data or {}), at=now)
+                    inserted = await conn.fetchval(
+                        _APPEND_INSERT, conversation_id, seq, author.value, kind.value, text,
+                        client_id, json.dumps(event.data), now,
+                    )
+                    if inserted is None:
+                        row = await conn.fetchrow(
+                            f"SELECT {_EVENT_COLS} FROM events "
+                            "WHERE conversation_id = $1 AND author = $2 AND client_id = $3",
+                            conversation_id, author.value, client_id,
+                        )
+                        # Roll back the last_seq bump and the state change.
+                        raise _Duplicate(_event(row))
+            except _Duplicate as dup:
+                return dup.event, False
+        return event, True
+
+    async def events_after(
+        self, conversation_id: str, seq: int, limit: int | None = None
+    ) -> Sequence[Event]:
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_EVENT_COLS} FROM events WHERE conversation_id = $1 AND seq > $2 "
+                "ORDER BY seq LIMIT $3",  # LIMIT NULL means no limit
+                conversation_id, seq, limit,
+            )
+            if not rows and await conn.fetchval(
+                    "SELECT 1 FROM conversations WHERE id = $1", conversation_id) is None:
+                raise NotFound(f"conversation {conversation_id!r} not found")
+        return [_event(r) for r in rows]

@@ -1,0 +1,354 @@
+"""The embedded default engine: one aiosqlite connection, WAL journal, fully synchronous commits.
+
+All operations share one connection and one asyncio.Lock. The lock is taken for reads too: on a
+single connection a read issued while another task's write transaction is open would see that
+transaction's uncommitted rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+import aiosqlite
+
+from ..model import (
+    KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, StateChange, utcnow,
+)
+from .base import NotFound, StoreError, StoreUnavailable
+from .migrations import migrate_sqlite
+
+_CUSTOMER_COLS = "id, name, tier, attributes, created_at"
+_CONVERSATION_COLS = (
+    "id, customer_id, channel, state, queue, agent_id, last_seq, created_at, updated_at, closed_at"
+)
+_EVENT_COLS = "conversation_id, seq, author, kind, text, client_id, data, at"
+
+# Error classes that mean "the database file cannot be used right now", as opposed to bugs
+# (bad SQL, constraint violations) which must surface as they are.
+_UNAVAILABLE_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN",
+                       "SQLITE_FULL", "SQLITE_READONLY", "SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def parse_sqlite_url(url: str) -> str:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``; memory stays."""
+    if url in ("sqlite://:memory:", "sqlite:///:memory:"):
+        return ":memory:"
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise StoreError(f"bad sqlite url {url!r}: use sqlite:///relative.db, "
+                         "sqlite:////absolute.db or sqlite://:memory:")
+    return url[len(prefix):]
+
+
+def _ts(at: datetime) -> str:
+    # Fixed width (always microseconds, always +00:00) so that text order equals time order.
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _customer(row: sqlite3.Row) -> Customer:
+    return Customer(id=row["id"], name=row["name"], tier=row["tier"],
+                    attributes=json.loads(row["attributes"]),
+                    created_at=datetime.fromisoformat(row["created_at"]))
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"], customer_id=row["customer_id"], channel=row["channel"],
+        state=ConversationState(row["state"]), queue=row["queue"], agent_id=row["agent_id"],
+        last_seq=row["last_seq"], created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]), closed_at=_parse_ts(row["closed_at"]),
+    )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(conversation_id=row["conversation_id"], seq=row["seq"],
+                 author=Author(row["author"]), kind=EventKind(row["kind"]), text=row["text"],
+                 client_id=row["client_id"], data=json.loads(row["data"]),
+                 at=datetime.fromisoformat(row["at"]))
+
+
+class SQLiteStore:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+        self.url = url
+        self._path = parse_sqlite_url(url)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r})"
+
+    # lifecycle ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        async with self._lock:
+            if self._db is not None:
+                return
+            try:
+                if self._path != ":memory:":
+                    Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                # isolation_level=None: the sqlite3 module must not open transactions behind our
+                # back; every write below spells out BEGIN IMMEDIATE ... COMMIT.
+                db = await aiosqlite.connect(self._path, isolation_level=None)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreUnavailable(f"cannot open sqlite database {self._path!r}: {exc}") from exc
+            try:
+                db.row_factory = sqlite3.Row
+                # Wait for another process's write lock instead of failing at once.
+                await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                await db.execute("PRAGMA journal_mode = WAL")
+                # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
+                # and an inbound message is acked as soon as append_event returns.
+                await db.execute("PRAGMA synchronous = FULL")
+                await db.execute("PRAGMA foreign_keys = ON")
+                await migrate_sqlite(db)
+            except BaseException as exc:
+                await db.close()
+                if isinstance(exc, sqlite3.Error) and _is_unavailable(exc):
+                    raise StoreUnavailable(
+                        f"cannot open sqlite database {self._path!r}: {exc}") from exc
+                raise
+            self._db = db
+
+    async def close(self) -> None:
+        # Taking the lock lets the write in progress (if any) commit first.
+        async with self._lock:
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
+
+    async def ping(self) -> None:
+        async with self._session() as db:
+            await db.execute_fetchall("SELECT 1")
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            if self._db is None:
+                raise StoreUnavailable(f"sqlite store {self._path!r} is closed")
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                if _is_unavailable(exc):
+                    raise StoreUnavailable(f"sqlite database {self._path!r}: {exc}") from exc
+                raise
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._session() as db:
+            # IMMEDIATE takes the write lock now, so another process cannot slip in between our
+            # read of last_seq and the insert.
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
+                raise
+
+    # customers and identities -----------------------------------------------------------------
+    async def create_customer(
+        self, *, name: str | None, tier: str | None = None, attributes: dict[str, Any] | None = None,
+        customer_id: str | None = None,
+    ) -> Customer:
+        customer = Customer(id=customer_id or uuid.uuid4().hex, name=name, tier=tier,
+                            attributes=dict(attributes or {}), created_at=utcnow())
+        try:
+            async with self._transaction() as db:
+                await _execute(db, f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES (?, ?, ?, ?, ?)",
+                               (customer.id, name, tier, json.dumps(customer.attributes),
+                                _ts(customer.created_at)))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"customer {customer.id!r} already exists") from exc
+        return customer
+
+    async def get_customer(self, customer_id: str) -> Customer:
+        async with self._session() as db:
+            row = await _fetchone(db, f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?",
+                                  (customer_id,))
+        if row is None:
+            raise NotFound(f"customer {customer_id!r} not found")
+        return _customer(row)
+
+    async def update_customer(
+        self, customer_id: str, *, name: str | None = ..., tier: str | None = ...,  # type: ignore[assignment]
+        attributes: dict[str, Any] | None = ...,  # type: ignore[assignment]
+    ) -> Customer:
+        sets: list[str] = []
+        params: list[Any] = []
+        if name is not ...:
+            sets.append("name = ?")
+            params.append(name)
+        if tier is not ...:
+            sets.append("tier = ?")
+            params.append(tier)
+        if attributes is not ...:
+            sets.append("attributes = ?")
+            params.append(json.dumps(attributes or {}))  # None clears to {}
+        if sets:
+            async with self._transaction() as db:
+                changed = await _execute(
+                    db, f"UPDATE customers SET {', '.join(sets)} WHERE id = ?", (*params, customer_id))
+                if changed == 0:
+                    raise NotFound(f"customer {customer_id!r} not found")
+        return await self.get_customer(customer_id)
+
+    async def add_identity(self, customer_id: str, channel: str, address: str) -> None:
+        async with self._transaction() as db:
+            if await _fetchone(db, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
+                raise NotFound(f"customer {customer_id!r} not found")
+            await _execute(
+                db,
+                "INSERT INTO identities (channel, address, customer_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (channel, address) DO UPDATE SET customer_id = excluded.customer_id",
+                (channel, address, customer_id),
+            )
+
+    async def find_customer(self, channel: str, address: str) -> Customer | None:
+        async with self._session() as db:
+            row = await _fetchone(
+                db,
+                f"SELECT {', '.join('c.' + c for c in _CUSTOMER_COLS.split(', '))} FROM identities i "
+                "JOIN customers c ON c.id = i.customer_id WHERE i.channel = ? AND i.address = ?",
+                (channel, address),
+            )
+        return None if row is None else _customer(row)
+
+    # conversations and events -----------------------------------------------------------------
+    async def create_conversation(self, customer_id: str, channel: str) -> Conversation:
+        now = utcnow()
+        conv = Conversation(id=uuid.uuid4().hex, customer_id=customer_id, channel=channel,
+                            state=ConversationState.BOT, queue=None, agent_id=None, last_seq=0,
+                            created_at=now, updated_at=now)
+        async with self._transaction() as db:
+            if await _fetchone(db, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
+                raise NotFound(f"customer {customer_id!r} not found")
+            await _execute(
+                db,
+                f"INSERT INTO conversations ({_CONVERSATION_COLS}) "
+                "VALUES (?, ?, ?, ?, NULL, NULL, 0, ?, ?, NULL)",
+                (conv.id, customer_id, channel, conv.state.value, _ts(now), _ts(now)),
+            )
+        return conv
+
+    async def get_conversation(self, conversation_id: str) -> Conversation:
+        async with self._session() as db:
+            row = await _fetchone(db, f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE id = ?",
+                                  (conversation_id,))
+        if row is None:
+            raise NotFound(f"conversation {conversation_id!r} not found")
+        return _conversation(row)
+
+    async def latest_conversation(self, customer_id: str, channel: str) -> Conversation | None:
+        async with self._session() as db:
+            # rowid breaks ties between conversations created in the same microsecond.
+            row = await _fetchone(
+                db,
+                f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE customer_id = ? AND channel = ? "
+                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (customer_id, channel),
+            )
+        return None if row is None else _conversation(row)
+
+    async def open_conversations(self) -> Sequence[Conversation]:
+        async with self._session() as db:
+            # "state <> 'closed'" verbatim, so the planner can use the partial index.
+            rows = await db.execute_fetchall(
+                f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE state <> 'closed' "
+                "ORDER BY created_at, rowid"
+            )
+        return [_conversation(r) for r in rows]
+
+    async def append_event(
+        self, conversation_id: str, *, author: Author, kind: EventKind, text: str | None = None,
+        client_id: str | None = None, data: dict[str, Any] | None = None,
+        change: StateChange | None = None,
+    ) -> tuple[Event, bool]:
+        author, kind = Author(author), EventKind(kind)
+        async with self._transaction() as db:
+            conv = await _fetchone(
+                db, "SELECT last_seq, state, queue, agent_id, closed_at FROM conversations WHERE id = ?",
+                (conversation_id,))
+            if conv is None:
+                raise NotFound(f"conversation {conversation_id!r} not found")
+            if client_id is not None:
+                # Safe to check-then-insert: BEGIN IMMEDIATE holds the database write lock.
+                dup = await _fetchone(
+                    db, f"SELECT {_EVENT_COLS} FROM events "
+                    "WHERE conversation_id = ? AND author = ? AND client_id = ?",
+                    (conversation_id, author.value, client_id))
+                if dup is not None:
+                    return _event(dup), False
+
+            now = utcnow()
+            event = Event(conversation_id=conversation_id, seq=conv["last_seq"] + 1, author=author,
+                          kind=kind, text=text, client_id=client_id, data=dict(data or {}), at=now)
+            state, queue, agent_id, closed_at = (
+                conv["state"], conv["queue"], conv["agent_id"], conv["closed_at"])
+            if change is not None:
+                new_state = ConversationState(change.state)
+                if new_state is ConversationState.CLOSED:
+                    # Closing an already closed conversation keeps the original closing time.
+                    closed_at = closed_at if state == ConversationState.CLOSED.value else _ts(now)
+                else:
+                    closed_at = None
+                state = new_state.value
+                queue = queue if change.queue is KEEP else change.queue
+                agent_id = agent_id if change.agent_id is KEEP else change.agent_id
+            await _execute(
+                db,
+                "UPDATE conversations SET last_seq = ?, state = ?, queue = ?, agent_id = ?, "
+                "updated_at = ?, closed_at = ? WHERE id = ?",
+                (event.seq, state, queue, agent_id, _ts(now), closed_at, conversation_id),
+            )
+            await _execute(
+                db, f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, event.seq, author.value, kind.value, text, client_id,
+                 json.dumps(event.data), _ts(now)),
+            )
+        # Only reached after COMMIT returned: the event is on disk.
+        return event, True
+
+    async def events_after(
+        self, conversation_id: str, seq: int, limit: int | None = None
+    ) -> Sequence[Event]:
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        async with self._session() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_EVENT_COLS} FROM events WHERE conversation_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (conversation_id, seq, -1 if limit is None else limit),  # -1: no limit
+            )
+            if not rows and await _fetchone(
+                    db, "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)) is None:
+                raise NotFound(f"conversation {conversation_id!r} not found")
+        return [_event(r) for r in rows]
+
+
+async def _fetchone(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+    rows = list(await db.execute_fetchall(sql, tuple(params)))
+    return rows[0] if rows else None
+
+
+async def _execute(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> int:
+    """Run one statement, close its cursor (so no read stays open) and return the row count."""
+    async with db.execute(sql, tuple(params)) as cur:
+        return cur.rowcount
+
+
+def _is_unavailable(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(_UNAVAILABLE_ERRORS)
