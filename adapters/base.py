@@ -70,3 +70,7 @@ class Adapter(Protocol):
 
     async def send(self, conversation: "Conversation", event: "Event") -> None:
         """Deliver a conversation event to the customer, if this channel shows that kind."""
+
+    async def notify(self, conversation_id: str, status: dict[str, Any]) -> None:
+        """Transient news for a waiting customer (position, estimated wait); not stored, not
+        sequenced. A channel without a live session may ignore it."""

@@ -70,8 +70,9 @@ def customer_frame(event: Event, own: bool) -> dict[str, Any] | None:
         if event.author is Author.CUSTOMER:
             frame["id"] = event.client_id
         return frame
-    if event.kind is EventKind.QUEUED:
-        return {"type": "queued", "seq": event.seq, "position": event.data.get("position")}
+    if event.kind in (EventKind.QUEUED, EventKind.TRANSFERRED):
+        return {"type": "queued", "seq": event.seq, "position": event.data.get("position"),
+                "estimated_wait": event.data.get("estimated_wait"), "reason": event.data.get("reason")}
     if event.kind is EventKind.ASSIGNED:
         return {"type": "assigned", "seq": event.seq, "agent": {"name": event.data.get("agent", {}).get("name")}}
     if event.kind is EventKind.CLOSED:
@@ -96,6 +97,10 @@ class WebChatAdapter:
         for sessions in list(self._sessions.values()):
             for session in list(sessions):
                 await session.sender.close(WSCloseCode.GOING_AWAY, "server shutdown")
+
+    async def notify(self, conversation_id: str, status: dict[str, Any]) -> None:
+        for session in list(self._sessions.get(conversation_id, ())):
+            session.sender.send(status)
 
     async def send(self, conversation: Conversation, event: Event) -> None:
         for session in list(self._sessions.get(conversation.id, ())):

@@ -7,6 +7,7 @@ Construction is plain and synchronous (so routes can be mounted); all I/O happen
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -15,7 +16,9 @@ from adapters import registry
 from adapters.base import Adapter
 
 from .config import GatewayConfig
+from .api import AdminApi
 from .hub import AgentHub
+from .reload import ConfigReloader
 from .model import Conversation, Event
 from .pipeline import Pipeline
 from .selfservice import SelfService
@@ -29,15 +32,16 @@ STORE = web.AppKey("store", Store)  # type: ignore[type-abstract]
 PIPELINE = web.AppKey("pipeline", Pipeline)
 HUB = web.AppKey("hub", AgentHub)
 ADAPTERS = web.AppKey("adapters", dict)
+RELOADER = web.AppKey("reloader", ConfigReloader)
 
 
-def create_app(config: GatewayConfig) -> web.Application:
+def create_app(config: GatewayConfig, config_path: Path | None = None) -> web.Application:
     import weakref
 
     app = web.Application(client_max_size=config.server.max_frame_bytes * 4)
     store = make_store(config.store.url)
     pipeline = Pipeline(config, store, SelfService.from_config(config.selfservice))
-    hub = AgentHub(config, pipeline)
+    hub = AgentHub(pipeline)
     adapters: dict[str, Adapter] = {
         channel.channel_name: registry.create(channel.type, channel.channel_name, channel.settings, pipeline)
         for channel in config.channels
@@ -48,10 +52,18 @@ def create_app(config: GatewayConfig) -> web.Application:
         if adapter is not None:
             await adapter.send(conversation, event)
 
+    async def status_to_customer(conversation_id: str, channel: str, status: dict) -> None:
+        adapter = adapters.get(channel)
+        if adapter is not None:
+            await adapter.notify(conversation_id, status)
+
     pipeline.subscribe(to_customer)
+    pipeline.subscribe_status(status_to_customer)
 
     app[CONFIG], app[STORE], app[PIPELINE], app[HUB], app[ADAPTERS] = config, store, pipeline, hub, adapters
     app[OPEN_WEBSOCKETS] = weakref.WeakSet()
+    app[RELOADER] = reloader = ConfigReloader(config_path, pipeline)
+    app.router.add_routes(AdminApi(pipeline, reloader).routes())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(hub.routes())
@@ -73,9 +85,14 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _routing_ctx(app: web.Application) -> AsyncIterator[None]:
-    await app[PIPELINE].recover()
-    await app[PIPELINE].dispatch()
+    pipeline = app[PIPELINE]
+    await pipeline.recover()
+    await pipeline.start()
+    await pipeline.dispatch()
+    await app[RELOADER].start(app[CONFIG].server.reload_poll)
     yield
+    await app[RELOADER].stop()
+    await pipeline.stop()
 
 
 async def _adapters_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -30,9 +30,21 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="override server.port (0: any free port)")
     check = commands.add_parser("check-config", help="validate a config file and exit (2 when invalid)")
     check.add_argument("file", nargs="?", default="config.yaml")
+    sim = commands.add_parser("simulate", help="show which rule and steps would take a contact, and why")
+    sim.add_argument("file", nargs="?", default="config.yaml")
+    sim.add_argument("--channel", default="webchat")
+    sim.add_argument("--text", default="", help="what the customer writes")
+    sim.add_argument("--tier", help="a tier stored on the customer's profile")
+    sim.add_argument("--email")
+    sim.add_argument("--phone")
+    sim.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE", help="a customer attribute (repeatable)")
+    sim.add_argument("--at", help="when, ISO 8601 with offset (default: now), e.g. 2026-11-24T22:00+08:00")
+    sim.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(Path(args.file))
+    if args.command == "simulate":
+        return run_simulate(args)
     return run_serve(args)
 
 
@@ -58,6 +70,46 @@ def check_config(path: Path) -> int:
     return 0
 
 
+def run_simulate(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from .selfservice import SelfService
+    from .simulate import as_json, render, simulate
+
+    try:
+        config = _load(Path(args.file))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    attributes: dict[str, object] = {}
+    for item in args.attr:
+        name, sep, value = item.partition("=")
+        if not sep:
+            print(f"--attr {item!r}: expected NAME=VALUE", file=sys.stderr)
+            return EXIT_CONFIG
+        attributes[name] = _number(value)
+    at = None
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            print(f"--at {args.at!r}: expected ISO 8601, e.g. 2026-11-24T22:00+08:00", file=sys.stderr)
+            return EXIT_CONFIG
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=timezone.utc)
+    result = simulate(config, SelfService.from_config(config.selfservice), channel=args.channel, text=args.text,
+                      tier=args.tier, email=args.email, phone=args.phone, attributes=attributes, at=at)
+    print(as_json(result) if args.json else render(result))
+    return 0
+
+
+def _number(value: str) -> object:
+    try:
+        return float(value) if "." in value else int(value)
+    except ValueError:
+        return value
+
+
 def run_serve(args: argparse.Namespace) -> int:
     try:
         config = _load(Path(args.config))
@@ -69,7 +121,7 @@ def run_serve(args: argparse.Namespace) -> int:
     setup_logging(config.server.log_level, config.server.log_format)
     loop_factory = _loop_factory(config.server.event_loop)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config))
+        return runner.run(_serve(config, Path(args.config).resolve()))
 
 
 def _loop_factory(choice: str):  # type: ignore[no-untyped-def]
@@ -84,10 +136,12 @@ def _loop_factory(choice: str):  # type: ignore[no-untyped-def]
     return uvloop.new_event_loop
 
 
-async def _serve(config: GatewayConfig) -> int:
+async def _serve(config: GatewayConfig, config_path: Path) -> int:
     from .app import create_app
 
-    app = create_app(config)
+    from .app import RELOADER
+
+    app = create_app(config, config_path)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=config.server.shutdown_timeout)
     try:
@@ -106,6 +160,8 @@ async def _serve(config: GatewayConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloader = app[RELOADER]
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload(reason="SIGHUP")))
     await stop.wait()
     log.info("shutting down: closing websockets, finishing in-flight writes")
     await runner.cleanup()

@@ -12,7 +12,8 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from adapters import registry
-from routing.config import NAME, AgentConfig, QueueConfig, RoutingConfig, Strict, TiersConfig
+from routing.config import (NAME, AgentConfig, DeskConfig, HoursConfig, QueueConfig, RoutingConfig, Strict,
+                            TiersConfig)
 
 from .configfile import ConfigError, YamlDocument, dotted, read_yaml, read_yaml_file
 
@@ -32,6 +33,8 @@ class ServerConfig(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    # Seconds between checks of config.yaml for changes (0: reload only on SIGHUP or the API).
+    reload_poll: float = Field(default=2.0, ge=0)
 
 
 class StoreConfig(Strict):
@@ -73,7 +76,9 @@ class GatewayConfig(Strict):
     selfservice: SelfServiceConfig = SelfServiceConfig()
     tiers: TiersConfig = TiersConfig()
     queues: list[QueueConfig] = Field(min_length=1)
+    hours: dict[str, HoursConfig] = {}
     routing: RoutingConfig
+    desk: DeskConfig = DeskConfig()
     agents: list[AgentConfig] = []
 
     @model_validator(mode="after")
@@ -94,8 +99,19 @@ class GatewayConfig(Strict):
         if self.routing.default_queue not in queues:
             problems.append((("routing", "default_queue"), f"unknown queue {self.routing.default_queue!r}"))
         for index, rule in enumerate(self.routing.rules):
-            if rule.queue not in queues:
-                problems.append((("routing", "rules", index, "queue"), f"unknown queue {rule.queue!r}"))
+            for step_index, step in enumerate(rule.steps):
+                for queue in step.queues:
+                    if queue not in queues:
+                        problems.append((("routing", "rules", index, "steps", step_index), f"unknown queue {queue!r}"))
+            for hours in (rule.when.within_hours, rule.when.outside_hours):
+                if hours is not None and hours not in self.hours:
+                    problems.append((("routing", "rules", index, "when"), f"unknown hours {hours!r} (define it under `hours:`)"))
+        for index, queue_config in enumerate(self.queues):
+            if queue_config.hours is not None and queue_config.hours not in self.hours:
+                problems.append((("queues", index, "hours"), f"unknown hours {queue_config.hours!r} (define it under `hours:`)"))
+            overflow = queue_config.outside_hours.queue
+            if overflow is not None and overflow not in queues:
+                problems.append((("queues", index, "outside_hours", "queue"), f"unknown queue {overflow!r}"))
         for index, agent in enumerate(self.agents):
             for queue in agent.queues:
                 if queue not in queues:

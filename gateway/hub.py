@@ -25,6 +25,7 @@ from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, 
 log = logging.getLogger("contactgate.hub")
 
 MAX_CLIENT_ID = 128
+AGENT_FRAMES = ("accept", "decline", "message", "transfer", "close")
 
 
 class AgentConnection:
@@ -53,6 +54,10 @@ class AgentConnection:
             self.sender.send({"type": "message", "conversation_id": cid, **event_frame(event)})
         elif event.kind is EventKind.ASSIGNED:
             self.sender.send({"type": "assigned", "conversation_id": cid, "seq": event.seq})
+        elif event.kind is EventKind.TRANSFERRED:
+            self.sender.send({"type": "transferred", "conversation_id": cid, "seq": event.seq,
+                              "to_agent": event.data.get("to_agent"), "to_queue": event.data.get("to_queue")})
+            self.deliveries.pop(cid, None)
         elif event.kind is EventKind.CLOSED:
             self.sender.send({"type": "closed", "conversation_id": cid, "seq": event.seq,
                               "closed_by": event.data.get("closed_by")})
@@ -68,11 +73,20 @@ def event_frame(event: Event) -> dict[str, Any]:
 
 
 class AgentHub:
-    def __init__(self, config: GatewayConfig, pipeline: Pipeline) -> None:
-        self.config = config
+    def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.connections: dict[str, AgentConnection] = {}
         pipeline.subscribe(self.on_event)
+        pipeline.subscribe_agent_notices(self.tell)
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.pipeline.config  # follows hot reloads: new agents and tokens apply at once
+
+    def tell(self, agent_id: str, frame: dict[str, Any]) -> None:
+        connection = self.connections.get(agent_id)
+        if connection is not None:
+            connection.sender.send(frame)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/agent/ws", self.handle)]
@@ -100,6 +114,11 @@ class AgentHub:
             if connection is not None:
                 await self._offer(connection, conversation, event)
             return
+        if event.kind is EventKind.TRANSFERRED:
+            connection = self.connections.get(event.data.get("from_agent", ""))
+            if connection is not None and (delivery := connection.deliveries.get(conversation.id)) is not None:
+                await delivery.deliver(event)
+            return
         withdrawn_from = event.data.get("withdrawn_from") if event.kind is EventKind.QUEUED else None
         if withdrawn_from:
             connection = self.connections.get(withdrawn_from)
@@ -120,9 +139,14 @@ class AgentHub:
     async def _offer(self, connection: AgentConnection, conversation: Conversation, offered: Event) -> None:
         transcript = [event_frame(e) for e in await self.pipeline.events_after(conversation.id, 0, offered.seq)
                       if e.kind is EventKind.MESSAGE]
-        connection.sender.send({"type": "offer", "conversation": {
+        offer: dict[str, Any] = {
             "id": conversation.id, "channel": conversation.channel, "queue": offered.data.get("queue"),
-            "customer": offered.data.get("customer"), "seq": offered.seq, "transcript": transcript}})
+            "customer": offered.data.get("customer"), "seq": offered.seq, "timeout": offered.data.get("timeout"),
+            "transcript": transcript}
+        if offered.data.get("transferred_from"):
+            offer["transferred_from"] = offered.data["transferred_from"]
+            offer["note"] = offered.data.get("note")
+        connection.sender.send({"type": "offer", "conversation": offer})
         # The transcript showed everything up to the offer; the accept picks up from there.
         connection.deliveries.pop(conversation.id, None)
         connection.follow(conversation.id, offered.seq)
@@ -158,7 +182,7 @@ class AgentHub:
                 del self.connections[connection.agent_id]
                 with about(agent=connection.agent_id):
                     log.info("agent disconnected")
-                await self.pipeline.set_presence(connection.agent_id, "offline")
+                await self.pipeline.agent_disconnected(connection.agent_id)
         return ws
 
     async def _auth(self, sender: FrameSender, frame: dict[str, Any]) -> AgentConnection | None:
@@ -189,8 +213,19 @@ class AgentHub:
                      "conversations": sorted(agent.assigned)})
         for conversation_id in sorted(agent.assigned):
             await connection.follow(conversation_id, resume.get(conversation_id, 0)).catch_up()
-        await self.pipeline.set_presence(agent_id, status)
+        # Offers still open on a replaced connection are shown again; new ones follow.
+        for conversation_id in self.pipeline.dispatcher.offers_for(agent_id):
+            await self._reoffer(connection, conversation_id)
+        await self.pipeline.agent_connected(agent_id, status)
         return connection
+
+    async def _reoffer(self, connection: AgentConnection, conversation_id: str) -> None:
+        """An offer still open from before a reconnect is shown again."""
+        events = await self.pipeline.events_after(conversation_id, 0)
+        offered = next((e for e in reversed(events) if e.kind is EventKind.OFFERED), None)
+        if offered is not None and offered.data.get("agent_id") == connection.agent_id:
+            conversation = await self.pipeline.get_conversation(conversation_id)
+            await self._offer(connection, conversation, offered)
 
     async def _on_frame(self, connection: AgentConnection, frame: dict[str, Any]) -> None:
         kind = frame["type"]
@@ -204,10 +239,18 @@ class AgentHub:
         conversation_id = frame.get("conversation_id")
         if not isinstance(conversation_id, str) or not conversation_id:
             raise ConversationError("bad_frame", f'"{kind}" needs a "conversation_id"'
-                                    if kind in ("accept", "message", "close") else
-                                    f"unknown frame type {kind!r}; expected presence, accept, message or close")
+                                    if kind in AGENT_FRAMES else
+                                    f"unknown frame type {kind!r}; expected one of presence, {', '.join(AGENT_FRAMES)}")
         if kind == "accept":
             await self.pipeline.accept(connection.agent_id, conversation_id)
+        elif kind == "decline":
+            await self.pipeline.decline(connection.agent_id, conversation_id)
+        elif kind == "transfer":
+            to_agent, to_queue, note = frame.get("to_agent"), frame.get("to_queue"), frame.get("note")
+            if any(v is not None and not isinstance(v, str) for v in (to_agent, to_queue, note)):
+                raise ConversationError("bad_transfer", '"to_agent", "to_queue" and "note" must be strings')
+            await self.pipeline.transfer(connection.agent_id, conversation_id, to_agent=to_agent,
+                                         to_queue=to_queue, note=note)
         elif kind == "message":
             client_id, text = frame.get("id"), frame.get("text")
             if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID:
@@ -230,4 +273,4 @@ class AgentHub:
             await self.pipeline.agent_close(connection.agent_id, conversation_id,
                                             disposition if isinstance(disposition, str) else None)
         else:
-            raise ConversationError("unknown_type", f"unknown frame type {kind!r}; expected presence, accept, message or close")
+            raise ConversationError("unknown_type", f"unknown frame type {kind!r}; expected one of presence, {', '.join(AGENT_FRAMES)}")

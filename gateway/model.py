@@ -40,6 +40,7 @@ class EventKind(str, enum.Enum):
     QUEUED = "queued"      # handed to routing; data: queue, position
     OFFERED = "offered"    # offered to one agent; data: agent_id (not shown to the customer)
     ASSIGNED = "assigned"  # an agent accepted; data: agent id and name
+    TRANSFERRED = "transferred"  # back to a queue or to one agent; data: from_agent, to_queue/to_agent, note
     CLOSED = "closed"      # data: closed_by, disposition
 
 

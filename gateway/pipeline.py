@@ -1,8 +1,9 @@
 """The pipeline: the only code that moves a conversation from one state to the next.
 
     bot --(handoff)--> queued --(offer)--> offered --(accept)--> assigned --(close)--> closed
-                          ^                   |
-                          +--(offer withdrawn)+
+                        ^  ^                  |                      |
+                        |  +--(timeout, decline, agent away)         |
+                        +-----(transfer, agent offline past grace)---+
 
 Every step is one store transaction that appends an event and changes the state together; the
 event is then published to the customer's channel and the agent hub. A per-conversation lock
@@ -21,20 +22,33 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.base import Inbound, Receipt
-from routing import Contact, WaitingEntry, choose_queue, resolve_tier
+from routing import Contact, Offer, WaitingEntry, choose_queue, resolve_tier
+from routing.config import QueueConfig, Step
+from routing.hours import is_open, open_now
+from routing.rules import step_timeout
+from routing.servicelevel import ServiceLevelTracker, estimated_wait
 
 from .config import GatewayConfig
-from .dispatcher import Dispatcher, Presence
+from .dispatcher import Dispatcher, Presence, Route
+from .faq import detect_lang
 from .logs import about
 from .model import (
     Author, Conversation, ConversationState as S, Customer, Event, EventKind, StateChange, utcnow,
 )
+from .scheduler import Scheduler
 from .selfservice import Answer, Handoff, SelfService
 from .store import NotFound, Store
 
 log = logging.getLogger("contactgate.pipeline")
 
 Subscriber = Callable[[Conversation, Event], Awaitable[None]]
+# (conversation id, channel, status frame): transient news for a waiting customer (position).
+StatusSubscriber = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+# (agent id, frame): news for one agent that is not a conversation event.
+AgentNotice = Callable[[str, dict[str, Any]], None]
+
+POSITION_INTERVAL = 1.0  # seconds between position / estimated-wait updates to waiting customers
+MAX_ROUTING_TEXT = 2000  # characters of the customer's bot-phase text kept for keyword rules
 
 
 class ConversationError(Exception):
@@ -52,11 +66,20 @@ class Pipeline:
         self.store = store
         self.selfservice = selfservice
         self.clock = clock
-        self.dispatcher = Dispatcher(config.agents)
+        self.scheduler = Scheduler(clock)
+        self.dispatcher = Dispatcher(config.agents, config.queues, config.routing.default_queue)
+        self.stats = ServiceLevelTracker(max(q.service_level.window for q in config.queues))
         self._subscribers: list[Subscriber] = []
+        self._status_subscribers: list[StatusSubscriber] = []
+        self._agent_notices: list[AgentNotice] = []
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._dispatch_lock = asyncio.Lock()
         self._unanswered: dict[str, int] = {}
+        self._routing_text: dict[str, str] = {}        # bot-phase text, for keyword/language rules
+        self._topics: dict[str, set[str]] = {}         # FAQ ids answered, for topic rules
+        self._transfer: dict[str, dict[str, Any]] = {}  # note and origin shown with the next offer
+        self._assigned_at: dict[str, datetime] = {}
+        self._last_status: dict[str, tuple[int, int]] = {}
 
     @property
     def max_frame_bytes(self) -> int:
@@ -64,6 +87,19 @@ class Pipeline:
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
+
+    def subscribe_status(self, subscriber: StatusSubscriber) -> None:
+        self._status_subscribers.append(subscriber)
+
+    def subscribe_agent_notices(self, notice: AgentNotice) -> None:
+        self._agent_notices.append(notice)
+
+    def notice(self, agent_id: str, frame: dict[str, Any]) -> None:
+        for notice in self._agent_notices:
+            notice(agent_id, frame)
+
+    def queue_config(self, name: str) -> QueueConfig | None:
+        return self.dispatcher.queues.get(name)
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         lock = self._locks.get(conversation_id)
@@ -74,20 +110,56 @@ class Pipeline:
     # start-up --------------------------------------------------------------------------------
     async def recover(self) -> None:
         """Rebuild queues and agent load from the store after a restart."""
+        now = self.clock()
         for conversation in await self.store.open_conversations():
             with about(conversation.id):
                 if conversation.state is S.ASSIGNED and conversation.agent_id:
-                    self.dispatcher.restore_assignment(conversation.id, conversation.agent_id)
+                    self.dispatcher.restore_assignment(conversation.id, conversation.agent_id, conversation.channel)
+                    self._assigned_at[conversation.id] = conversation.updated_at
                 elif conversation.state in (S.QUEUED, S.OFFERED) and conversation.queue:
                     customer = await self.store.get_customer(conversation.customer_id)
-                    entry = self._waiting_entry(conversation, customer, conversation.queue, conversation.updated_at)
-                    self.dispatcher.enqueue(entry)
+                    queue = conversation.queue if conversation.queue in self.dispatcher.queues else self.config.routing.default_queue
+                    tier_priority = self._tier_priority(conversation, customer, queue)
+                    self.dispatcher.enqueue(
+                        WaitingEntry(conversation.id, queue, tier_priority, conversation.updated_at,
+                                     channel=conversation.channel, customer_id=customer.id),
+                        Route("recovered", (Step(queues=[queue]),), 0, tier_priority))
                     if conversation.state is S.OFFERED:
                         # The offer died with the old process: the conversation waits again.
                         await self._append(conversation, Author.SYSTEM, EventKind.QUEUED,
-                                           data=self._queued_data(conversation.id, conversation.queue, "restart"),
-                                           change=StateChange(S.QUEUED, agent_id=None))
+                                           data=self._queued_data(conversation.id, queue, "restart", now),
+                                           change=StateChange(S.QUEUED, queue=queue, agent_id=None))
+        self._schedule_positions()
         log.info("recovered open conversations", extra={"waiting": len(self.dispatcher.waiting)})
+
+    async def reconfigure(self, config: GatewayConfig, selfservice: SelfService) -> list[str]:
+        """Swap in a validated config. Conversations keep their place; those whose queue is
+        gone move to the default queue and are told. Returns the sections that only a restart
+        applies (server, store, channels) when they changed."""
+        restart_only = [name for name in ("server", "store", "channels")
+                        if getattr(config, name) != getattr(self.config, name)]
+        self.config = config
+        self.selfservice = selfservice
+        self.stats.set_window(max(q.service_level.window for q in config.queues))
+        moved = self.dispatcher.configure(config.agents, config.queues, config.routing.default_queue)
+        now = self.clock()
+        for conversation_id in moved:
+            with about(conversation_id):
+                async with self._lock(conversation_id):
+                    conversation = await self.store.get_conversation(conversation_id)
+                    queue = self.dispatcher.waiting[conversation_id].queue
+                    log.info("queue removed by reload; moved", extra={"from": conversation.queue, "queue": queue})
+                    await self._append(conversation, Author.SYSTEM, EventKind.QUEUED,
+                                       data=self._queued_data(conversation_id, queue, "queue_removed", now),
+                                       change=StateChange(conversation.state, queue=queue))
+        await self.dispatch()
+        return restart_only
+
+    async def start(self) -> None:
+        await self.scheduler.start()
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
 
     # customers -------------------------------------------------------------------------------
     async def identify(self, channel: str, address: str, *, name: str | None = None,
@@ -181,50 +253,150 @@ class Pipeline:
 
     async def _self_service(self, conversation: Conversation, text: str) -> bool:
         """Answer or hand off. Returns True when the conversation went to routing."""
-        reply = self.selfservice.reply(text, self._unanswered.get(conversation.id, 0))
+        cid = conversation.id
+        self._routing_text[cid] = (self._routing_text.get(cid, "") + "\n" + text)[-MAX_ROUTING_TEXT:]
+        reply = self.selfservice.reply(text, self._unanswered.get(cid, 0))
         if isinstance(reply, Answer):
-            self._unanswered.pop(conversation.id, None)
+            self._unanswered.pop(cid, None)
+            self._topics.setdefault(cid, set()).add(reply.faq_id)
             await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=reply.text,
                                data={"faq": reply.faq_id, "score": round(reply.score, 3)})
             return False
         if not isinstance(reply, Handoff):
-            self._unanswered[conversation.id] = self._unanswered.get(conversation.id, 0) + 1
+            self._unanswered[cid] = self._unanswered.get(cid, 0) + 1
             await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=reply.text, data={"faq": None})
             return False
-        self._unanswered.pop(conversation.id, None)
+        self._unanswered.pop(cid, None)
         conversation, _ = await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=reply.text,
                                              data={"handoff": reply.reason})
-        await self._route(conversation)
-        return True
+        return await self._route(conversation)
 
-    async def _route(self, conversation: Conversation) -> None:
-        customer = await self.store.get_customer(conversation.customer_id)
-        contact = self._contact(conversation, customer)
-        decision = choose_queue(self.config.routing, contact)
-        entry = self._waiting_entry(conversation, customer, decision.queue, self.clock())
-        self.dispatcher.enqueue(entry)
-        data = self._queued_data(conversation.id, decision.queue, "handoff")
-        data.update(tier=contact.tier, rule=decision.rule)
-        log.info("queued", extra={"queue": decision.queue, "tier": contact.tier, "rule": decision.rule,
-                                  "position": data["position"]})
-        await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data,
-                           change=StateChange(S.QUEUED, queue=decision.queue, agent_id=None))
-
-    def _contact(self, conversation: Conversation, customer: Customer) -> Contact:
+    def contact(self, conversation: Conversation, customer: Customer, now: datetime) -> Contact:
+        """What routing knows of this contact right now."""
         attributes = customer.attributes
+        text = self._routing_text.get(conversation.id, "")
         contact = Contact(channel=conversation.channel, email=attributes.get("email"),
-                          phone=attributes.get("phone"), attributes=attributes)
+                          phone=attributes.get("phone"), attributes=attributes,
+                          language=attributes.get("language") or (detect_lang(text) if text.strip() else None),
+                          text=text, topics=frozenset(self._topics.get(conversation.id, ())),
+                          open_hours=open_now(self.config.hours, now))
         tier, _why = resolve_tier(self.config.tiers, customer.tier, contact)
         return replace(contact, tier=tier)
 
-    def _waiting_entry(self, conversation: Conversation, customer: Customer, queue: str, since: datetime) -> WaitingEntry:
-        tier = self._contact(conversation, customer).tier or self.config.tiers.default
-        queue_config = next((q for q in self.config.queues if q.name == queue), None)
-        priority = queue_config.priority.get(tier, 0) if queue_config else 0
-        return WaitingEntry(conversation.id, queue, priority, since)
+    def _tier_priority(self, conversation: Conversation, customer: Customer, queue: str) -> int:
+        tier = self.contact(conversation, customer, self.clock()).tier or self.config.tiers.default
+        config = self.queue_config(queue)
+        return config.priority.get(tier, 0) if config else 0
 
-    def _queued_data(self, conversation_id: str, queue: str, reason: str) -> dict[str, Any]:
-        return {"queue": queue, "position": self.dispatcher.position(conversation_id) or 1, "reason": reason}
+    async def _route(self, conversation: Conversation) -> bool:
+        """Hand the conversation to routing. Returns True when it now waits for an agent."""
+        now = self.clock()
+        customer = await self.store.get_customer(conversation.customer_id)
+        contact = self.contact(conversation, customer, now)
+        decision = choose_queue(self.config.routing, contact)
+        steps = decision.steps
+        home = self.queue_config(decision.queue)
+        assert home is not None  # config validation guarantees every step's queue exists
+        if home.hours is not None and not is_open(self.config.hours[home.hours], now):
+            outside = home.outside_hours
+            log.info("outside hours", extra={"queue": home.name, "action": outside.action})
+            conversation, _ = await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=outside.text,
+                                                 data={"outside_hours": home.hours, "action": outside.action})
+            if outside.action == "callback":
+                await self.store.update_customer(customer.id, attributes={
+                    **customer.attributes, "callback_requested": now.isoformat()})
+                await self._close(conversation, closed_by="system", disposition="callback_requested")
+                return False
+            if outside.action == "leave_message" and outside.queue:
+                steps = (Step(queues=[outside.queue]),)
+                home = self.queue_config(outside.queue) or home
+        step = steps[0]
+        tier_priority = home.priority.get(contact.tier or self.config.tiers.default, 0)
+        preferred = (self.dispatcher.preferred_agent(customer.id, now, home.sticky_window)
+                     if home.strategy == "sticky" else None)
+        entry = WaitingEntry(conversation.id, home.name, tier_priority + step.priority_boost, now,
+                             queues=tuple(step.queues), channel=conversation.channel,
+                             preferred_agent=preferred, customer_id=customer.id)
+        self.dispatcher.enqueue(entry, Route(decision.rule, steps, 0, tier_priority))
+        data = self._queued_data(conversation.id, home.name, "handoff", now)
+        data.update(tier=contact.tier, rule=decision.rule, queues=list(step.queues))
+        log.info("queued", extra={"queue": home.name, "tier": contact.tier, "rule": decision.rule,
+                                  "position": data["position"]})
+        conversation, _ = await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data,
+                                             change=StateChange(S.QUEUED, queue=home.name, agent_id=None))
+        if step.say:
+            await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=step.say, data={"step": 0})
+        self._schedule_step(conversation.id, step, home)
+        self._schedule_positions()
+        return True
+
+    def _schedule_step(self, conversation_id: str, step: Step, home: QueueConfig) -> None:
+        timeout = step_timeout(step, home.max_wait)
+        if timeout is None:
+            self.scheduler.cancel(("step", conversation_id))
+            return
+
+        async def next_step() -> None:
+            await self._next_step(conversation_id)
+
+        self.scheduler.call_later(("step", conversation_id), timeout, next_step)
+
+    async def _next_step(self, conversation_id: str) -> None:
+        with about(conversation_id):
+            async with self._lock(conversation_id):
+                entry = self.dispatcher.waiting.get(conversation_id)
+                step = self.dispatcher.advance_step(conversation_id)
+                if entry is None or step is None:
+                    return
+                # A new step is a fresh start for agents who passed on it earlier.
+                self.dispatcher.waiting[conversation_id] = replace(
+                    self.dispatcher.waiting[conversation_id], excluded=frozenset())
+                conversation = await self.store.get_conversation(conversation_id)
+                now = self.clock()
+                route = self.dispatcher.routes[conversation_id]
+                data = self._queued_data(conversation_id, entry.queue, "step", now)
+                data.update(step=route.step, queues=list(step.queues), priority_boost=step.priority_boost)
+                log.info("next routing step", extra={"step": route.step, "queues": step.queues})
+                conversation, _ = await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data)
+                if step.say:
+                    await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=step.say,
+                                       data={"step": route.step})
+                home = self.queue_config(entry.queue)
+                if home is not None:
+                    self._schedule_step(conversation_id, step, home)
+        await self.dispatch()
+
+    def _queued_data(self, conversation_id: str, queue: str, reason: str, now: datetime) -> dict[str, Any]:
+        position = self.dispatcher.position(conversation_id, now) or 1
+        return {"queue": queue, "position": position, "reason": reason,
+                "estimated_wait": self._estimated_wait(queue, position, now)}
+
+    def _estimated_wait(self, queue: str, position: int, now: datetime) -> int:
+        return round(estimated_wait(position, self.stats.average_handle(queue, now), self.dispatcher.agents_serving(queue)))
+
+    # waiting customers hear how their wait goes ----------------------------------------------------
+    def _schedule_positions(self) -> None:
+        if self.dispatcher.waiting and not self.scheduler.pending("positions"):
+            self.scheduler.call_later("positions", POSITION_INTERVAL, self._send_positions)
+
+    async def _send_positions(self) -> None:
+        now = self.clock()
+        positions = self.dispatcher.positions(now)
+        for cid in [c for c in self._last_status if c not in positions]:
+            del self._last_status[cid]
+        for cid, position in positions.items():
+            entry = self.dispatcher.waiting[cid]
+            status = (position, self._estimated_wait(entry.queue, position, now))
+            if self._last_status.get(cid) == status:
+                continue
+            self._last_status[cid] = status
+            frame = {"type": "position", "position": status[0], "estimated_wait": status[1]}
+            for subscriber in self._status_subscribers:
+                try:
+                    await subscriber(cid, entry.channel, frame)
+                except Exception:
+                    log.exception("status delivery failed", extra={"conversation_id": cid})
+        self._schedule_positions()
 
     # routing -----------------------------------------------------------------------------------
     async def dispatch(self) -> None:
@@ -232,25 +404,56 @@ class Pipeline:
         async with self._dispatch_lock:
             while True:
                 made = 0
-                for offer in self.dispatcher.plan(self.clock()):
+                now = self.clock()
+                for offer in self.dispatcher.plan(now):
                     with about(offer.conversation_id, offer.agent_id):
                         async with self._lock(offer.conversation_id):
-                            if not self.dispatcher.can_offer(offer):
+                            if not self.dispatcher.can_offer(offer, now):
                                 continue
                             conversation = await self.store.get_conversation(offer.conversation_id)
                             if conversation.state is not S.QUEUED:
                                 continue
-                            customer = await self.store.get_customer(conversation.customer_id)
-                            self.dispatcher.offered(offer)
-                            log.info("offered", extra={"queue": offer.queue})
-                            summary = {"id": customer.id, "name": customer.name,
-                                       "tier": self._contact(conversation, customer).tier}
-                            await self._append(conversation, Author.SYSTEM, EventKind.OFFERED,
-                                               data={"agent_id": offer.agent_id, "queue": offer.queue, "customer": summary},
-                                               change=StateChange(S.OFFERED, agent_id=offer.agent_id))
                             made += 1
+                            await self._offer(conversation, offer.agent_id, offer.queue)
                 if not made:
                     return
+
+    async def _offer(self, conversation: Conversation, agent_id: str, queue: str) -> None:
+        customer = await self.store.get_customer(conversation.customer_id)
+        entry = self.dispatcher.waiting[conversation.id]
+        self.dispatcher.offered(Offer(conversation.id, queue, agent_id))
+        home = self.queue_config(entry.queue) or self.queue_config(queue)
+        timeout = home.offer_timeout if home else 30.0
+        log.info("offered", extra={"queue": queue, "timeout": timeout})
+        summary = {"id": customer.id, "name": customer.name,
+                   "tier": self.contact(conversation, customer, self.clock()).tier}
+        data: dict[str, Any] = {"agent_id": agent_id, "queue": queue, "customer": summary,
+                                "timeout": timeout, "waited": round((self.clock() - entry.enqueued_at).total_seconds(), 3)}
+        data.update(self._transfer.get(conversation.id, {}))
+        conversation, _ = await self._append(conversation, Author.SYSTEM, EventKind.OFFERED, data=data,
+                                             change=StateChange(S.OFFERED, agent_id=agent_id))
+        if home is not None and home.auto_accept:
+            await self._assign(conversation, agent_id)
+            return
+
+        async def expire() -> None:
+            await self._offer_expired(conversation.id, agent_id)
+
+        self.scheduler.call_later(("offer", conversation.id), timeout, expire)
+
+    async def _offer_expired(self, conversation_id: str, agent_id: str) -> None:
+        with about(conversation_id, agent_id):
+            if self.dispatcher.offer_of(conversation_id) != agent_id:
+                return
+            missed = self.dispatcher.missed_offer(agent_id)
+            await self.withdraw_offer(conversation_id, reason="offer_timeout", exclude=True)
+            limit = self.config.desk.missed_offers_before_away
+            if missed >= limit:
+                reason = f"missed {missed} offers in a row"
+                log.info("agent set away", extra={"reason": reason})
+                self.notice(agent_id, {"type": "presence", "status": "away", "reason": reason})
+                await self.set_presence(agent_id, "away")
+        await self.dispatch()
 
     # agent side --------------------------------------------------------------------------------
     async def accept(self, agent_id: str, conversation_id: str) -> Event:
@@ -259,13 +462,32 @@ class Pipeline:
                 if self.dispatcher.offer_of(conversation_id) != agent_id:
                     raise ConversationError("no_offer", f"conversation {conversation_id!r} is not offered to you")
                 conversation = await self.get_conversation(conversation_id)
-                agent = self.dispatcher.agents[agent_id]
-                self.dispatcher.accepted(conversation_id, agent_id)
-                log.info("assigned")
-                _, event = await self._append(conversation, Author.SYSTEM, EventKind.ASSIGNED,
-                                              data={"agent": {"id": agent_id, "name": agent.name}},
-                                              change=StateChange(S.ASSIGNED, agent_id=agent_id))
-                return event
+                return await self._assign(conversation, agent_id)
+
+    async def _assign(self, conversation: Conversation, agent_id: str) -> Event:
+        now = self.clock()
+        self.scheduler.cancel(("offer", conversation.id))
+        self.scheduler.cancel(("step", conversation.id))
+        agent = self.dispatcher.agents[agent_id]
+        route = self.dispatcher.routes.get(conversation.id)
+        entry = self.dispatcher.accepted(conversation.id, agent_id)
+        self._transfer.pop(conversation.id, None)
+        self._assigned_at[conversation.id] = now
+        # Service level counts a customer's first answer, not a transfer or a return.
+        if entry is not None and route is not None and route.rule not in ("transfer", "returned"):
+            self.stats.answered(entry.queue, (now - entry.enqueued_at).total_seconds(), now)
+        log.info("assigned")
+        _, event = await self._append(conversation, Author.SYSTEM, EventKind.ASSIGNED,
+                                      data={"agent": {"id": agent_id, "name": agent.name}},
+                                      change=StateChange(S.ASSIGNED, agent_id=agent_id))
+        return event
+
+    async def decline(self, agent_id: str, conversation_id: str) -> None:
+        with about(conversation_id, agent_id):
+            if self.dispatcher.offer_of(conversation_id) != agent_id:
+                raise ConversationError("no_offer", f"conversation {conversation_id!r} is not offered to you")
+            await self.withdraw_offer(conversation_id, reason="declined", exclude=True)
+        await self.dispatch()
 
     async def agent_message(self, agent_id: str, conversation_id: str, text: str, client_id: str | None) -> Receipt:
         with about(conversation_id, agent_id):
@@ -277,32 +499,137 @@ class Pipeline:
                 return Receipt(event, created)
 
     async def agent_close(self, agent_id: str, conversation_id: str, disposition: str | None = None) -> Event:
+        desk = self.config.desk
+        if disposition is None and desk.require_disposition:
+            raise ConversationError("disposition_required", f"close needs a disposition, one of {desk.dispositions}")
+        if disposition is not None and desk.dispositions and disposition not in desk.dispositions:
+            raise ConversationError("bad_disposition", f"unknown disposition {disposition!r}; one of {desk.dispositions}")
         with about(conversation_id, agent_id):
             async with self._lock(conversation_id):
                 conversation = await self._assigned_to(agent_id, conversation_id)
                 event = await self._close(conversation, closed_by=agent_id, disposition=disposition)
+            queue = self.queue_config(conversation.queue or "")
+            until = self.dispatcher.start_wrap_up(agent_id, self.clock(), queue.wrap_up if queue else 0)
+            if until is not None:
+                self.notice(agent_id, {"type": "wrap_up", "until": until.isoformat()})
+                self.scheduler.call_at(("wrap_up", agent_id), until, self.dispatch)
             await self.dispatch()
             return event
 
+    async def transfer(self, agent_id: str, conversation_id: str, *, to_agent: str | None = None,
+                       to_queue: str | None = None, note: str | None = None) -> Event:
+        """Hand an assigned conversation to another agent or queue, with a note for the receiver."""
+        if (to_agent is None) == (to_queue is None):
+            raise ConversationError("bad_transfer", 'give exactly one of "to_agent" or "to_queue"')
+        if to_queue is not None and to_queue not in self.dispatcher.queues:
+            raise ConversationError("unknown_queue", f"no queue {to_queue!r}")
+        if to_agent is not None:
+            target = self.dispatcher.agents.get(to_agent)
+            if target is None or to_agent == agent_id:
+                raise ConversationError("unknown_agent", f"cannot transfer to agent {to_agent!r}")
+            if not target.can_take(self.clock()):
+                raise ConversationError("agent_unavailable", f"agent {to_agent!r} is not available")
+        with about(conversation_id, agent_id):
+            async with self._lock(conversation_id):
+                conversation = await self._assigned_to(agent_id, conversation_id)
+                now = self.clock()
+                self.dispatcher.forget(conversation_id, now)
+                customer = await self.store.get_customer(conversation.customer_id)
+                queue = to_queue or (conversation.queue if conversation.queue in self.dispatcher.queues
+                                     else self.config.routing.default_queue)
+                tier_priority = self._tier_priority(conversation, customer, queue)
+                self.dispatcher.enqueue(
+                    WaitingEntry(conversation_id, queue, tier_priority, now, channel=conversation.channel,
+                                 head=True, reserved_for=to_agent, customer_id=customer.id),
+                    Route("transfer", (Step(queues=[queue]),), 0, tier_priority))
+                from_agent = self.dispatcher.agents[agent_id]
+                self._transfer[conversation_id] = {"note": note, "transferred_from": {"id": agent_id, "name": from_agent.name}}
+                log.info("transferred", extra={"to_agent": to_agent, "to_queue": to_queue})
+                data = self._queued_data(conversation_id, queue, "transfer", now)
+                data.update(from_agent=agent_id, to_agent=to_agent, to_queue=to_queue, note=note)
+                _, event = await self._append(conversation, Author.SYSTEM, EventKind.TRANSFERRED, data=data,
+                                              change=StateChange(S.QUEUED, queue=queue, agent_id=None))
+            self._schedule_positions()
+            await self.dispatch()
+            return event
+
+    # presence ------------------------------------------------------------------------------------
     async def set_presence(self, agent_id: str, status: Presence) -> None:
         with about(agent=agent_id):
             log.info("presence", extra={"status": status})
             ended = self.dispatcher.set_presence(agent_id, status, self.clock())
             for conversation_id in ended:
                 await self.withdraw_offer(conversation_id, reason="agent_" + status)
+            if status == "offline":
+                await self._return_conversations(agent_id)
             await self.dispatch()
 
-    async def withdraw_offer(self, conversation_id: str, reason: str) -> None:
+    async def agent_connected(self, agent_id: str, status: Presence) -> None:
+        self.scheduler.cancel(("grace", agent_id))
+        self.dispatcher.set_connected(agent_id, True)
+        await self.set_presence(agent_id, status)
+
+    async def agent_disconnected(self, agent_id: str) -> None:
+        """The websocket dropped: no offers meanwhile; after the grace period the agent is offline
+        and its conversations go back to the head of their queues."""
+        with about(agent=agent_id):
+            for conversation_id in self.dispatcher.set_connected(agent_id, False):
+                await self.withdraw_offer(conversation_id, reason="agent_disconnected")
+            grace = self.config.desk.disconnect_grace
+
+            async def gone() -> None:
+                if not self.dispatcher.agents[agent_id].connected:
+                    await self.set_presence(agent_id, "offline")
+
+            if grace <= 0:
+                await gone()
+            else:
+                self.scheduler.call_later(("grace", agent_id), grace, gone)
+            await self.dispatch()
+
+    async def _return_conversations(self, agent_id: str) -> None:
+        agent = self.dispatcher.agents[agent_id]
+        for conversation_id in list(agent.assigned):
+            with about(conversation_id, agent_id):
+                async with self._lock(conversation_id):
+                    conversation = await self.store.get_conversation(conversation_id)
+                    if conversation.state is not S.ASSIGNED or conversation.agent_id != agent_id:
+                        agent.assigned.pop(conversation_id, None)
+                        continue
+                    now = self.clock()
+                    self.dispatcher.forget(conversation_id, now)
+                    customer = await self.store.get_customer(conversation.customer_id)
+                    queue = conversation.queue if conversation.queue in self.dispatcher.queues else self.config.routing.default_queue
+                    tier_priority = self._tier_priority(conversation, customer, queue)
+                    self.dispatcher.enqueue(
+                        WaitingEntry(conversation_id, queue, tier_priority, now, channel=conversation.channel,
+                                     head=True, customer_id=customer.id),
+                        Route("returned", (Step(queues=[queue]),), 0, tier_priority))
+                    log.info("agent offline: conversation back at the head of its queue", extra={"queue": queue})
+                    data = self._queued_data(conversation_id, queue, "agent_offline", now)
+                    data["returned_from"] = agent_id
+                    conversation, _ = await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data,
+                                                         change=StateChange(S.QUEUED, queue=queue, agent_id=None))
+                    await self._append(conversation, Author.SYSTEM, EventKind.MESSAGE,
+                                       text="Your agent was disconnected. You are first in line for the next one.")
+        self._schedule_positions()
+
+    async def withdraw_offer(self, conversation_id: str, reason: str, exclude: bool = False) -> None:
         with about(conversation_id):
             async with self._lock(conversation_id):
-                agent_id = self.dispatcher.withdraw_offer(conversation_id, self.clock())
+                self.scheduler.cancel(("offer", conversation_id))
+                agent_id = self.dispatcher.withdraw_offer(conversation_id, self.clock(), exclude=exclude)
                 if agent_id is None:
                     return
+                entry = self.dispatcher.waiting.get(conversation_id)
+                if entry is not None and entry.reserved_for == agent_id:
+                    # A transfer to one agent who did not take it falls back to the queue.
+                    self.dispatcher.waiting[conversation_id] = replace(entry, reserved_for=None)
                 conversation = await self.store.get_conversation(conversation_id)
                 if conversation.state is not S.OFFERED or conversation.queue is None:
                     return
                 log.info("offer withdrawn", extra={"reason": reason, "agent_id": agent_id})
-                data = self._queued_data(conversation_id, conversation.queue, reason)
+                data = self._queued_data(conversation_id, conversation.queue, reason, self.clock())
                 data["withdrawn_from"] = agent_id
                 await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data,
                                    change=StateChange(S.QUEUED, agent_id=None))
@@ -314,9 +641,20 @@ class Pipeline:
         return conversation
 
     async def _close(self, conversation: Conversation, closed_by: str, disposition: str | None = None) -> Event:
-        self.dispatcher.forget(conversation.id, self.clock())
-        self._unanswered.pop(conversation.id, None)
-        log.info("closed", extra={"closed_by": closed_by, "state_before": conversation.state.value})
+        now = self.clock()
+        cid = conversation.id
+        for key in (("offer", cid), ("step", cid)):
+            self.scheduler.cancel(key)
+        entry = self.dispatcher.forget(cid, now)
+        if entry is not None and conversation.state in (S.QUEUED, S.OFFERED):
+            self.stats.abandoned(entry.queue, (now - entry.enqueued_at).total_seconds(), now)
+        assigned_at = self._assigned_at.pop(cid, None)
+        if assigned_at is not None and conversation.queue:
+            self.stats.handled(conversation.queue, (now - assigned_at).total_seconds(), now)
+        for table in (self._unanswered, self._routing_text, self._topics, self._transfer, self._last_status):
+            table.pop(cid, None)  # type: ignore[attr-defined]
+        log.info("closed", extra={"closed_by": closed_by, "disposition": disposition,
+                                  "state_before": conversation.state.value})
         _, event = await self._append(conversation, Author.SYSTEM, EventKind.CLOSED,
                                       data={"closed_by": closed_by, "disposition": disposition,
                                             "state_before": conversation.state.value},

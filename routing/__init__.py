@@ -17,12 +17,12 @@ from .config import (
 from .contact import Contact
 from .tiers import resolve_tier
 from .rules import RouteDecision, choose_queue
-from .queues import WaitingEntry, queue_order, position_in_queue
-from .assignment import AgentView, Offer, pick_agent, plan_offers
+from .queues import WaitingEntry, effective_priority, positions, queue_order, position_in_queue
+from .assignment import AgentView, Offer, pick_agent, plan_offers, serves
 
 __all__ = [
     "AgentConfig", "AttributeTest", "Condition", "QueueConfig", "RoutingConfig", "RoutingRule",
     "TierRule", "TiersConfig", "Contact", "resolve_tier", "RouteDecision", "choose_queue",
-    "WaitingEntry", "queue_order", "position_in_queue", "AgentView", "Offer", "pick_agent",
-    "plan_offers",
+    "WaitingEntry", "effective_priority", "positions", "queue_order", "position_in_queue",
+    "AgentView", "Offer", "pick_agent", "plan_offers", "serves",
 ]

@@ -1,12 +1,26 @@
-"""Which agent gets the offer: an available agent serving the queue, with free capacity,
-idle the longest. ``plan_offers`` applies that to every waiting conversation at once."""
+"""Which agent gets the offer.
+
+An agent is eligible for a waiting conversation when it is available (not away, offline or in
+wrap-up), has free capacity on the conversation's channel, serves one of the conversation's
+target queues with the skills that queue requires, and has not declined or missed it. Among the
+eligible, the home queue's strategy picks:
+
+- ``longest_idle``: idle the longest (default);
+- ``least_occupied``: the lowest share of capacity in use;
+- ``round_robin``: the next agent by id after the one this queue offered to last;
+- ``sticky``: the customer's previous agent when eligible, else longest idle.
+
+``plan_offers`` applies that to every waiting conversation, best first, never exceeding anyone's
+capacity within the plan.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
+from .config import QueueConfig
 from .queues import WaitingEntry, queue_order
 
 
@@ -14,53 +28,108 @@ from .queues import WaitingEntry, queue_order
 class AgentView:
     id: str
     available: bool
-    capacity: int
-    load: int                 # conversations assigned plus offers outstanding
+    capacity: int | Mapping[str, int]   # total, or per channel
+    load: Mapping[str, int]             # channel -> conversations assigned or offered
     queues: frozenset[str]
-    idle_since: datetime      # when the agent last had nothing to do (or came online)
+    idle_since: datetime                # when the agent last had nothing to do
+    skills: Mapping[str, int] = field(default_factory=dict)
+
+    def capacity_for(self, channel: str) -> int:
+        if isinstance(self.capacity, int):
+            return self.capacity
+        return self.capacity.get(channel, self.capacity.get("default", 0))
 
     @property
-    def free(self) -> int:
-        return self.capacity - self.load
+    def total_load(self) -> int:
+        return sum(self.load.values())
+
+    def free_for(self, channel: str) -> int:
+        if isinstance(self.capacity, int):
+            return self.capacity - self.total_load
+        return self.capacity_for(channel) - self.load.get(channel, 0)
+
+    @property
+    def occupancy(self) -> float:
+        total = self.capacity if isinstance(self.capacity, int) else sum(self.capacity.values())
+        return self.total_load / total if total else 1.0
+
+    def has_skills(self, required: Mapping[str, int]) -> bool:
+        return all(self.skills.get(skill, 0) >= level for skill, level in required.items())
+
+    def with_offer(self, channel: str) -> "AgentView":
+        load = dict(self.load)
+        load[channel] = load.get(channel, 0) + 1
+        return replace(self, load=load)
 
 
 @dataclass(frozen=True, slots=True)
 class Offer:
     conversation_id: str
-    queue: str
+    queue: str          # the queue through which the agent takes it
     agent_id: str
 
 
-def pick_agent(
-    queue: str, agents: Iterable[AgentView], just_offered: dict[str, int] | None = None
-) -> AgentView | None:
-    """``just_offered`` counts offers an agent got in the current planning pass: such an agent
-    is no longer idle, so it goes behind everyone who still is."""
+def serves(agent: AgentView, entry: WaitingEntry, queues: Mapping[str, QueueConfig]) -> str | None:
+    """The first of the entry's target queues this agent may take it through, or None."""
+    if not agent.available or agent.id in entry.excluded or agent.free_for(entry.channel) <= 0:
+        return None
+    if entry.reserved_for is not None:
+        return entry.queue if agent.id == entry.reserved_for else None
+    for queue in entry.targets:
+        config = queues.get(queue)
+        if queue in agent.queues and (config is None or agent.has_skills(config.skills)):
+            return queue
+    return None
+
+
+def pick_agent(entry: WaitingEntry, agents: Iterable[AgentView], queues: Mapping[str, QueueConfig], *,
+               last_offered: Mapping[str, str] | None = None, just_offered: Mapping[str, int] | None = None,
+               ) -> tuple[AgentView, str] | None:
+    """(agent, queue it takes the conversation through), or None when nobody is eligible.
+
+    ``just_offered`` counts offers an agent got in the current planning pass: such an agent is
+    no longer idle, so it goes behind everyone who still is.
+    """
     just_offered = just_offered or {}
-    eligible = [a for a in agents if a.available and a.free > 0 and queue in a.queues]
+    eligible = [(agent, queue) for agent in agents if (queue := serves(agent, entry, queues)) is not None]
     if not eligible:
         return None
-    # Longest idle first; the least loaded among equals; id for a stable tie-break.
-    return min(eligible, key=lambda a: (just_offered.get(a.id, 0), a.idle_since, a.load, a.id))
+    config = queues.get(entry.queue)
+    strategy = config.strategy if config else "longest_idle"
+    if strategy == "sticky" and entry.preferred_agent is not None:
+        for agent, queue in eligible:
+            if agent.id == entry.preferred_agent:
+                return agent, queue
+    if strategy == "round_robin":
+        last = (last_offered or {}).get(entry.queue, "")
+        ordered = sorted(eligible, key=lambda pair: pair[0].id)
+        return next((pair for pair in ordered if pair[0].id > last), ordered[0])
+    if strategy == "least_occupied":
+        return min(eligible, key=lambda p: (p[0].occupancy, just_offered.get(p[0].id, 0), p[0].idle_since, p[0].id))
+    return min(eligible, key=lambda p: (just_offered.get(p[0].id, 0), p[0].idle_since, p[0].total_load, p[0].id))
 
 
-def plan_offers(
-    waiting: Iterable[WaitingEntry], agents: Sequence[AgentView], offered: frozenset[str] = frozenset()
-) -> list[Offer]:
+def plan_offers(waiting: Iterable[WaitingEntry], agents: Sequence[AgentView], queues: Mapping[str, QueueConfig],
+                now: datetime, *, offered: frozenset[str] = frozenset(),
+                last_offered: Mapping[str, str] | None = None) -> list[Offer]:
     """Offers to make now, best-first across all queues, never exceeding any agent's capacity.
 
     ``offered`` holds conversations that already have an outstanding offer: one at a time.
     """
     pool = {a.id: a for a in agents}
+    rr = dict(last_offered or {})
     offers: list[Offer] = []
     given: dict[str, int] = {}
-    for entry in queue_order(waiting):
-        if entry.conversation_id in offered:
+    candidates = [e for e in waiting if e.conversation_id not in offered]
+    if not candidates or not any(a.available for a in pool.values()):
+        return offers
+    for entry in queue_order(candidates, queues, now):
+        picked = pick_agent(entry, pool.values(), queues, last_offered=rr, just_offered=given)
+        if picked is None:
             continue
-        agent = pick_agent(entry.queue, pool.values(), given)
-        if agent is None:
-            continue
-        offers.append(Offer(entry.conversation_id, entry.queue, agent.id))
-        pool[agent.id] = replace(agent, load=agent.load + 1)
+        agent, queue = picked
+        offers.append(Offer(entry.conversation_id, queue, agent.id))
+        pool[agent.id] = agent.with_offer(entry.channel)
         given[agent.id] = given.get(agent.id, 0) + 1
+        rr[entry.queue] = agent.id
     return offers

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import operator
 import re
+import string
+from datetime import date
 from typing import Any, Callable, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -24,7 +27,8 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
     ">": operator.gt, "<": operator.lt,
 }
-_TEST = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=|==|!=|>|<)\s*(.+?)\s*$")
+# The value may not start with an operator character: "a >>= 3" is a typo, not a > ">= 3".
+_TEST = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=|==|!=|>|<)\s*([^<>=!\s].*?)\s*$")
 
 
 class AttributeTest(Strict):
@@ -85,8 +89,14 @@ class Condition(Strict):
     email_domain: list[str] | None = None
     phone_prefix: list[str] | None = None
     attribute: list[AttributeTest] | None = None
+    language: list[str] | None = None      # detected from the customer's text: en, zh, ...
+    topic: list[str] | None = None         # FAQ entry ids the self-service layer recognised
+    keywords: list[str] | None = None      # any of these words in the customer's messages
+    within_hours: str | None = None        # a name from `hours:` that is open now
+    outside_hours: str | None = None       # a name from `hours:` that is closed now
 
-    _normalize = field_validator("channel", "tier", "email_domain", "phone_prefix", "attribute", mode="before")(
+    _normalize = field_validator("channel", "tier", "email_domain", "phone_prefix", "attribute", "language",
+                                 "topic", "keywords", mode="before")(
         lambda cls, v: _as_list(v)
     )
 
@@ -101,15 +111,133 @@ class TierRule(Strict):
     when: Condition
 
 
+CRM_PLACEHOLDERS = ("email", "phone", "customer_id", "channel")
+
+
+class CrmConfig(Strict):
+    """Ask a CRM over HTTP for the tier when neither the profile nor a rule decides it.
+
+    ``url`` is a template: ``https://crm.example.com/customers?email={email}``; each placeholder
+    is filled with the customer's URL-quoted value, and a lookup whose value is missing is skipped.
+    """
+
+    url: str
+    timeout: float = Field(default=0.5, gt=0)            # seconds for the whole request
+    cache_ttl: float = Field(default=300.0, ge=0)        # seconds answers (and misses) are kept
+    fallback_tier: str | None = Field(default=None, pattern=NAME)  # none = the tiers default
+    tier_field: str = Field(default="tier", pattern=r"^[^.\s]+(\.[^.\s]+)*$")  # dotted path in the JSON
+    # Secrets belong here as ${VAR} (e.g. Authorization: "Bearer ${CRM_TOKEN}"); kept out of repr.
+    headers: dict[str, str] = Field(default={}, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _template(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        allowed = ", ".join("{" + name + "}" for name in CRM_PLACEHOLDERS)
+        try:
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(url) if name is not None]
+        except ValueError as exc:  # a lone { or }
+            raise ValueError(f"bad URL template {url!r}: {exc} (write {{{{ or }}}} for a literal brace)") from None
+        for name, spec, conv in fields:
+            if name not in CRM_PLACEHOLDERS or spec or conv:
+                shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+                raise ValueError(f"unknown placeholder {shown} in URL template; use only {allowed}")
+        return url
+
+    @property
+    def placeholders(self) -> set[str]:
+        """The customer values the URL needs."""
+        return {name for _, name, _, _ in string.Formatter().parse(self.url) if name}
+
+
 class TiersConfig(Strict):
     """How a customer's tier is decided: the tier on the profile, else the first matching rule."""
 
     default: str = Field(default="standard", pattern=NAME)
     rules: list[TierRule] = []
+    crm: CrmConfig | None = None
 
     @property
     def names(self) -> set[str]:
         return {self.default, *(rule.tier for rule in self.rules)}
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SPAN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class HoursConfig(Strict):
+    """Business hours: weekly opening spans in a time zone, minus holidays."""
+
+    timezone: str = "UTC"
+    # Day -> "09:00-18:00" or a list of spans; a day not listed is closed.
+    weekly: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[str]] = {}
+    holidays: list[date] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)") from None
+        return name
+
+    @field_validator("weekly", mode="before")
+    @classmethod
+    def _spans(cls, weekly: Any) -> Any:
+        if not isinstance(weekly, dict):
+            return weekly
+        out = {}
+        for day, spans in weekly.items():
+            spans = [spans] if isinstance(spans, str) else spans
+            for span in spans or []:
+                match = _SPAN.match(str(span).replace(" ", ""))
+                if not match or (match.group(1), match.group(2)) >= (match.group(3), match.group(4)):
+                    raise ValueError(f"{day}: expected spans like '09:00-18:00' (start before end), got {span!r}")
+            out[day] = spans or []
+        return out
+
+
+class OutsideHours(Strict):
+    """What a contact gets when it arrives while its queue is closed."""
+
+    # message: say `text` and wait in the queue anyway; leave_message: say `text` and move to
+    # `queue` (worked later, like email); callback: say `text`, record a callback request, close.
+    action: Literal["message", "leave_message", "callback"] = "message"
+    text: str = "We are closed right now; an agent will answer when we open."
+    queue: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_queue(self) -> "OutsideHours":
+        if self.action == "leave_message" and not self.queue:
+            raise ValueError("action leave_message needs `queue`: where the messages wait")
+        return self
+
+
+class ServiceLevel(Strict):
+    """``percent`` of the conversations answered within ``answer_within`` seconds."""
+
+    answer_within: float = Field(default=20.0, gt=0)
+    percent: float = Field(default=80.0, gt=0, le=100)
+    window: float = Field(default=3600.0, gt=0)  # seconds of history the figure covers
+
+
+class Aging(Strict):
+    """Priority grows with wait, so no tier starves: +``boost`` per ``every`` seconds waited."""
+
+    every: float = Field(default=60.0, gt=0)
+    boost: int = Field(default=1, ge=0)
+    max_boost: int = Field(default=20, ge=0)
+
+
+Strategy = Literal["longest_idle", "least_occupied", "round_robin", "sticky"]
+
+
+def _skill_levels(value: Any) -> Any:
+    # [english, billing] is shorthand for level 1 in each.
+    return {name: 1 for name in value} if isinstance(value, list) else value
 
 
 class QueueConfig(Strict):
@@ -117,24 +245,110 @@ class QueueConfig(Strict):
     description: str | None = None
     # A higher number is served first; a tier not listed gets 0.
     priority: dict[str, int] = {}
+    # Skills an agent needs to take this queue's conversations: name -> minimum level.
+    skills: dict[str, int] = {}
+    service_level: ServiceLevel = ServiceLevel()
+    aging: Aging = Aging()
+    # Seconds an agent has to accept an offer before it goes to the next agent.
+    offer_timeout: float = Field(default=30.0, gt=0)
+    # Assign without an accept (the agent still receives the offer, as already assigned).
+    auto_accept: bool = False
+    strategy: Strategy = "longest_idle"
+    # sticky: prefer the agent who last served this customer within this many seconds.
+    sticky_window: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Seconds of wrap-up after a close before the agent gets its next offer from this queue.
+    wrap_up: float = Field(default=0.0, ge=0)
+    # Seconds a conversation may wait here before the rule's next step (or the overflow) applies.
+    max_wait: float | None = Field(default=None, gt=0)
+    hours: str | None = None  # a name from `hours:`; none = always open
+    outside_hours: OutsideHours = OutsideHours()
+
+    _levels = field_validator("skills", mode="before")(lambda cls, v: _skill_levels(v))
+
+
+class Step(Strict):
+    """One stage of a rule: offer to agents of ``queues``; after ``timeout`` seconds the next
+    stage applies. The last stage waits until answered."""
+
+    queues: list[str] = Field(min_length=1)
+    timeout: float | None = Field(default=None, gt=0)
+    priority_boost: int = 0
+    say: str | None = None  # told to the customer when this step begins
+
+    @model_validator(mode="before")
+    @classmethod
+    def _queue_shorthand(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "queue" in raw:
+            raw = dict(raw)
+            queue = raw.pop("queue")
+            raw.setdefault("queues", [queue] if isinstance(queue, str) else queue)
+        return raw
 
 
 class RoutingRule(Strict):
+    """``queue: X`` is shorthand for one step ``[{queues: [X]}]``."""
+
     name: str | None = None
     when: Condition = Condition()
-    queue: str
+    steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _queue_shorthand(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "queue" in raw:
+            raw = dict(raw)
+            if "steps" in raw:
+                raise ValueError("give either `queue` or `steps`, not both")
+            raw["steps"] = [{"queues": [raw.pop("queue")]}]
+        return raw
+
+    @property
+    def queue(self) -> str:
+        """The queue of the first step: where the conversation is counted as waiting."""
+        return self.steps[0].queues[0]
 
 
 class RoutingConfig(Strict):
-    """Ordered rules: the first whose condition holds picks the queue; else ``default_queue``."""
+    """Ordered rules: the first whose condition holds picks the steps; else ``default_queue``."""
 
     rules: list[RoutingRule] = []
     default_queue: str
+
+
+class DeskConfig(Strict):
+    """How the agent desk behaves for every agent."""
+
+    # Offers missed in a row (timed out) before the agent is set away and told why.
+    missed_offers_before_away: int = Field(default=3, ge=1)
+    # Seconds an agent's websocket may stay dropped before the agent goes offline and its open
+    # conversations return to the head of their queues.
+    disconnect_grace: float = Field(default=30.0, ge=0)
+    # Codes an agent picks from when closing; empty = any text or none.
+    dispositions: list[str] = []
+    require_disposition: bool = False
 
 
 class AgentConfig(Strict):
     id: str = Field(pattern=NAME)
     name: str
     token: SecretStr = Field(min_length=8)
-    capacity: int = Field(default=3, ge=1, le=100)
+    # Conversations at once: one number for all channels, or per channel ({webchat: 3, email: 5}).
+    capacity: int | dict[str, int] = 3
     queues: list[str] = Field(min_length=1)
+    # Skill -> level (1-10); a list is shorthand for level 1 each.
+    skills: dict[str, int] = {}
+
+    _levels = field_validator("skills", mode="before")(lambda cls, v: _skill_levels(v))
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, value: int | dict[str, int]) -> int | dict[str, int]:
+        values = value.values() if isinstance(value, dict) else [value]
+        if not values or any(not 0 <= v <= 100 for v in values) or max(values) < 1:
+            raise ValueError("capacity must be 1-100 (or per channel 0-100, at least one above 0)")
+        return value
+
+    def capacity_for(self, channel: str) -> int:
+        if isinstance(self.capacity, int):
+            return self.capacity
+        return self.capacity.get(channel, self.capacity.get("default", 0))

@@ -15,6 +15,10 @@ class Contact:
     email: str | None = None
     phone: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    language: str | None = None
+    text: str = ""                           # what the customer wrote to the bot so far
+    topics: frozenset[str] = frozenset()     # FAQ entry ids recognised in the conversation
+    open_hours: frozenset[str] = frozenset()  # names of `hours:` open at the time of routing
 
     @property
     def email_domain(self) -> str | None:
@@ -37,5 +41,17 @@ class Contact:
             if not digits or not any(digits.startswith(p) for p in when.phone_prefix):
                 return False
         if when.attribute is not None and not all(test.holds(self.attributes) for test in when.attribute):
+            return False
+        if when.language is not None and self.language not in when.language:
+            return False
+        if when.topic is not None and not self.topics.intersection(when.topic):
+            return False
+        if when.keywords is not None:
+            text = self.text.lower()
+            if not any(keyword.lower() in text for keyword in when.keywords):
+                return False
+        if when.within_hours is not None and when.within_hours not in self.open_hours:
+            return False
+        if when.outside_hours is not None and when.outside_hours in self.open_hours:
             return False
         return True

@@ -1,34 +1,84 @@
-"""Order of the conversations waiting in a queue: higher priority first, then longer wait."""
+"""Order of the conversations waiting in a queue.
+
+Higher effective priority first, then longer wait. Effective priority = the tier's priority in
+the queue + the routing step's boost + aging (``aging.boost`` per ``aging.every`` seconds waited,
+up to ``aging.max_boost``), so a low tier that waited long enough overtakes newcomers of a high
+tier and nobody starves. A conversation put back at the head (its agent went offline) precedes
+everyone in its queue.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Mapping
+
+from .config import Aging, QueueConfig
+
+NO_AGING = Aging(boost=0)
 
 
 @dataclass(frozen=True, slots=True)
 class WaitingEntry:
     conversation_id: str
-    queue: str
-    priority: int
-    enqueued_at: datetime
+    queue: str                     # the home queue: where it is counted and positioned
+    priority: int                  # tier priority in the home queue + the step's boost
+    enqueued_at: datetime          # when it started waiting; kept across steps and re-offers
+    queues: tuple[str, ...] = ()   # every queue whose agents may take it (the current step)
+    channel: str = "webchat"
+    excluded: frozenset[str] = frozenset()   # agents who declined or missed it
+    preferred_agent: str | None = None       # sticky routing: who served this customer last
+    head: bool = False                       # returned after its agent went offline
+    reserved_for: str | None = None          # transferred to one agent: only that agent
+    customer_id: str | None = None
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.queues or (self.queue,)
 
 
-def order_key(entry: WaitingEntry) -> tuple[int, datetime, str]:
+def effective_priority(entry: WaitingEntry, aging: Aging, now: datetime) -> int:
+    if aging.boost == 0:
+        return entry.priority
+    waited = max(0.0, (now - entry.enqueued_at).total_seconds())
+    return entry.priority + min(aging.max_boost, int(waited // aging.every) * aging.boost)
+
+
+def order_key(entry: WaitingEntry, aging: Aging = NO_AGING, now: datetime | None = None
+              ) -> tuple[bool, int, datetime, str]:
+    priority = effective_priority(entry, aging, now) if now is not None else entry.priority
     # conversation id last: a total order, so two processes sort ties the same way.
-    return (-entry.priority, entry.enqueued_at, entry.conversation_id)
+    return (not entry.head, -priority, entry.enqueued_at, entry.conversation_id)
 
 
-def queue_order(entries: Iterable[WaitingEntry]) -> list[WaitingEntry]:
-    return sorted(entries, key=order_key)
+def queue_order(entries: Iterable[WaitingEntry], queues: Mapping[str, QueueConfig] | None = None,
+                now: datetime | None = None) -> list[WaitingEntry]:
+    def key(entry: WaitingEntry) -> tuple[bool, int, datetime, str]:
+        config = queues.get(entry.queue) if queues else None
+        return order_key(entry, config.aging if config else NO_AGING, now)
+
+    return sorted(entries, key=key)
 
 
-def position_in_queue(entries: Iterable[WaitingEntry], conversation_id: str) -> int | None:
-    """1-based position of the conversation among the entries of its own queue."""
+def position_in_queue(entries: Iterable[WaitingEntry], conversation_id: str,
+                      queues: Mapping[str, QueueConfig] | None = None, now: datetime | None = None) -> int | None:
+    """1-based position of the conversation among the entries of its own home queue."""
     entries = list(entries)
     target = next((e for e in entries if e.conversation_id == conversation_id), None)
     if target is None:
         return None
-    key = order_key(target)
-    return 1 + sum(1 for e in entries if e.queue == target.queue and order_key(e) < key)
+    same = [e for e in entries if e.queue == target.queue]
+    return 1 + queue_order(same, queues, now).index(target)
+
+
+def positions(entries: Iterable[WaitingEntry], queues: Mapping[str, QueueConfig] | None = None,
+              now: datetime | None = None) -> dict[str, int]:
+    """Every waiting conversation's 1-based position in its home queue, in one pass per queue."""
+    by_queue: dict[str, list[WaitingEntry]] = {}
+    for entry in entries:
+        by_queue.setdefault(entry.queue, []).append(entry)
+    out: dict[str, int] = {}
+    for members in by_queue.values():
+        for index, entry in enumerate(queue_order(members, queues, now), start=1):
+            out[entry.conversation_id] = index
+    return out

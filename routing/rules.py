@@ -1,21 +1,31 @@
-"""Which queue takes a contact."""
+"""Which rule takes a contact, and so which steps it goes through."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import RoutingConfig
+from .config import RoutingConfig, Step
 from .contact import Contact
 
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
-    queue: str
-    rule: str  # the rule's name, "routing.rules[i]" or "routing.default_queue"
+    rule: str                 # the rule's name, "routing.rules[i]" or "routing.default_queue"
+    steps: tuple[Step, ...]   # at least one
+
+    @property
+    def queue(self) -> str:
+        """The home queue: the first queue of the first step."""
+        return self.steps[0].queues[0]
 
 
 def choose_queue(routing: RoutingConfig, contact: Contact) -> RouteDecision:
     for index, rule in enumerate(routing.rules):
         if contact.satisfies(rule.when):
-            return RouteDecision(rule.queue, rule.name or f"routing.rules[{index}]")
-    return RouteDecision(routing.default_queue, "routing.default_queue")
+            return RouteDecision(rule.name or f"routing.rules[{index}]", tuple(rule.steps))
+    return RouteDecision("routing.default_queue", (Step(queues=[routing.default_queue]),))
+
+
+def step_timeout(step: Step, home_max_wait: float | None) -> float | None:
+    """Seconds before the next step applies: the step's own timeout, else the queue's max wait."""
+    return step.timeout if step.timeout is not None else home_max_wait

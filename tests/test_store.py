@@ -433,3 +433,15 @@ async def test_sqlite_url_forms_and_durability_settings(tmp_path: Path,
         await open_store("sqlite://relative-without-third-slash.db")
     with pytest.raises(StoreError):
         await open_store("mysql://localhost/x")
+
+
+async def test_identities_lists_every_link_of_a_customer(store: Store) -> None:
+    customer = await store.create_customer(name="Ada")
+    other = await store.create_customer(name="Bob")
+    await store.add_identity(customer.id, "email", "ada@example.com")
+    await store.add_identity(customer.id, "webchat", "hash-1")
+    await store.add_identity(other.id, "email", "bob@example.com")
+    found = await store.identities(customer.id)
+    assert [(i.channel, i.address) for i in found] == [("email", "ada@example.com"), ("webchat", "hash-1")]
+    assert all(i.customer_id == customer.id for i in found)
+    assert await store.identities("nobody") == []

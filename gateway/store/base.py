@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-from ..model import Author, Conversation, Customer, Event, EventKind, StateChange
+from ..model import Author, Conversation, Customer, Event, EventKind, Identity, StateChange
 
 
 class StoreError(Exception):
@@ -50,6 +50,9 @@ class Store(Protocol):
         """Link (channel, address) to the customer; relinking an existing identity moves it."""
 
     async def find_customer(self, channel: str, address: str) -> Customer | None: ...
+
+    async def identities(self, customer_id: str) -> Sequence[Identity]:
+        """Every (channel, address) linked to the customer, sorted."""
 
     # conversations and events ---------------------------------------------------------------
     async def create_conversation(self, customer_id: str, channel: str) -> Conversation:

@@ -18,7 +18,7 @@ import asyncpg
 from asyncpg import exceptions as pgexc
 
 from ..model import (
-    KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, StateChange, utcnow,
+    KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
 from .base import NotFound, StoreError, StoreUnavailable
 from .migrations import migrate_postgres
@@ -248,6 +248,13 @@ class PostgresStore:
                 channel, address,
             )
         return None if row is None else _customer(row)
+
+    async def identities(self, customer_id: str) -> Sequence[Identity]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT channel, address, customer_id FROM identities WHERE customer_id = $1 ORDER BY channel, address",
+                customer_id)
+        return [Identity(row["channel"], row["address"], row["customer_id"]) for row in rows]
 
     # conversations and events -----------------------------------------------------------------
     async def create_conversation(self, customer_id: str, channel: str) -> Conversation:

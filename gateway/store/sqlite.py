@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Iterable, Sequence
 import aiosqlite
 
 from ..model import (
-    KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, StateChange, utcnow,
+    KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
 from .base import NotFound, StoreError, StoreUnavailable
 from .migrations import migrate_sqlite
@@ -225,6 +225,14 @@ class SQLiteStore:
                 (channel, address),
             )
         return None if row is None else _customer(row)
+
+    async def identities(self, customer_id: str) -> Sequence[Identity]:
+        async with self._session() as db:
+            cursor = await db.execute(
+                "SELECT channel, address, customer_id FROM identities WHERE customer_id = ? ORDER BY channel, address",
+                (customer_id,))
+            rows = await cursor.fetchall()
+        return [Identity(row[0], row[1], row[2]) for row in rows]
 
     # conversations and events -----------------------------------------------------------------
     async def create_conversation(self, customer_id: str, channel: str) -> Conversation:

@@ -1,0 +1,136 @@
+"""The admin HTTP API (bearer ``server.admin_token``) and the Prometheus endpoint.
+
+- ``PUT /api/customers/{id}`` upserts a customer profile with identities, tier and attributes
+  (how a CRM pushes its VIP list); ``GET`` reads it back.
+- ``GET /api/queues``: service levels and live figures per queue; ``GET /api/agents``.
+- ``POST /api/config/reload``: validate config.yaml and swap it in, or say why not.
+- ``GET /metrics``: the same figures in Prometheus text format (no token: scrape it from inside).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from routing.config import NAME
+
+from .pipeline import Pipeline
+from .reload import ConfigReloader
+from .reports import GatewayCollector, agent_report, queue_report
+from .store import NotFound
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class IdentityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: str = Field(min_length=1, max_length=64)
+    address: str = Field(min_length=1, max_length=512)
+
+
+class CustomerIn(BaseModel):
+    """Fields left out are kept; identities are added (never removed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=200)
+    tier: str | None = Field(default=None, pattern=NAME)
+    attributes: dict[str, Any] | None = None
+    identities: list[IdentityIn] = []
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+class AdminApi:
+    def __init__(self, pipeline: Pipeline, reloader: ConfigReloader) -> None:
+        self.pipeline = pipeline
+        self.reloader = reloader
+        self.registry = CollectorRegistry()
+        self.registry.register(GatewayCollector(pipeline))
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.put("/api/customers/{customer_id}", self._admin(self.put_customer)),
+            web.get("/api/customers/{customer_id}", self._admin(self.get_customer)),
+            web.get("/api/queues", self._admin(self.queues)),
+            web.get("/api/agents", self._admin(self.agents)),
+            web.post("/api/config/reload", self._admin(self.reload)),
+            web.get("/metrics", self.metrics),
+        ]
+
+    def _admin(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            token = self.pipeline.config.server.admin_token
+            if token is None or not token.get_secret_value():
+                return error(403, "admin_disabled", "set server.admin_token (e.g. from ${CONTACTGATE_ADMIN_TOKEN}) to use the admin API")
+            given = request.headers.get("Authorization", "")
+            expected = "Bearer " + token.get_secret_value()
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return error(401, "unauthorized", "send Authorization: Bearer <server.admin_token>")
+            return await handler(request)
+
+        return guarded
+
+    async def put_customer(self, request: web.Request) -> web.Response:
+        customer_id = request.match_info["customer_id"]
+        if not 1 <= len(customer_id) <= 128:
+            return error(400, "bad_customer_id", "customer id must be 1-128 characters")
+        try:
+            body = CustomerIn.model_validate_json(await request.read())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            return error(400, "bad_customer", f"{where}: {first['msg']}")
+        store = self.pipeline.store
+        created = False
+        try:
+            await store.get_customer(customer_id)
+            changes: dict[str, Any] = {}
+            if "name" in body.model_fields_set:
+                changes["name"] = body.name
+            if "tier" in body.model_fields_set:
+                changes["tier"] = body.tier
+            if "attributes" in body.model_fields_set:
+                changes["attributes"] = body.attributes or {}
+            if changes:
+                await store.update_customer(customer_id, **changes)
+        except NotFound:
+            await store.create_customer(customer_id=customer_id, name=body.name, tier=body.tier,
+                                        attributes=body.attributes or {})
+            created = True
+        for identity in body.identities:
+            address = identity.address.lower() if identity.channel == "email" else identity.address
+            await store.add_identity(customer_id, identity.channel, address)
+        return web.json_response(await self._profile(customer_id), status=201 if created else 200)
+
+    async def get_customer(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response(await self._profile(request.match_info["customer_id"]))
+        except NotFound:
+            return error(404, "unknown_customer", f"no customer {request.match_info['customer_id']!r}")
+
+    async def _profile(self, customer_id: str) -> dict[str, Any]:
+        customer = await self.pipeline.store.get_customer(customer_id)
+        identities = await self.pipeline.store.identities(customer_id)
+        return {"id": customer.id, "name": customer.name, "tier": customer.tier, "attributes": customer.attributes,
+                "identities": [{"channel": i.channel, "address": i.address} for i in identities]}
+
+    async def queues(self, request: web.Request) -> web.Response:
+        return web.json_response({"queues": queue_report(self.pipeline, self.pipeline.clock())})
+
+    async def agents(self, request: web.Request) -> web.Response:
+        return web.json_response({"agents": agent_report(self.pipeline, self.pipeline.clock())})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        outcome = await self.reloader.reload(reason="api")
+        return web.json_response(outcome.as_json(), status=200 if outcome.ok else 422)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,93 @@
+"""Hot reload of config.yaml: on a file change, SIGHUP or ``POST /api/config/reload``.
+
+The new file is validated completely (config and FAQ) before anything is swapped; a broken file
+is refused with its reasons and the running config stays. Only routing-related sections apply
+live; ``server``, ``store`` and ``channels`` changes are reported as needing a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, load_config
+from .faq import FaqError
+from .pipeline import Pipeline
+from .selfservice import SelfService
+
+log = logging.getLogger("contactgate.reload")
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    ok: bool
+    message: str
+    problems: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "message": self.message, "problems": self.problems,
+                "restart_needed": self.restart_needed}
+
+
+class ConfigReloader:
+    def __init__(self, path: Path | None, pipeline: Pipeline) -> None:
+        self.path = path
+        self.pipeline = pipeline
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
+    async def reload(self, reason: str) -> ReloadOutcome:
+        if self.path is None:
+            return ReloadOutcome(False, "this gateway was not started from a config file")
+        async with self._lock:
+            self._seen = self._signature()
+            try:
+                config = load_config(self.path)
+                selfservice = SelfService.from_config(config.selfservice)
+            except ConfigError as exc:
+                log.warning("config reload refused; the running config stays", extra={"reason": reason, "problems": exc.problems})
+                return ReloadOutcome(False, f"{self.path} is invalid; the running config stays", [f"{exc.source}:{p}" for p in exc.problems])
+            except FaqError as exc:
+                log.warning("config reload refused; the running config stays", extra={"reason": reason, "problems": [str(exc)]})
+                return ReloadOutcome(False, f"{self.path}: the FAQ cannot be loaded; the running config stays", [str(exc)])
+            restart = await self.pipeline.reconfigure(config, selfservice)
+            if restart:
+                log.warning("config reloaded; some changes need a restart", extra={"sections": restart})
+            log.info("config reloaded", extra={"reason": reason})
+            message = "reloaded" + (f"; restart to apply changes to {', '.join(restart)}" if restart else "")
+            return ReloadOutcome(True, message, restart_needed=restart)
+
+    async def start(self, poll_interval: float) -> None:
+        if self.path is not None and poll_interval > 0:
+            self._task = asyncio.create_task(self._watch(poll_interval), name="config-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self, interval: float) -> None:
+        # Polling the file's mtime and size: no extra dependency, works on every filesystem
+        # (including the bind mounts and ConfigMaps where inotify is unreliable).
+        while True:
+            await asyncio.sleep(interval)
+            signature = self._signature()
+            if signature is not None and signature != self._seen:
+                await self.reload(reason="file changed")

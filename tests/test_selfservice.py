@@ -1,0 +1,127 @@
+"""The self-service policy over the shipped FAQ: answer, say "don't know", or hand off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import SelfServiceConfig, load_config
+from gateway.selfservice import Answer, Handoff, NoAnswer, SelfService
+
+REPO = Path(__file__).resolve().parent.parent
+FAQ = REPO / "faq" / "shipping_kb.yaml"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> SelfService:
+    """Self-service as the shipped config.yaml sets it up (FAQ path resolved next to the file)."""
+    config = load_config(REPO / "config.yaml", env={}).selfservice
+    assert config.faq == FAQ
+    assert config.max_unanswered == 2
+    return SelfService.from_config(config)
+
+
+@pytest.fixture(scope="module")
+def no_faq() -> SelfService:
+    return SelfService.from_config(SelfServiceConfig(faq=None, max_unanswered=2))
+
+
+@pytest.mark.parametrize("question, faq_id", [
+    ("How do I track my parcel?", "track-parcel"),
+    ("where is my package", "track-parcel"),
+    ("Can I insure my shipment?", "insurance"),
+    ("my parcel arrived damaged", "damaged-parcel"),
+    ("我的快递到哪了", "track-parcel"),
+    ("运费怎么算?", "shipping-cost"),
+])
+def test_known_question_is_answered(shipped: SelfService, question: str, faq_id: str) -> None:
+    reply = shipped.reply(question, unanswered_before=0)
+    assert isinstance(reply, Answer), reply
+    assert reply.faq_id == faq_id
+    assert reply.score >= shipped.config.min_score
+    assert reply.text in {e.answer for e in shipped.faq.entries if e.id == faq_id}
+
+
+def test_an_answer_after_misses_is_still_an_answer(shipped: SelfService) -> None:
+    reply = shipped.reply("How do I track my parcel?", unanswered_before=1)
+    assert isinstance(reply, Answer)
+
+
+@pytest.mark.parametrize("text", [
+    "I want an AGENT",
+    "agent",
+    "Agent, please!",
+    "can I talk to a human?",
+    "Put me through to a real person.",
+    "representative",
+    "operator please",                   # added by the shipped config
+    "转人工",
+    "我要转人工服务",
+    "请帮我找客服",
+    "人工",
+])
+def test_handoff_phrases(shipped: SelfService, text: str) -> None:
+    reply = shipped.reply(text, unanswered_before=0)
+    assert reply == Handoff(shipped.config.handoff, "asked")
+
+
+def test_handoff_phrase_wins_over_an_answer(shipped: SelfService) -> None:
+    reply = shipped.reply("How do I track my parcel? Actually, give me an agent.", unanswered_before=0)
+    assert isinstance(reply, Handoff) and reply.reason == "asked"
+
+
+@pytest.mark.parametrize("text", [
+    "How much are your agents' fees?",   # "agents" is not the word "agent"
+    "Is there an agency near me?",
+    "humanitarian shipments",
+    "personal delivery",
+    "I'm a reagent supplier",
+])
+def test_words_containing_a_phrase_do_not_hand_off(shipped: SelfService, text: str) -> None:
+    assert shipped.asks_for_human(text) is False
+    reply = shipped.reply(text, unanswered_before=0)
+    assert not isinstance(reply, Handoff), reply
+
+
+def test_unanswered_turns_hand_off_after_max_unanswered(shipped: SelfService) -> None:
+    question = "What is the capital of France?"
+    first = shipped.reply(question, unanswered_before=0)
+    assert first == NoAnswer(shipped.config.no_answer)
+    second = shipped.reply(question, unanswered_before=1)
+    assert second == Handoff(shipped.config.handoff, "unanswered")
+
+
+def test_max_unanswered_is_configurable() -> None:
+    service = SelfService.from_config(SelfServiceConfig(faq=FAQ, max_unanswered=3))
+    assert isinstance(service.reply("Do you sell pizza?", 0), NoAnswer)
+    assert isinstance(service.reply("Do you sell pizza?", 1), NoAnswer)
+    assert service.reply("Do you sell pizza?", 2).reason == "unanswered"  # type: ignore[union-attr]
+
+    once = SelfService.from_config(SelfServiceConfig(faq=FAQ, max_unanswered=1))
+    assert once.reply("Do you sell pizza?", 0) == Handoff(once.config.handoff, "unanswered")
+
+
+@pytest.mark.parametrize("question", ["How do I track my parcel?", "Do you sell pizza?", "我的快递到哪了"])
+def test_without_faq_every_question_is_unanswered(no_faq: SelfService, question: str) -> None:
+    assert no_faq.faq is None
+    assert no_faq.reply(question, unanswered_before=0) == NoAnswer(no_faq.config.no_answer)
+    assert no_faq.reply(question, unanswered_before=1) == Handoff(no_faq.config.handoff, "unanswered")
+
+
+def test_without_faq_handoff_phrases_still_work(no_faq: SelfService) -> None:
+    assert no_faq.reply("I want an AGENT", 0) == Handoff(no_faq.config.handoff, "asked")
+    assert no_faq.reply("转人工", 0) == Handoff(no_faq.config.handoff, "asked")
+
+
+def test_no_handoff_phrases_configured() -> None:
+    service = SelfService.from_config(SelfServiceConfig(faq=None, handoff_phrases=[], max_unanswered=5))
+    assert service.asks_for_human("agent 转人工") is False
+    assert isinstance(service.reply("agent", 0), NoAnswer)
+
+
+def test_regex_characters_in_a_phrase_are_literal() -> None:
+    service = SelfService.from_config(SelfServiceConfig(faq=None, handoff_phrases=["a.gent", "live chat"]))
+    assert service.asks_for_human("a.gent")
+    assert not service.asks_for_human("aXgent")
+    assert service.asks_for_human("LIVE CHAT now")
