@@ -20,6 +20,7 @@ from gateway.delivery import OrderedDelivery
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind
 from gateway.pipeline import ConversationError, web_identity
+from gateway.store import StoreError
 from gateway.websocket import FrameError, FrameSender, frames, prepare
 
 from .base import GatewayPort
@@ -126,6 +127,10 @@ class WebChatAdapter:
                         session.sender.send(FrameError(exc.code, str(exc)).frame())
                     except FrameRejected as exc:
                         session.sender.send(exc.error.frame())
+                    except StoreError as exc:
+                        # Nothing was stored, so nothing is acked: the client resends the same id.
+                        log.error("store unavailable", extra={"error": str(exc)})
+                        session.sender.send(FrameError("unavailable", "storage is unavailable; nothing was stored, retry with the same id").frame())
         finally:
             hello_timer.cancel()
             if session.conversation_id is not None:
@@ -188,7 +193,8 @@ class WebChatAdapter:
         conversation, is_new = await self.gateway.current_conversation(customer, self.name, seen_seq=last_seq)
         cursor = 0 if is_new else min(last_seq, conversation.last_seq)
         session.conversation_id = conversation.id
-        session.delivery = OrderedDelivery(conversation.id, cursor, self.gateway.events_after, session.show)
+        session.delivery = OrderedDelivery(conversation.id, cursor, self.gateway.events_after, session.show,
+                                           room=session.sender.room)
         with about(conversation.id):
             log.info("customer connected", extra={"resumed": not is_new, "last_seq": cursor})
         session.sender.send({"type": "welcome", "token": token, "conversation_id": conversation.id})

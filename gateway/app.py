@@ -124,6 +124,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[STORE].ping()
-    except StoreError as exc:
-        return web.json_response({"status": "unavailable", "reason": str(exc)}, status=503)
+    except Exception as exc:  # any failure to reach the store means "not ready", never a 500
+        reason = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+        return web.json_response({"status": "unavailable", "reason": reason}, status=503)
     return web.json_response({"status": "ready"})

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -145,8 +146,15 @@ async def _serve(config: GatewayConfig, config_path: Path) -> int:
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=config.server.shutdown_timeout)
     try:
+        # Bind first: a second gateway on a taken port must not touch the store (its recovery
+        # would re-queue conversations the running one is serving).
+        sock = socket.create_server((config.server.host, config.server.port), reuse_port=False)
+    except OSError as exc:
+        log.error("cannot start", extra={"error": f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"})
+        return 1
+    try:
         await runner.setup()
-        site = web.TCPSite(runner, config.server.host, config.server.port)
+        site = web.SockSite(runner, sock)
         await site.start()
     except (StoreError, OSError) as exc:
         # A database that is down or a port that is taken: say so in one line, exit non-zero.

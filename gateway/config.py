@@ -122,6 +122,16 @@ class GatewayConfig(Strict):
             if token in tokens:
                 problems.append((("agents", index, "token"), f"same token as agent {tokens[token]!r}"))
             tokens[token] = agent.id
+        for index, rule in enumerate(self.tiers.rules):
+            if rule.when.tier is not None:
+                problems.append((("tiers", "rules", index, "when", "tier"), "a tier rule cannot test the tier it is deciding"))
+        paths: dict[str, int] = {}
+        for index, channel in enumerate(self.channels):
+            path = channel.settings.get("path")
+            if path is not None and path in paths:
+                problems.append((("channels", index, "path"), f"path {path!r} is already used by channels[{paths[path]}]"))
+            if path is not None:
+                paths[path] = index
         tiers = self.tiers.names
         for index, queue in enumerate(self.queues):
             for tier in queue.priority:
@@ -205,6 +215,8 @@ def _resolve_paths(config: GatewayConfig, base_dir: Path) -> GatewayConfig:
         updates["selfservice"] = config.selfservice.model_copy(update={"faq": base_dir / faq})
     url = config.store.url
     prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite://:memory:":
+    if url == "sqlite:///:memory:":
+        updates["store"] = StoreConfig(url="sqlite://:memory:")
+    elif url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite://:memory:":
         updates["store"] = StoreConfig(url="sqlite:////" + str(base_dir / url[len(prefix):]).lstrip("/"))
     return config.model_copy(update=updates) if updates else config

@@ -14,16 +14,21 @@ from typing import Awaitable, Callable, Sequence
 
 from .model import Event
 
-Fetch = Callable[[str, int], Awaitable[Sequence[Event]]]
+Fetch = Callable[[str, int, "int | None"], Awaitable[Sequence[Event]]]
 Send = Callable[[Event], Awaitable[None]]
 
 
+REPLAY_PAGE = 500  # events read from the store per page when catching up
+
+
 class OrderedDelivery:
-    def __init__(self, conversation_id: str, cursor: int, fetch: Fetch, send: Send) -> None:
+    def __init__(self, conversation_id: str, cursor: int, fetch: Fetch, send: Send,
+                 room: Callable[[], Awaitable[None]] | None = None) -> None:
         self.conversation_id = conversation_id
         self.cursor = cursor
         self._fetch = fetch
         self._send = send
+        self._room = room  # awaited between replay pages, so a long backlog paces itself
         self._lock = asyncio.Lock()
 
     async def deliver(self, event: Event) -> None:
@@ -37,17 +42,23 @@ class OrderedDelivery:
                 self.cursor = event.seq
 
     async def catch_up(self) -> None:
-        """Send everything stored beyond the cursor (after a reconnect)."""
+        """Send everything stored beyond the cursor (after a reconnect), page by page."""
         async with self._lock:
-            await self._catch_up(upto=None)
+            while True:
+                before = self.cursor
+                if self._room is not None:
+                    await self._room()
+                await self._catch_up(upto=None, limit=REPLAY_PAGE)
+                if self.cursor == before:
+                    return
 
     async def advance(self, seq: int) -> None:
         """Mark events up to ``seq`` as delivered by other means (a transcript inside an offer)."""
         async with self._lock:
             self.cursor = max(self.cursor, seq)
 
-    async def _catch_up(self, upto: int | None) -> None:
-        for event in await self._fetch(self.conversation_id, self.cursor):
+    async def _catch_up(self, upto: int | None, limit: int | None = None) -> None:
+        for event in await self._fetch(self.conversation_id, self.cursor, limit):
             if upto is not None and event.seq > upto:
                 break
             if event.seq == self.cursor + 1:

@@ -154,10 +154,14 @@ class Dispatcher:
             return False
         return agent.view(now).free_for(entry.channel) > 0 and agent.can_take(now)
 
-    def offered(self, offer: Offer) -> None:
+    def offered(self, offer: Offer, now: datetime) -> None:
         entry = self.waiting[offer.conversation_id]
         self.offers[offer.conversation_id] = offer.agent_id
-        self.agents[offer.agent_id].offers[offer.conversation_id] = entry.channel
+        agent = self.agents[offer.agent_id]
+        agent.offers[offer.conversation_id] = entry.channel
+        # "Idle since" is the agent's last offer or last finished conversation: the longest-idle
+        # strategy spreads work to whoever has waited longest for some, busy or not.
+        agent.idle_since = now
         self.last_offered[entry.queue] = offer.agent_id
 
     def offer_of(self, conversation_id: str) -> str | None:

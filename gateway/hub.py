@@ -19,6 +19,7 @@ from .delivery import OrderedDelivery
 from .logs import about
 from .model import Author, Conversation, Event, EventKind
 from .pipeline import ConversationError, Pipeline
+from .store import StoreError
 from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError, FrameSender,
                         frames, prepare)
 
@@ -39,7 +40,8 @@ class AgentConnection:
     def follow(self, conversation_id: str, cursor: int) -> OrderedDelivery:
         delivery = self.deliveries.get(conversation_id)
         if delivery is None:
-            delivery = OrderedDelivery(conversation_id, cursor, self.pipeline.events_after, self.show)
+            delivery = OrderedDelivery(conversation_id, cursor, self.pipeline.events_after, self.show,
+                                       room=self.sender.room)
             self.deliveries[conversation_id] = delivery
         return delivery
 
@@ -51,7 +53,10 @@ class AgentConnection:
                 self.pending.discard(key)
                 self.sender.send({"type": "ack", "conversation_id": cid, "id": event.client_id, "seq": event.seq})
                 return
-            self.sender.send({"type": "message", "conversation_id": cid, **event_frame(event)})
+            frame = {"type": "message", "conversation_id": cid, **event_frame(event)}
+            if event.client_id:
+                frame["id"] = event.client_id
+            self.sender.send(frame)
         elif event.kind is EventKind.ASSIGNED:
             self.sender.send({"type": "assigned", "conversation_id": cid, "seq": event.seq})
         elif event.kind is EventKind.TRANSFERRED:
@@ -175,6 +180,9 @@ class AgentHub:
                         await self._on_frame(connection, frame)
                     except ConversationError as exc:
                         sender.send(FrameError(exc.code, str(exc)).frame())
+                    except StoreError as exc:
+                        log.error("store unavailable", extra={"error": str(exc)})
+                        sender.send(FrameError("unavailable", "storage is unavailable; nothing was changed, retry with the same id").frame())
         finally:
             auth_timer.cancel()
             sender.stop()
@@ -213,11 +221,36 @@ class AgentHub:
                      "conversations": sorted(agent.assigned)})
         for conversation_id in sorted(agent.assigned):
             await connection.follow(conversation_id, resume.get(conversation_id, 0)).catch_up()
+        for conversation_id, seen in resume.items():
+            if conversation_id not in agent.assigned:
+                await self._finish_replay(connection, conversation_id, seen)
         # Offers still open on a replaced connection are shown again; new ones follow.
         for conversation_id in self.pipeline.dispatcher.offers_for(agent_id):
             await self._reoffer(connection, conversation_id)
         await self.pipeline.agent_connected(agent_id, status)
         return connection
+
+    async def _finish_replay(self, connection: AgentConnection, conversation_id: str, seen: int) -> None:
+        """A conversation the agent had, which ended (closed or transferred) while it was away:
+        replay what it missed up to that end. Only for conversations that really were its own."""
+        try:
+            events = await self.pipeline.events_after(conversation_id, seen)
+        except Exception:
+            return
+        was_mine = False
+        for event in events:
+            ends = (event.kind is EventKind.CLOSED
+                    or (event.kind is EventKind.TRANSFERRED and event.data.get("from_agent") == connection.agent_id))
+            if ends:
+                conversation = await self.pipeline.get_conversation(conversation_id)
+                was_mine = conversation.agent_id == connection.agent_id or event.kind is EventKind.TRANSFERRED
+                break
+        if not was_mine:
+            return
+        for event in events:
+            await connection.show(event)
+            if event.kind in (EventKind.CLOSED, EventKind.TRANSFERRED):
+                return
 
     async def _reoffer(self, connection: AgentConnection, conversation_id: str) -> None:
         """An offer still open from before a reconnect is shown again."""

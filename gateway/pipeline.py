@@ -29,6 +29,7 @@ from routing.rules import step_timeout
 from routing.servicelevel import ServiceLevelTracker, estimated_wait
 
 from .config import GatewayConfig
+from .crm import CrmClient
 from .dispatcher import Dispatcher, Presence, Route
 from .faq import detect_lang
 from .logs import about
@@ -79,6 +80,8 @@ class Pipeline:
         self._topics: dict[str, set[str]] = {}         # FAQ ids answered, for topic rules
         self._transfer: dict[str, dict[str, Any]] = {}  # note and origin shown with the next offer
         self._assigned_at: dict[str, datetime] = {}
+        self._tiers: dict[str, str] = {}               # decided at handoff (CRM asked once)
+        self._crm: CrmClient | None = None
         self._last_status: dict[str, tuple[int, int]] = {}
 
     @property
@@ -121,7 +124,7 @@ class Pipeline:
                     queue = conversation.queue if conversation.queue in self.dispatcher.queues else self.config.routing.default_queue
                     tier_priority = self._tier_priority(conversation, customer, queue)
                     self.dispatcher.enqueue(
-                        WaitingEntry(conversation.id, queue, tier_priority, conversation.updated_at,
+                        WaitingEntry(conversation.id, queue, tier_priority, await self._waiting_since(conversation),
                                      channel=conversation.channel, customer_id=customer.id),
                         Route("recovered", (Step(queues=[queue]),), 0, tier_priority))
                     if conversation.state is S.OFFERED:
@@ -138,6 +141,9 @@ class Pipeline:
         applies (server, store, channels) when they changed."""
         restart_only = [name for name in ("server", "store", "channels")
                         if getattr(config, name) != getattr(self.config, name)]
+        if config.tiers.crm != self.config.tiers.crm and self._crm is not None:
+            await self._crm.close()
+            self._crm = None
         self.config = config
         self.selfservice = selfservice
         self.stats.set_window(max(q.service_level.window for q in config.queues))
@@ -155,31 +161,39 @@ class Pipeline:
         await self.dispatch()
         return restart_only
 
+    async def _waiting_since(self, conversation: Conversation) -> datetime:
+        """When the conversation began its current wait: its customer keeps its place in line
+        across a restart, however much it typed meanwhile."""
+        since = conversation.updated_at
+        for event in reversed(await self.store.events_after(conversation.id, 0)):
+            if event.kind in (EventKind.ASSIGNED, EventKind.TRANSFERRED):
+                break
+            if event.kind is EventKind.QUEUED:
+                since = event.at
+        return since
+
     async def start(self) -> None:
         await self.scheduler.start()
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        if self._crm is not None:
+            await self._crm.close()
 
     # customers -------------------------------------------------------------------------------
     async def identify(self, channel: str, address: str, *, name: str | None = None,
                        profile: dict[str, Any] | None = None) -> Customer:
         """The customer known by (channel, address); a new one when unknown.
 
-        An email in the profile links to the customer already known by that email, so a VIP
-        pushed by the CRM is recognised on any channel.
+        Only the channel's own address identifies a customer. Profile fields a customer typed
+        in (an email in the web chat form) are unverified attributes: they may pick a tier by
+        rule, but never link to, or reveal, another customer's profile and conversations.
         """
         profile = {k: v for k, v in (profile or {}).items() if v not in (None, "")}
         customer = await self.store.find_customer(channel, address)
-        if customer is None and profile.get("email"):
-            customer = await self.store.find_customer("email", str(profile["email"]).lower())
-            if customer is not None:
-                await self.store.add_identity(customer.id, channel, address)
         if customer is None:
             customer = await self.store.create_customer(name=name, attributes=profile)
             await self.store.add_identity(customer.id, channel, address)
-            if profile.get("email"):
-                await self.store.add_identity(customer.id, "email", str(profile["email"]).lower())
             log.info("new customer", extra={"customer_id": customer.id, "channel": channel})
         elif (name and not customer.name) or any(customer.attributes.get(k) != v for k, v in profile.items()):
             customer = await self.store.update_customer(
@@ -280,8 +294,28 @@ class Pipeline:
                           language=attributes.get("language") or (detect_lang(text) if text.strip() else None),
                           text=text, topics=frozenset(self._topics.get(conversation.id, ())),
                           open_hours=open_now(self.config.hours, now))
-        tier, _why = resolve_tier(self.config.tiers, customer.tier, contact)
+        tier = self._tiers.get(conversation.id)
+        if tier is None:
+            tier, _why = resolve_tier(self.config.tiers, customer.tier, contact)
         return replace(contact, tier=tier)
+
+    async def _routing_contact(self, conversation: Conversation, customer: Customer, now: datetime) -> Contact:
+        """The contact with its tier decided in full: the profile's tier, else the first tier
+        rule, else the CRM's answer (when configured), else the CRM fallback or the default.
+        The tier is kept for the conversation's life, so the CRM is asked once."""
+        self._tiers.pop(conversation.id, None)
+        contact = self.contact(conversation, customer, now)
+        _, why = resolve_tier(self.config.tiers, customer.tier, contact)
+        crm_config = self.config.tiers.crm
+        if why == "tiers.default" and crm_config is not None:
+            if self._crm is None:
+                self._crm = CrmClient(crm_config)
+            tier = await self._crm.lookup_tier(customer_id=customer.id, email=contact.email, phone=contact.phone,
+                                               channel=conversation.channel)
+            tier = tier or crm_config.fallback_tier or self.config.tiers.default
+            contact = replace(contact, tier=tier)
+        self._tiers[conversation.id] = contact.tier or self.config.tiers.default
+        return contact
 
     def _tier_priority(self, conversation: Conversation, customer: Customer, queue: str) -> int:
         tier = self.contact(conversation, customer, self.clock()).tier or self.config.tiers.default
@@ -292,7 +326,7 @@ class Pipeline:
         """Hand the conversation to routing. Returns True when it now waits for an agent."""
         now = self.clock()
         customer = await self.store.get_customer(conversation.customer_id)
-        contact = self.contact(conversation, customer, now)
+        contact = await self._routing_contact(conversation, customer, now)
         decision = choose_queue(self.config.routing, contact)
         steps = decision.steps
         home = self.queue_config(decision.queue)
@@ -421,7 +455,7 @@ class Pipeline:
     async def _offer(self, conversation: Conversation, agent_id: str, queue: str) -> None:
         customer = await self.store.get_customer(conversation.customer_id)
         entry = self.dispatcher.waiting[conversation.id]
-        self.dispatcher.offered(Offer(conversation.id, queue, agent_id))
+        self.dispatcher.offered(Offer(conversation.id, queue, agent_id), self.clock())
         home = self.queue_config(entry.queue) or self.queue_config(queue)
         timeout = home.offer_timeout if home else 30.0
         log.info("offered", extra={"queue": queue, "timeout": timeout})
@@ -651,7 +685,7 @@ class Pipeline:
         assigned_at = self._assigned_at.pop(cid, None)
         if assigned_at is not None and conversation.queue:
             self.stats.handled(conversation.queue, (now - assigned_at).total_seconds(), now)
-        for table in (self._unanswered, self._routing_text, self._topics, self._transfer, self._last_status):
+        for table in (self._unanswered, self._routing_text, self._topics, self._transfer, self._last_status, self._tiers):
             table.pop(cid, None)  # type: ignore[attr-defined]
         log.info("closed", extra={"closed_by": closed_by, "disposition": disposition,
                                   "state_before": conversation.state.value})

@@ -77,16 +77,31 @@ class FrameSender:
     def __init__(self, ws: web.WebSocketResponse, max_pending: int = 2000) -> None:
         self.ws = ws
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(max_pending)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._overflowed = False
         self._task = asyncio.create_task(self._write())
 
     def send(self, frame: dict[str, Any]) -> None:
-        if self.ws.closed:
+        """Queue a frame without waiting (the live fan-out must never wait on one client)."""
+        if self.ws.closed or self._overflowed:
             return
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:
+            self._overflowed = True
             log.warning("client too slow; disconnecting so it resumes later")
             asyncio.create_task(self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow; reconnect and resume"))
+            return
+        if self._queue.qsize() >= self._queue.maxsize // 2:
+            self._room.clear()
+
+    async def room(self) -> None:
+        """Wait until the queue is at most half full: a replay of a long backlog paces itself
+        on this instead of overflowing."""
+        while not self._room.is_set() and not self.ws.closed and not self._task.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._room.wait(), 1.0)
 
     async def close(self, code: int = WSCloseCode.OK, message: str = "") -> None:
         """Flush queued frames, then close the socket."""
@@ -104,6 +119,8 @@ class FrameSender:
     async def _write(self) -> None:
         while True:
             frame = await self._queue.get()
+            if self._queue.qsize() < self._queue.maxsize // 4:
+                self._room.set()
             if frame is None:
                 return
             try:

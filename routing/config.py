@@ -82,7 +82,8 @@ def _as_list(value: Any) -> Any:
 
 
 class Condition(Strict):
-    """Every key given must hold (AND); a list means any of its values (OR)."""
+    """Every key given must hold (AND). A list of values means any of them (OR), except
+    ``attribute``: every test in its list must hold."""
 
     channel: list[str] | None = None
     tier: list[str] | None = None
