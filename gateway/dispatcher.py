@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Iterable, Literal, Mapping
 
 from routing import AgentConfig, AgentView, Offer, QueueConfig, WaitingEntry, plan_offers, positions
+from routing.queues import WaitingIndex
 from routing.config import Step
 
 Presence = Literal["available", "away", "offline"]
@@ -64,7 +65,7 @@ class AgentState:
 
 class Dispatcher:
     def __init__(self, agents: Iterable[AgentConfig], queues: Iterable[QueueConfig], default_queue: str) -> None:
-        self.waiting: dict[str, WaitingEntry] = {}
+        self.waiting = WaitingIndex()
         self.routes: dict[str, Route] = {}
         self.offers: dict[str, str] = {}          # conversation id -> agent id
         self.agents: dict[str, AgentState] = {}
@@ -144,8 +145,8 @@ class Dispatcher:
     # offers ------------------------------------------------------------------------------------
     def plan(self, now: datetime) -> list[Offer]:
         views = [agent.view(now) for agent in self.agents.values()]
-        return plan_offers(self.waiting.values(), views, self.queues, now,
-                           offered=frozenset(self.offers), last_offered=self.last_offered)
+        return plan_offers(self.waiting, views, self.queues, now,
+                           offered=self.offers.keys(), last_offered=self.last_offered)
 
     def can_offer(self, offer: Offer, now: datetime) -> bool:
         agent = self.agents.get(offer.agent_id)
@@ -182,6 +183,10 @@ class Dispatcher:
         if exclude and entry is not None:
             self.waiting[conversation_id] = replace(entry, excluded=entry.excluded | {agent_id})
         return agent_id
+
+    def declined(self, agent_id: str) -> None:
+        """An explicit decline shows the agent is at the desk: its run of missed offers ends."""
+        self.agents[agent_id].missed_in_a_row = 0
 
     def missed_offer(self, agent_id: str) -> int:
         agent = self.agents[agent_id]

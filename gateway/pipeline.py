@@ -402,8 +402,9 @@ class Pipeline:
 
     def _queued_data(self, conversation_id: str, queue: str, reason: str, now: datetime) -> dict[str, Any]:
         position = self.dispatcher.position(conversation_id, now) or 1
-        return {"queue": queue, "position": position, "reason": reason,
-                "estimated_wait": self._estimated_wait(queue, position, now)}
+        wait = self._estimated_wait(queue, position, now)
+        self._last_status[conversation_id] = (position, wait)  # the customer hears this one now
+        return {"queue": queue, "position": position, "reason": reason, "estimated_wait": wait}
 
     def _estimated_wait(self, queue: str, position: int, now: datetime) -> int:
         return round(estimated_wait(position, self.stats.average_handle(queue, now), self.dispatcher.agents_serving(queue)))
@@ -520,6 +521,7 @@ class Pipeline:
         with about(conversation_id, agent_id):
             if self.dispatcher.offer_of(conversation_id) != agent_id:
                 raise ConversationError("no_offer", f"conversation {conversation_id!r} is not offered to you")
+            self.dispatcher.declined(agent_id)
             await self.withdraw_offer(conversation_id, reason="declined", exclude=True)
         await self.dispatch()
 

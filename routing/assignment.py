@@ -2,8 +2,8 @@
 
 An agent is eligible for a waiting conversation when it is available (not away, offline or in
 wrap-up), has free capacity on the conversation's channel, serves one of the conversation's
-target queues with the skills that queue requires, and has not declined or missed it. Among the
-eligible, the home queue's strategy picks:
+target queues with the skills that queue requires, and has not declined or missed it (unless
+nobody else could take it now). Among the eligible, the home queue's strategy picks:
 
 - ``longest_idle``: idle the longest (default);
 - ``least_occupied``: the lowest share of capacity in use;
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 from .config import QueueConfig
-from .queues import WaitingEntry, queue_order
+from .queues import WaitingEntry, WaitingIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +69,12 @@ class Offer:
     agent_id: str
 
 
-def serves(agent: AgentView, entry: WaitingEntry, queues: Mapping[str, QueueConfig]) -> str | None:
+def serves(agent: AgentView, entry: WaitingEntry, queues: Mapping[str, QueueConfig],
+           honour_exclusion: bool = True) -> str | None:
     """The first of the entry's target queues this agent may take it through, or None."""
-    if not agent.available or agent.id in entry.excluded or agent.free_for(entry.channel) <= 0:
+    if not agent.available or agent.free_for(entry.channel) <= 0:
+        return None
+    if honour_exclusion and agent.id in entry.excluded:
         return None
     if entry.reserved_for is not None:
         return entry.queue if agent.id == entry.reserved_for else None
@@ -91,7 +94,13 @@ def pick_agent(entry: WaitingEntry, agents: Iterable[AgentView], queues: Mapping
     no longer idle, so it goes behind everyone who still is.
     """
     just_offered = just_offered or {}
+    agents = list(agents)
     eligible = [(agent, queue) for agent in agents if (queue := serves(agent, entry, queues)) is not None]
+    if not eligible and entry.excluded:
+        # Everyone who could take it now has declined or missed it: better offered again than
+        # forgotten (an agent who keeps missing offers is set away after a few).
+        eligible = [(agent, queue) for agent in agents
+                    if (queue := serves(agent, entry, queues, honour_exclusion=False)) is not None]
     if not eligible:
         return None
     config = queues.get(entry.queue)
@@ -109,27 +118,42 @@ def pick_agent(entry: WaitingEntry, agents: Iterable[AgentView], queues: Mapping
     return min(eligible, key=lambda p: (just_offered.get(p[0].id, 0), p[0].idle_since, p[0].total_load, p[0].id))
 
 
-def plan_offers(waiting: Iterable[WaitingEntry], agents: Sequence[AgentView], queues: Mapping[str, QueueConfig],
-                now: datetime, *, offered: frozenset[str] = frozenset(),
+def plan_offers(waiting: WaitingIndex | Iterable[WaitingEntry], agents: Sequence[AgentView],
+                queues: Mapping[str, QueueConfig], now: datetime, *, offered: Container[str] = frozenset(),
                 last_offered: Mapping[str, str] | None = None) -> list[Offer]:
     """Offers to make now, best-first across all queues, never exceeding any agent's capacity.
 
     ``offered`` holds conversations that already have an outstanding offer: one at a time.
+    Only the queues some agent with room can serve are looked at, and only until every such
+    agent is full, so the cost follows the offers made, not the number waiting.
     """
-    pool = {a.id: a for a in agents}
+    index = waiting if isinstance(waiting, WaitingIndex) else WaitingIndex(waiting)
+    pool = {a.id: a for a in agents if a.available and _has_room(a)}
     rr = dict(last_offered or {})
     offers: list[Offer] = []
     given: dict[str, int] = {}
-    candidates = [e for e in waiting if e.conversation_id not in offered]
-    if not candidates or not any(a.available for a in pool.values()):
-        return offers
-    for entry in queue_order(candidates, queues, now):
+    served = {queue for agent in pool.values() for queue in agent.queues}
+    for entry in index.best_first(served, queues, now):
+        if not pool:
+            break
+        if entry.conversation_id in offered:
+            continue
         picked = pick_agent(entry, pool.values(), queues, last_offered=rr, just_offered=given)
         if picked is None:
             continue
         agent, queue = picked
         offers.append(Offer(entry.conversation_id, queue, agent.id))
-        pool[agent.id] = agent.with_offer(entry.channel)
+        agent = agent.with_offer(entry.channel)
+        if _has_room(agent):
+            pool[agent.id] = agent
+        else:
+            del pool[agent.id]
         given[agent.id] = given.get(agent.id, 0) + 1
         rr[entry.queue] = agent.id
     return offers
+
+
+def _has_room(agent: AgentView) -> bool:
+    if isinstance(agent.capacity, int):
+        return agent.total_load < agent.capacity
+    return any(agent.capacity_for(channel) > agent.load.get(channel, 0) for channel in agent.capacity)

@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any, Callable, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -85,6 +85,8 @@ class Condition(Strict):
     """Every key given must hold (AND). A list of values means any of them (OR), except
     ``attribute``: every test in its list must hold."""
 
+    _checks: Any = PrivateAttr(default=None)  # routing.compiled caches the compiled form here
+
     channel: list[str] | None = None
     tier: list[str] | None = None
     email_domain: list[str] | None = None
@@ -154,6 +156,8 @@ class CrmConfig(Strict):
 
 class TiersConfig(Strict):
     """How a customer's tier is decided: the tier on the profile, else the first matching rule."""
+
+    _index: Any = PrivateAttr(default=None)  # routing.compiled.RuleIndex, built on first use
 
     default: str = Field(default="standard", pattern=NAME)
     rules: list[TierRule] = []
@@ -311,6 +315,8 @@ class RoutingRule(Strict):
 
 class RoutingConfig(Strict):
     """Ordered rules: the first whose condition holds picks the steps; else ``default_queue``."""
+
+    _index: Any = PrivateAttr(default=None)  # routing.compiled.RuleIndex, built on first use
 
     rules: list[RoutingRule] = []
     default_queue: str

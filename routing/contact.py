@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .compiled import compile_condition, matches
 from .config import Condition
 
 
@@ -27,31 +28,4 @@ class Contact:
         return self.email.rsplit("@", 1)[1].lower()
 
     def satisfies(self, when: Condition) -> bool:
-        if when.channel is not None and self.channel not in when.channel:
-            return False
-        if when.tier is not None and self.tier not in when.tier:
-            return False
-        if when.email_domain is not None:
-            domain = self.email_domain
-            # "example.com" also matches "eu.example.com": companies mail from subdomains.
-            if domain is None or not any(domain == d or domain.endswith("." + d) for d in when.email_domain):
-                return False
-        if when.phone_prefix is not None:
-            digits = (self.phone or "").replace(" ", "")
-            if not digits or not any(digits.startswith(p) for p in when.phone_prefix):
-                return False
-        if when.attribute is not None and not all(test.holds(self.attributes) for test in when.attribute):
-            return False
-        if when.language is not None and self.language not in when.language:
-            return False
-        if when.topic is not None and not self.topics.intersection(when.topic):
-            return False
-        if when.keywords is not None:
-            text = self.text.lower()
-            if not any(keyword.lower() in text for keyword in when.keywords):
-                return False
-        if when.within_hours is not None and when.within_hours not in self.open_hours:
-            return False
-        if when.outside_hours is not None and when.outside_hours in self.open_hours:
-            return False
-        return True
+        return matches(compile_condition(when), self)

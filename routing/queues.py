@@ -9,9 +9,12 @@ everyone in its queue.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import heapq
+from bisect import bisect_left, insort
+from collections.abc import MutableMapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from .config import Aging, QueueConfig
 
@@ -82,3 +85,82 @@ def positions(entries: Iterable[WaitingEntry], queues: Mapping[str, QueueConfig]
         for index, entry in enumerate(queue_order(members, queues, now), start=1):
             out[entry.conversation_id] = index
     return out
+
+
+class WaitingIndex(MutableMapping[str, WaitingEntry]):
+    """The waiting conversations, indexed for fast "who is next for these queues".
+
+    A mapping of conversation id -> entry. Behind it, each target queue keeps its entries in
+    groups of equal (home queue, head, priority), each sorted by (enqueued_at, id). Within a
+    group the order key only grows along the list (an older entry has aged at least as much),
+    so merging the groups' lists yields a queue's entries in exact order, lazily: the next
+    conversation among 10,000 waiting costs a few comparisons, not a sort.
+    """
+
+    def __init__(self, entries: Iterable[WaitingEntry] = ()) -> None:
+        self._entries: dict[str, WaitingEntry] = {}
+        self._groups: dict[str, dict[tuple[str, bool, int], list[tuple[datetime, str]]]] = {}
+        for entry in entries:
+            self[entry.conversation_id] = entry
+
+    # mapping protocol -----------------------------------------------------------------------
+    def __getitem__(self, conversation_id: str) -> WaitingEntry:
+        return self._entries[conversation_id]
+
+    def __setitem__(self, conversation_id: str, entry: WaitingEntry) -> None:
+        if conversation_id in self._entries:
+            self._unindex(self._entries[conversation_id])
+        self._entries[conversation_id] = entry
+        for queue in entry.targets:
+            group = self._groups.setdefault(queue, {}).setdefault(_group_key(entry), [])
+            insort(group, (entry.enqueued_at, entry.conversation_id))
+
+    def __delitem__(self, conversation_id: str) -> None:
+        self._unindex(self._entries.pop(conversation_id))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, conversation_id: object) -> bool:
+        return conversation_id in self._entries
+
+    def _unindex(self, entry: WaitingEntry) -> None:
+        item = (entry.enqueued_at, entry.conversation_id)
+        for queue in entry.targets:
+            groups = self._groups[queue]
+            group = groups[_group_key(entry)]
+            del group[bisect_left(group, item)]
+            if not group:
+                del groups[_group_key(entry)]
+                if not groups:
+                    del self._groups[queue]
+
+    # order ------------------------------------------------------------------------------------
+    def best_first(self, queues: Iterable[str], configs: Mapping[str, QueueConfig] | None = None,
+                   now: datetime | None = None) -> Iterator[WaitingEntry]:
+        """Entries targeting any of ``queues``, best first, each once."""
+        runs = []
+        for queue in set(queues):
+            for (home, _head, _priority), group in self._groups.get(queue, {}).items():
+                config = configs.get(home) if configs else None
+                aging = config.aging if config else NO_AGING
+                runs.append(self._run(group, aging, now))
+        seen: set[str] = set()
+        for _, entry in heapq.merge(*runs, key=lambda pair: pair[0]):
+            if entry.conversation_id not in seen:
+                seen.add(entry.conversation_id)
+                yield entry
+
+    def _run(self, group: list[tuple[datetime, str]], aging: Aging, now: datetime | None
+             ) -> Iterator[tuple[tuple[bool, int, datetime, str], WaitingEntry]]:
+        for _, conversation_id in group:
+            entry = self._entries.get(conversation_id)
+            if entry is not None:
+                yield order_key(entry, aging, now), entry
+
+
+def _group_key(entry: WaitingEntry) -> tuple[str, bool, int]:
+    return (entry.queue, entry.head, entry.priority)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .compiled import rule_index
 from .config import RoutingConfig, Step
 from .contact import Contact
 
@@ -20,9 +21,10 @@ class RouteDecision:
 
 
 def choose_queue(routing: RoutingConfig, contact: Contact) -> RouteDecision:
-    for index, rule in enumerate(routing.rules):
-        if contact.satisfies(rule.when):
-            return RouteDecision(rule.name or f"routing.rules[{index}]", tuple(rule.steps))
+    index = rule_index(routing, lambda: [rule.when for rule in routing.rules]).first_match(contact)
+    if index is not None:
+        rule = routing.rules[index]
+        return RouteDecision(rule.name or f"routing.rules[{index}]", tuple(rule.steps))
     return RouteDecision("routing.default_queue", (Step(queues=[routing.default_queue]),))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .compiled import rule_index
 from .config import TiersConfig
 from .contact import Contact
 
@@ -10,7 +11,7 @@ def resolve_tier(tiers: TiersConfig, profile_tier: str | None, contact: Contact)
     """Return (tier, why). A tier stored on the profile wins; then the first matching rule."""
     if profile_tier:
         return profile_tier, "profile"
-    for index, rule in enumerate(tiers.rules):
-        if contact.satisfies(rule.when):
-            return rule.tier, f"tiers.rules[{index}]"
+    index = rule_index(tiers, lambda: [rule.when for rule in tiers.rules]).first_match(contact)
+    if index is not None:
+        return tiers.rules[index].tier, f"tiers.rules[{index}]"
     return tiers.default, "tiers.default"

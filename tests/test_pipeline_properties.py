@@ -161,7 +161,8 @@ async def check(pipeline: Pipeline, store: Any, conversations: list[str], step: 
     for cid, entry in dispatcher.waiting.items():
         if cid in dispatcher.offers:
             continue
-        eligible = [v.id for v in views if serves(v, entry, dispatcher.queues) is not None]
+        # Excluded agents (declined or missed it) count too: they get it when nobody else can.
+        eligible = [v.id for v in views if serves(v, entry, dispatcher.queues, honour_exclusion=False) is not None]
         assert not eligible, f"{cid} waits while {eligible} could take it, after {step}"
 
 
