@@ -22,7 +22,7 @@ from routing.config import NAME
 from .pipeline import Pipeline
 from .reload import ConfigReloader
 from .reports import GatewayCollector, agent_report, queue_report
-from .store import NotFound
+from .store import NotFound, StoreError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -101,9 +101,16 @@ class AdminApi:
             if changes:
                 await store.update_customer(customer_id, **changes)
         except NotFound:
-            await store.create_customer(customer_id=customer_id, name=body.name, tier=body.tier,
-                                        attributes=body.attributes or {})
-            created = True
+            try:
+                await store.create_customer(customer_id=customer_id, name=body.name, tier=body.tier,
+                                            attributes=body.attributes or {})
+                created = True
+            except StoreError:
+                # Another request created it first: this one is an update of that profile.
+                await store.get_customer(customer_id)
+                fields = {k: getattr(body, k) for k in ("name", "tier", "attributes") if k in body.model_fields_set}
+                if fields:
+                    await store.update_customer(customer_id, **fields)
         for identity in body.identities:
             address = identity.address.lower() if identity.channel == "email" else identity.address
             await store.add_identity(customer_id, identity.channel, address)

@@ -85,7 +85,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     attributes: dict[str, object] = {}
     for item in args.attr:
         name, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not name.strip():
             print(f"--attr {item!r}: expected NAME=VALUE", file=sys.stderr)
             return EXIT_CONFIG
         attributes[name] = _number(value)

@@ -221,7 +221,9 @@ class Dispatcher:
     # agents ------------------------------------------------------------------------------------
     def set_presence(self, agent_id: str, status: Presence, now: datetime) -> list[str]:
         """Returns the conversations whose offers to this agent end because it left."""
-        agent = self.agents[agent_id]
+        agent = self.agents.get(agent_id)
+        if agent is None:  # removed by a reload meanwhile
+            return []
         if status == "available" and agent.status != "available":
             agent.missed_in_a_row = 0
             if agent.load == 0:
@@ -230,7 +232,9 @@ class Dispatcher:
         return [] if status == "available" and agent.connected else self.offers_for(agent_id)
 
     def set_connected(self, agent_id: str, connected: bool) -> list[str]:
-        agent = self.agents[agent_id]
+        agent = self.agents.get(agent_id)
+        if agent is None:  # removed by a reload meanwhile
+            return []
         agent.connected = connected
         return [] if connected else self.offers_for(agent_id)
 

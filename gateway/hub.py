@@ -90,8 +90,13 @@ class AgentHub:
 
     def tell(self, agent_id: str, frame: dict[str, Any]) -> None:
         connection = self.connections.get(agent_id)
-        if connection is not None:
-            connection.sender.send(frame)
+        if connection is None:
+            return
+        if frame["type"] == "removed":
+            del self.connections[agent_id]
+            asyncio.ensure_future(connection.sender.close(CLOSE_UNAUTHORIZED, frame["reason"]))
+            return
+        connection.sender.send(frame)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/agent/ws", self.handle)]
@@ -186,7 +191,8 @@ class AgentHub:
         finally:
             auth_timer.cancel()
             sender.stop()
-            if connection is not None and self.connections.get(connection.agent_id) is connection:
+            if (connection is not None and self.connections.get(connection.agent_id) is connection
+                    and connection.agent_id in self.pipeline.dispatcher.agents):
                 del self.connections[connection.agent_id]
                 with about(agent=connection.agent_id):
                     log.info("agent disconnected")

@@ -48,6 +48,7 @@ StatusSubscriber = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 # (agent id, frame): news for one agent that is not a conversation event.
 AgentNotice = Callable[[str, dict[str, Any]], None]
 
+RESTART_ONLY = ("server", "store", "channels")  # config sections a hot reload cannot change
 POSITION_INTERVAL = 1.0  # seconds between position / estimated-wait updates to waiting customers
 MAX_ROUTING_TEXT = 2000  # characters of the customer's bot-phase text kept for keyword rules
 
@@ -64,6 +65,7 @@ class Pipeline:
     def __init__(self, config: GatewayConfig, store: Store, selfservice: SelfService,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.config = config
+        self.boot_config = config  # what the process started with: server, store, channels stay
         self.store = store
         self.selfservice = selfservice
         self.clock = clock
@@ -139,8 +141,11 @@ class Pipeline:
         """Swap in a validated config. Conversations keep their place; those whose queue is
         gone move to the default queue and are told. Returns the sections that only a restart
         applies (server, store, channels) when they changed."""
-        restart_only = [name for name in ("server", "store", "channels")
-                        if getattr(config, name) != getattr(self.config, name)]
+        restart_only = [name for name in RESTART_ONLY if getattr(config, name) != getattr(self.boot_config, name)]
+        # Those sections keep running as started until a restart.
+        config = config.model_copy(update={name: getattr(self.boot_config, name) for name in RESTART_ONLY})
+        for agent_id in set(self.dispatcher.agents) - {a.id for a in config.agents}:
+            await self._remove_agent(agent_id)
         if config.tiers.crm != self.config.tiers.crm and self._crm is not None:
             await self._crm.close()
             self._crm = None
@@ -160,6 +165,15 @@ class Pipeline:
                                        change=StateChange(conversation.state, queue=queue))
         await self.dispatch()
         return restart_only
+
+    async def _remove_agent(self, agent_id: str) -> None:
+        """An agent removed from the config: its offers and conversations go back to the queues,
+        and its desk is told and closed."""
+        with about(agent=agent_id):
+            log.info("agent removed by reload")
+            self.notice(agent_id, {"type": "removed", "reason": "this agent was removed from the configuration"})
+            self.dispatcher.set_connected(agent_id, False)
+            await self.set_presence(agent_id, "offline")
 
     async def _waiting_since(self, conversation: Conversation) -> datetime:
         """When the conversation began its current wait: its customer keeps its place in line
@@ -614,7 +628,8 @@ class Pipeline:
             grace = self.config.desk.disconnect_grace
 
             async def gone() -> None:
-                if not self.dispatcher.agents[agent_id].connected:
+                agent = self.dispatcher.agents.get(agent_id)
+                if agent is not None and not agent.connected:
                     await self.set_presence(agent_id, "offline")
 
             if grace <= 0:
@@ -624,7 +639,9 @@ class Pipeline:
             await self.dispatch()
 
     async def _return_conversations(self, agent_id: str) -> None:
-        agent = self.dispatcher.agents[agent_id]
+        agent = self.dispatcher.agents.get(agent_id)
+        if agent is None:
+            return
         for conversation_id in list(agent.assigned):
             with about(conversation_id, agent_id):
                 async with self._lock(conversation_id):

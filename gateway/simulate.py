@@ -26,7 +26,8 @@ def simulate(config: GatewayConfig, selfservice: SelfService, *, channel: str, t
     reply = selfservice.reply(text, 0) if text else None
     topics = frozenset([reply.faq_id]) if isinstance(reply, Answer) else frozenset()
     contact = Contact(channel=channel, email=email, phone=phone, attributes=attributes or {},
-                      language=detect_lang(text) if text.strip() else None, text=text, topics=topics,
+                      language=(attributes or {}).get("language") or (detect_lang(text) if text.strip() else None),
+                      text=text, topics=topics,
                       open_hours=open_now(config.hours, now))
     resolved, why = resolve_tier(config.tiers, tier, contact)
     contact = Contact(**{**{f: getattr(contact, f) for f in contact.__dataclass_fields__}, "tier": resolved})
@@ -44,7 +45,7 @@ def simulate(config: GatewayConfig, selfservice: SelfService, *, channel: str, t
     }
     elapsed = 0.0
     for index, step in enumerate(decision.steps):
-        timeout = step_timeout(step, queues[step.queues[0]].max_wait)
+        timeout = step_timeout(step, home.max_wait)  # as the gateway: the home queue's max wait
         result["steps"].append({"step": index, "from_second": elapsed, "queues": step.queues,
                                 "priority_boost": step.priority_boost,
                                 "for_seconds": timeout if index + 1 < len(decision.steps) else None, "say": step.say})
