@@ -187,17 +187,48 @@ def _validate(doc: YamlDocument, base_dir: Path) -> GatewayConfig:
 
 
 def _describe(exc: ValidationError, doc: YamlDocument) -> list[str]:
-    problems: list[str] = []
+    by_path: dict[tuple[Any, ...], list[str]] = {}
     for error in exc.errors():
         ctx = error.get("ctx") or {}
         nested = ctx.get("error")
         if isinstance(nested, _ReferenceProblems):
             for path, message in nested.problems:
-                problems.append(f"{doc.line_of(path) or 0}: {dotted(path)}: {message}")
+                by_path.setdefault(_in_file(path, doc), []).append(message)
             continue
-        path = tuple(p for p in error["loc"] if isinstance(p, (str, int)))
-        problems.append(f"{doc.line_of(path) or 0}: {dotted(path)}: {_message(error)}")
-    return problems
+        path = _in_file(tuple(p for p in error["loc"] if isinstance(p, (str, int))), doc)
+        by_path.setdefault(path, []).append(_message(error))
+    # A key of several accepted shapes fails once per shape: one line says what each wanted.
+    return [f"{doc.line_of(path) or 0}: {dotted(path)}: {' or '.join(dict.fromkeys(messages))}"
+            for path, messages in by_path.items()]
+
+
+def _in_file(path: tuple[Any, ...], doc: YamlDocument) -> tuple[Any, ...]:
+    """The key path as the administrator wrote it.
+
+    Drops what pydantic adds (union member tags such as ``int`` or ``dict[str,int]`` after the
+    key) and maps a rule's expanded ``steps[0]`` back to the ``queue:`` shorthand it came from.
+    """
+    if path[:2] == ("routing", "rules") and len(path) >= 5 and path[3] == "steps" and path[:3] + ("queue",) in doc.lines:
+        return path[:3] + ("queue",)
+    kept: tuple[Any, ...] = ()
+    for part in path:
+        if (*kept, part) in doc.lines or not doc.lines:
+            kept = (*kept, part)
+        elif isinstance(part, str) and kept in doc.lines and not _is_mapping_at(doc, kept):
+            break  # a type tag under a scalar or list value
+        else:
+            kept = (*kept, part)
+    return kept
+
+
+def _is_mapping_at(doc: YamlDocument, path: tuple[Any, ...]) -> bool:
+    value: Any = doc.data
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return isinstance(value, dict)
 
 
 def _message(error: Any) -> str:

@@ -44,9 +44,10 @@ async def test_crm_tier_routes_to_vip_desk_and_fallback_when_crm_fails(tmp_path:
             offer = await alice.expect("offer")
             assert offer["conversation"]["customer"]["tier"] == tier
             assert offer["conversation"]["queue"] == queue
-            await alice.send(type="decline", conversation_id=customer.conversation_id)
-            await alice.expect("offer_withdrawn")
-            await customer.send(type="close")
+            await alice.send(type="accept", conversation_id=customer.conversation_id)
+            await alice.expect("assigned")
+            await alice.send(type="close", conversation_id=customer.conversation_id)
+            await alice.expect("closed")
         assert asked == ["big@corp.example", "broken@corp.example"]
     finally:
         await gateway.stop()
