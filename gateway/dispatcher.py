@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Iterable, Literal, Mapping
 
 from routing import AgentConfig, AgentView, Offer, QueueConfig, WaitingEntry, plan_offers, positions
+from routing.assignment import serves
 from routing.queues import WaitingIndex
 from routing.config import Step
 
@@ -153,7 +154,8 @@ class Dispatcher:
         entry = self.waiting.get(offer.conversation_id)
         if not self.is_waiting(offer.conversation_id) or agent is None or entry is None:
             return False
-        return agent.view(now).free_for(entry.channel) > 0 and agent.can_take(now)
+        # The plan may be stale (a step widened, a reload changed queues): check it still fits.
+        return serves(agent.view(now), entry, self.queues, honour_exclusion=False) is not None
 
     def offered(self, offer: Offer, now: datetime) -> None:
         entry = self.waiting[offer.conversation_id]

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Container, Iterable, Mapping, Sequence
 
 from .config import QueueConfig
-from .queues import WaitingEntry, WaitingIndex
+from .queues import RESERVED, WaitingEntry, WaitingIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +133,7 @@ def plan_offers(waiting: WaitingIndex | Iterable[WaitingEntry], agents: Sequence
     offers: list[Offer] = []
     given: dict[str, int] = {}
     served = {queue for agent in pool.values() for queue in agent.queues}
+    served.update(RESERVED + agent_id for agent_id in pool)  # transfers to one agent
     for entry in index.best_first(served, queues, now):
         if not pool:
             break

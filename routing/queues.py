@@ -111,7 +111,7 @@ class WaitingIndex(MutableMapping[str, WaitingEntry]):
         if conversation_id in self._entries:
             self._unindex(self._entries[conversation_id])
         self._entries[conversation_id] = entry
-        for queue in entry.targets:
+        for queue in _index_keys(entry):
             group = self._groups.setdefault(queue, {}).setdefault(_group_key(entry), [])
             insort(group, (entry.enqueued_at, entry.conversation_id))
 
@@ -129,7 +129,7 @@ class WaitingIndex(MutableMapping[str, WaitingEntry]):
 
     def _unindex(self, entry: WaitingEntry) -> None:
         item = (entry.enqueued_at, entry.conversation_id)
-        for queue in entry.targets:
+        for queue in _index_keys(entry):
             groups = self._groups[queue]
             group = groups[_group_key(entry)]
             del group[bisect_left(group, item)]
@@ -160,6 +160,17 @@ class WaitingIndex(MutableMapping[str, WaitingEntry]):
             entry = self._entries.get(conversation_id)
             if entry is not None:
                 yield order_key(entry, aging, now), entry
+
+
+# Index key of the conversations transferred to one agent ("@" + agent id; no queue name starts
+# with "@"): they wait in their old queue, which the receiving agent need not serve.
+RESERVED = "@"
+
+
+def _index_keys(entry: WaitingEntry) -> tuple[str, ...]:
+    if entry.reserved_for is None:
+        return entry.targets
+    return (*entry.targets, RESERVED + entry.reserved_for)
 
 
 def _group_key(entry: WaitingEntry) -> tuple[str, bool, int]:
