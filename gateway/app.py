@@ -35,12 +35,13 @@ ADAPTERS = web.AppKey("adapters", dict)
 RELOADER = web.AppKey("reloader", ConfigReloader)
 
 
-def create_app(config: GatewayConfig, config_path: Path | None = None) -> web.Application:
+def create_app(config: GatewayConfig, config_path: Path | None = None,
+               selfservice: SelfService | None = None) -> web.Application:
     import weakref
 
     app = web.Application(client_max_size=config.server.max_frame_bytes * 4)
     store = make_store(config.store.url)
-    pipeline = Pipeline(config, store, SelfService.from_config(config.selfservice))
+    pipeline = Pipeline(config, store, selfservice or SelfService.from_config(config.selfservice))
     hub = AgentHub(pipeline)
     adapters: dict[str, Adapter] = {
         channel.channel_name: registry.create(channel.type, channel.channel_name, channel.settings, pipeline)

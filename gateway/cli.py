@@ -12,8 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .config import ConfigError, GatewayConfig, load_config
-from .faq import FaqError, FaqIndex
+from .config import ConfigError, GatewayConfig
+from .selfservice import SelfService, load_gateway_config
 from .logs import setup_logging
 from .store import StoreError
 
@@ -49,19 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     return run_serve(args)
 
 
-def _load(path: Path) -> GatewayConfig:
-    config = load_config(path)
-    if config.selfservice.faq is not None:
-        try:
-            FaqIndex.load(config.selfservice.faq)
-        except FaqError as exc:
-            raise ConfigError(str(path), [f"0: selfservice.faq: {exc}"]) from None
-    return config
-
-
 def check_config(path: Path) -> int:
     try:
-        config = _load(path)
+        config, _ = load_gateway_config(path)
     except ConfigError as exc:
         print(f"{path}: invalid config", file=sys.stderr)
         print(str(exc), file=sys.stderr)
@@ -74,14 +64,8 @@ def check_config(path: Path) -> int:
 def run_simulate(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from .selfservice import SelfService
     from .simulate import as_json, render, simulate
 
-    try:
-        config = _load(Path(args.file))
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_CONFIG
     attributes: dict[str, object] = {}
     for item in args.attr:
         name, sep, value = item.partition("=")
@@ -98,7 +82,12 @@ def run_simulate(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         if at.tzinfo is None:
             at = at.replace(tzinfo=timezone.utc)
-    result = simulate(config, SelfService.from_config(config.selfservice), channel=args.channel, text=args.text,
+    try:
+        config, selfservice = load_gateway_config(Path(args.file))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    result = simulate(config, selfservice, channel=args.channel, text=args.text,
                       tier=args.tier, email=args.email, phone=args.phone, attributes=attributes, at=at)
     print(as_json(result) if args.json else render(result))
     return 0
@@ -113,7 +102,7 @@ def _number(value: str) -> object:
 
 def run_serve(args: argparse.Namespace) -> int:
     try:
-        config = _load(Path(args.config))
+        config, selfservice = load_gateway_config(Path(args.config))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
@@ -122,7 +111,7 @@ def run_serve(args: argparse.Namespace) -> int:
     setup_logging(config.server.log_level, config.server.log_format)
     loop_factory = _loop_factory(config.server.event_loop)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config, Path(args.config).resolve()))
+        return runner.run(_serve(config, selfservice, Path(args.config).resolve()))
 
 
 def _loop_factory(choice: str):  # type: ignore[no-untyped-def]
@@ -137,12 +126,12 @@ def _loop_factory(choice: str):  # type: ignore[no-untyped-def]
     return uvloop.new_event_loop
 
 
-async def _serve(config: GatewayConfig, config_path: Path) -> int:
+async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path: Path) -> int:
     from .app import create_app
 
     from .app import RELOADER
 
-    app = create_app(config, config_path)
+    app = create_app(config, config_path, selfservice)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=config.server.shutdown_timeout)
     try:

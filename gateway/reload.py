@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, load_config
-from .faq import FaqError
+from .config import ConfigError
 from .pipeline import Pipeline
-from .selfservice import SelfService
+from .selfservice import load_gateway_config
 
 log = logging.getLogger("contactgate.reload")
 
@@ -58,14 +57,10 @@ class ConfigReloader:
         async with self._lock:
             self._seen = self._signature()
             try:
-                config = load_config(self.path)
-                selfservice = SelfService.from_config(config.selfservice)
+                config, selfservice = load_gateway_config(self.path)
             except ConfigError as exc:
                 log.warning("config reload refused; the running config stays", extra={"reason": reason, "problems": exc.problems})
                 return ReloadOutcome(False, f"{self.path} is invalid; the running config stays", [f"{exc.source}:{p}" for p in exc.problems])
-            except FaqError as exc:
-                log.warning("config reload refused; the running config stays", extra={"reason": reason, "problems": [str(exc)]})
-                return ReloadOutcome(False, f"{self.path}: the FAQ cannot be loaded; the running config stays", [str(exc)])
             restart = await self.pipeline.reconfigure(config, selfservice)
             if restart:
                 log.warning("config reloaded; some changes need a restart", extra={"sections": restart})

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .config import SelfServiceConfig
-from .faq import FaqIndex
+from pathlib import Path
+
+from .config import ConfigError, GatewayConfig, SelfServiceConfig, load_config
+from .faq import FaqError, FaqIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +65,13 @@ class SelfService:
         if unanswered_before + 1 >= self.config.max_unanswered:
             return Handoff(self.config.handoff, "unanswered")
         return NoAnswer(self.config.no_answer)
+
+
+def load_gateway_config(path: Path) -> tuple[GatewayConfig, SelfService]:
+    """config.yaml validated and its FAQ loaded, once: what serve, check-config, simulate and a
+    hot reload all start from. A bad FAQ is a config error of ``selfservice.faq``."""
+    config = load_config(path)
+    try:
+        return config, SelfService.from_config(config.selfservice)
+    except FaqError as exc:
+        raise ConfigError(str(path), [f"0: selfservice.faq: {exc}"]) from None
