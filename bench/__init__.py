@@ -1,0 +1,5 @@
+"""contactgate benchmarks: the gateway against a bare websocket relay, measured in the same run.
+
+``python -m bench`` (``make bench``) runs everything; ``bench.run.run_bench(bench.run.Options())``
+is the same from Python. See docs/performance.md.
+"""
