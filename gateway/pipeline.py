@@ -83,6 +83,9 @@ class Pipeline:
         self._transfer: dict[str, dict[str, Any]] = {}  # note and origin shown with the next offer
         self._assigned_at: dict[str, datetime] = {}
         self._tiers: dict[str, str] = {}               # decided at handoff (CRM asked once)
+        # Open conversations as of their last append. The pipeline writes every change, so this
+        # is exact, and a message costs one store call (the append) instead of two.
+        self._open: dict[str, Conversation] = {}
         self._crm: CrmClient | None = None
         self._last_status: dict[str, tuple[int, int]] = {}
 
@@ -157,7 +160,7 @@ class Pipeline:
         for conversation_id in moved:
             with about(conversation_id):
                 async with self._lock(conversation_id):
-                    conversation = await self.store.get_conversation(conversation_id)
+                    conversation = await self._conversation(conversation_id)
                     queue = self.dispatcher.waiting[conversation_id].queue
                     log.info("queue removed by reload; moved", extra={"from": conversation.queue, "queue": queue})
                     await self._append(conversation, Author.SYSTEM, EventKind.QUEUED,
@@ -235,9 +238,13 @@ class Pipeline:
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
         try:
-            return await self.store.get_conversation(conversation_id)
+            return await self._conversation(conversation_id)
         except NotFound:
             raise ConversationError("unknown_conversation", f"no conversation {conversation_id!r}") from None
+
+    async def _conversation(self, conversation_id: str) -> Conversation:
+        cached = self._open.get(conversation_id)
+        return cached if cached is not None else await self.store.get_conversation(conversation_id)
 
     async def events_after(self, conversation_id: str, seq: int, limit: int | None = None) -> Sequence[Event]:
         return await self.store.events_after(conversation_id, seq, limit)
@@ -399,7 +406,7 @@ class Pipeline:
                 # A new step is a fresh start for agents who passed on it earlier.
                 self.dispatcher.waiting[conversation_id] = replace(
                     self.dispatcher.waiting[conversation_id], excluded=frozenset())
-                conversation = await self.store.get_conversation(conversation_id)
+                conversation = await self._conversation(conversation_id)
                 now = self.clock()
                 route = self.dispatcher.routes[conversation_id]
                 data = self._queued_data(conversation_id, entry.queue, "step", now)
@@ -459,7 +466,7 @@ class Pipeline:
                         async with self._lock(offer.conversation_id):
                             if not self.dispatcher.can_offer(offer, now):
                                 continue
-                            conversation = await self.store.get_conversation(offer.conversation_id)
+                            conversation = await self._conversation(offer.conversation_id)
                             if conversation.state is not S.QUEUED:
                                 continue
                             made += 1
@@ -645,7 +652,7 @@ class Pipeline:
         for conversation_id in list(agent.assigned):
             with about(conversation_id, agent_id):
                 async with self._lock(conversation_id):
-                    conversation = await self.store.get_conversation(conversation_id)
+                    conversation = await self._conversation(conversation_id)
                     if conversation.state is not S.ASSIGNED or conversation.agent_id != agent_id:
                         agent.assigned.pop(conversation_id, None)
                         continue
@@ -678,7 +685,7 @@ class Pipeline:
                 if entry is not None and entry.reserved_for == agent_id:
                     # A transfer to one agent who did not take it falls back to the queue.
                     self.dispatcher.waiting[conversation_id] = replace(entry, reserved_for=None)
-                conversation = await self.store.get_conversation(conversation_id)
+                conversation = await self._conversation(conversation_id)
                 if conversation.state is not S.OFFERED or conversation.queue is None:
                     return
                 log.info("offer withdrawn", extra={"reason": reason, "agent_id": agent_id})
@@ -730,6 +737,10 @@ class Pipeline:
         if not created:
             return conversation, (event, False)
         conversation = _after(conversation, event, change)
+        if conversation.state.is_open:
+            self._open[conversation.id] = conversation
+        else:
+            self._open.pop(conversation.id, None)
         await self._publish(conversation, event)
         return conversation, (event, True)
 

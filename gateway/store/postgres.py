@@ -136,7 +136,7 @@ class PostgresStore:
         try:
             pool = await asyncpg.create_pool(
                 self.url, min_size=self._min_size, max_size=self._max_size,
-                timeout=self._connect_timeout,
+                timeout=self._connect_timeout, reset=_keep_session,
             )
         except Exception as exc:
             if _is_unavailable(exc, _CONNECT_FAILURE_TYPES):
@@ -354,3 +354,8 @@ class PostgresStore:
                     "SELECT 1 FROM conversations WHERE id = $1", conversation_id) is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
         return [_event(r) for r in rows]
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's default RESET ALL / UNLISTEN / CLOSE ALL round trip: this
+    store sets no session state, and that query cost as much as the append itself."""

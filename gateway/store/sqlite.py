@@ -106,7 +106,7 @@ class SQLiteStore:
                 db.row_factory = sqlite3.Row
                 # Wait for another process's write lock instead of failing at once.
                 await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-                await db.execute("PRAGMA journal_mode = WAL")
+                await _switch_to_wal(db, self._busy_timeout_ms / 1000)
                 # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
                 # and an inbound message is acked as soon as append_event returns.
                 await db.execute("PRAGMA synchronous = FULL")
@@ -360,3 +360,17 @@ async def _execute(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = (
 def _is_unavailable(exc: sqlite3.Error) -> bool:
     name = getattr(exc, "sqlite_errorname", "") or ""
     return name.startswith(_UNAVAILABLE_ERRORS)
+
+
+async def _switch_to_wal(db: aiosqlite.Connection, patience: float) -> None:
+    """``PRAGMA journal_mode = WAL`` needs the database to itself and, unlike writes, does not
+    wait out busy_timeout: when several processes open a new file at once, retry a while."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
