@@ -36,7 +36,7 @@ RELOADER = web.AppKey("reloader", ConfigReloader)
 
 
 def create_app(config: GatewayConfig, config_path: Path | None = None,
-               selfservice: SelfService | None = None) -> web.Application:
+               selfservice: SelfService | None = None, server_overrides: dict | None = None) -> web.Application:
     import weakref
 
     app = web.Application(client_max_size=config.server.max_frame_bytes * 4)
@@ -63,7 +63,7 @@ def create_app(config: GatewayConfig, config_path: Path | None = None,
 
     app[CONFIG], app[STORE], app[PIPELINE], app[HUB], app[ADAPTERS] = config, store, pipeline, hub, adapters
     app[OPEN_WEBSOCKETS] = weakref.WeakSet()
-    app[RELOADER] = reloader = ConfigReloader(config_path, pipeline)
+    app[RELOADER] = reloader = ConfigReloader(config_path, pipeline, server_overrides)
     app.router.add_routes(AdminApi(pipeline, reloader).routes())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

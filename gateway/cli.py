@@ -106,12 +106,12 @@ def run_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
-    server = config.server.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
-    config = config.model_copy(update={"server": server})
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
     setup_logging(config.server.log_level, config.server.log_format)
     loop_factory = _loop_factory(config.server.event_loop)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config, selfservice, Path(args.config).resolve()))
+        return runner.run(_serve(config, selfservice, Path(args.config).resolve(), overrides))
 
 
 def _loop_factory(choice: str):  # type: ignore[no-untyped-def]
@@ -126,12 +126,13 @@ def _loop_factory(choice: str):  # type: ignore[no-untyped-def]
     return uvloop.new_event_loop
 
 
-async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path: Path) -> int:
+async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path: Path,
+                 server_overrides: dict[str, object]) -> int:
     from .app import create_app
 
     from .app import RELOADER
 
-    app = create_app(config, config_path, selfservice)
+    app = create_app(config, config_path, selfservice, server_overrides)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=config.server.shutdown_timeout)
     try:

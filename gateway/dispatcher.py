@@ -231,13 +231,23 @@ class Dispatcher:
             if agent.load == 0:
                 agent.idle_since = now
         agent.status = status
+        if status != "available":
+            self._release_reservations(agent_id)
         return [] if status == "available" and agent.connected else self.offers_for(agent_id)
+
+    def _release_reservations(self, agent_id: str) -> None:
+        """Transfers waiting for this agent go to their queue: it left, they must not wait on it."""
+        for cid, entry in list(self.waiting.items()):
+            if entry.reserved_for == agent_id:
+                self.waiting[cid] = replace(entry, reserved_for=None)
 
     def set_connected(self, agent_id: str, connected: bool) -> list[str]:
         agent = self.agents.get(agent_id)
         if agent is None:  # removed by a reload meanwhile
             return []
         agent.connected = connected
+        if not connected:
+            self._release_reservations(agent_id)
         return [] if connected else self.offers_for(agent_id)
 
     def offers_for(self, agent_id: str) -> list[str]:

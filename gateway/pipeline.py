@@ -137,6 +137,11 @@ class Pipeline:
                         await self._append(conversation, Author.SYSTEM, EventKind.QUEUED,
                                            data=self._queued_data(conversation.id, queue, "restart", now),
                                            change=StateChange(S.QUEUED, queue=queue, agent_id=None))
+        # Agents are not connected yet: those who had conversations get the usual grace to come
+        # back before their conversations return to the queues.
+        for agent in list(self.dispatcher.agents.values()):
+            if agent.assigned and not agent.connected:
+                self._schedule_grace(agent.id)
         self._schedule_positions()
         log.info("recovered open conversations", extra={"waiting": len(self.dispatcher.waiting)})
 
@@ -632,18 +637,22 @@ class Pipeline:
         with about(agent=agent_id):
             for conversation_id in self.dispatcher.set_connected(agent_id, False):
                 await self.withdraw_offer(conversation_id, reason="agent_disconnected")
-            grace = self.config.desk.disconnect_grace
-
-            async def gone() -> None:
-                agent = self.dispatcher.agents.get(agent_id)
-                if agent is not None and not agent.connected:
-                    await self.set_presence(agent_id, "offline")
-
-            if grace <= 0:
-                await gone()
+            if self.config.desk.disconnect_grace <= 0:
+                await self._agent_gone(agent_id)
             else:
-                self.scheduler.call_later(("grace", agent_id), grace, gone)
+                self._schedule_grace(agent_id)
             await self.dispatch()
+
+    def _schedule_grace(self, agent_id: str) -> None:
+        async def gone() -> None:
+            await self._agent_gone(agent_id)
+
+        self.scheduler.call_later(("grace", agent_id), self.config.desk.disconnect_grace, gone)
+
+    async def _agent_gone(self, agent_id: str) -> None:
+        agent = self.dispatcher.agents.get(agent_id)
+        if agent is not None and not agent.connected:
+            await self.set_presence(agent_id, "offline")
 
     async def _return_conversations(self, agent_id: str) -> None:
         agent = self.dispatcher.agents.get(agent_id)
@@ -705,8 +714,11 @@ class Pipeline:
         cid = conversation.id
         for key in (("offer", cid), ("step", cid)):
             self.scheduler.cancel(key)
+        route = self.dispatcher.routes.get(cid)
         entry = self.dispatcher.forget(cid, now)
-        if entry is not None and conversation.state in (S.QUEUED, S.OFFERED):
+        # As with answers: service level counts a customer's first wait, not a transfer's.
+        if (entry is not None and conversation.state in (S.QUEUED, S.OFFERED)
+                and route is not None and route.rule not in ("transfer", "returned")):
             self.stats.abandoned(entry.queue, (now - entry.enqueued_at).total_seconds(), now)
         assigned_at = self._assigned_at.pop(cid, None)
         if assigned_at is not None and conversation.queue:

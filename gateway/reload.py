@@ -35,9 +35,10 @@ class ReloadOutcome:
 
 
 class ConfigReloader:
-    def __init__(self, path: Path | None, pipeline: Pipeline) -> None:
+    def __init__(self, path: Path | None, pipeline: Pipeline, server_overrides: dict[str, Any] | None = None) -> None:
         self.path = path
         self.pipeline = pipeline
+        self.server_overrides = server_overrides or {}  # --host/--port given to serve
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._seen = self._signature()
@@ -58,6 +59,8 @@ class ConfigReloader:
             self._seen = self._signature()
             try:
                 config, selfservice = load_gateway_config(self.path)
+                if self.server_overrides:
+                    config = config.model_copy(update={"server": config.server.model_copy(update=self.server_overrides)})
             except ConfigError as exc:
                 log.warning("config reload refused; the running config stays", extra={"reason": reason, "problems": exc.problems})
                 return ReloadOutcome(False, f"{self.path} is invalid; the running config stays", [f"{exc.source}:{p}" for p in exc.problems])

@@ -94,7 +94,7 @@ class Condition(Strict):
     attribute: list[AttributeTest] | None = None
     language: list[str] | None = None      # detected from the customer's text: en, zh, ...
     topic: list[str] | None = None         # FAQ entry ids the self-service layer recognised
-    keywords: list[str] | None = None      # any of these words in the customer's messages
+    keywords: list[str] | None = None      # any of these texts inside the customer's messages (case-insensitive substring)
     within_hours: str | None = None        # a name from `hours:` that is open now
     outside_hours: str | None = None       # a name from `hours:` that is closed now
 
@@ -165,7 +165,10 @@ class TiersConfig(Strict):
 
     @property
     def names(self) -> set[str]:
-        return {self.default, *(rule.tier for rule in self.rules)}
+        names = {self.default, *(rule.tier for rule in self.rules)}
+        if self.crm is not None and self.crm.fallback_tier:
+            names.add(self.crm.fallback_tier)
+        return names
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -261,9 +264,11 @@ class QueueConfig(Strict):
     strategy: Strategy = "longest_idle"
     # sticky: prefer the agent who last served this customer within this many seconds.
     sticky_window: float = Field(default=7 * 24 * 3600.0, gt=0)
-    # Seconds of wrap-up after a close before the agent gets its next offer from this queue.
+    # Seconds of wrap-up after an agent closes one of this queue's conversations, before that
+    # agent gets any next offer.
     wrap_up: float = Field(default=0.0, ge=0)
-    # Seconds a conversation may wait here before the rule's next step (or the overflow) applies.
+    # Seconds a conversation whose home is this queue waits in a step without its own timeout
+    # before the rule's next step applies (no effect on a rule's last step).
     max_wait: float | None = Field(default=None, gt=0)
     hours: str | None = None  # a name from `hours:`; none = always open
     outside_hours: OutsideHours = OutsideHours()

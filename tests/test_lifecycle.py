@@ -9,7 +9,7 @@ import pytest
 
 from gateway.model import ConversationState
 from gateway.store import open_store
-from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config
+from tests.support import ALICE_TOKEN, BOB_TOKEN, Agent, Customer, GatewayProcess, gateway_config
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -88,3 +88,27 @@ async def test_unreachable_database_fails_start_with_a_clear_message(tmp_path: P
         await gateway.start()
     assert gateway.proc is not None and gateway.proc.returncode not in (0, None)
     assert any("127.0.0.1:1" in r.get("msg", "") + str(r.get("error", "")) for r in gateway.logs), gateway.log_text()
+
+
+async def test_after_a_restart_an_agent_who_never_returns_hands_back_its_conversations(tmp_path: Path) -> None:
+    config = gateway_config(f"sqlite:///{tmp_path / 'g.db'}", desk={"disconnect_grace": 1})
+    gateway = await GatewayProcess.write_config(tmp_path, config).start()
+    alice = await Agent.connect(gateway, ALICE_TOKEN)
+    await alice.expect("ready")
+    customer = await Customer.connect(gateway)
+    await customer.event("message")
+    await customer.say("agent", "a")
+    await alice.expect("offer")
+    await alice.send(type="accept", conversation_id=customer.conversation_id)
+    await alice.expect("assigned")
+    await gateway.stop()
+
+    gateway = await GatewayProcess.write_config(tmp_path, config).start()
+    try:
+        bob = await Agent.connect(gateway, BOB_TOKEN)
+        await bob.expect("ready")
+        # Alice never comes back: after the grace her conversation goes to the queue, and to Bob.
+        offer = await bob.expect("offer")
+        assert offer["conversation"]["id"] == customer.conversation_id
+    finally:
+        await gateway.stop()

@@ -845,3 +845,21 @@ def test_dispatcher_transfer_to_an_agent_of_another_queue() -> None:
     d.enqueue(entry("c1", t=3, head=True, reserved_for="ben"))
     d.set_presence("ann", "away", at(4))         # ... and takes a break
     assert d.plan(at(5)) == [Offer("c1", "general", "ben")]
+
+
+@pytest.mark.parametrize("leaves", ["away", "offline", "disconnected"])
+def test_a_transfer_reserved_for_an_agent_who_leaves_goes_back_to_its_queue(leaves: str) -> None:
+    now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
+    agents = [AgentConfig(id=i, name=i, token=f"token-{i}-xxxx", queues=["general"]) for i in ("a", "b")]
+    dispatcher = Dispatcher(agents, [QueueConfig(name="general")], "general")
+    for agent in ("a", "b"):
+        dispatcher.set_connected(agent, True)
+        dispatcher.set_presence(agent, "available", now)
+    dispatcher.enqueue(WaitingEntry("c1", "general", 0, now, reserved_for="a", head=True),
+                       Route("transfer", (Step(queues=["general"]),), 0, 0))
+    if leaves == "disconnected":
+        dispatcher.set_connected("a", False)
+    else:
+        dispatcher.set_presence("a", leaves, now)  # type: ignore[arg-type]
+    assert dispatcher.waiting["c1"].reserved_for is None
+    assert [(o.conversation_id, o.agent_id) for o in dispatcher.plan(now)] == [("c1", "b")]

@@ -65,6 +65,8 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     pgexc.CannotConnectNowError,
     pgexc.DatabaseDroppedError,
     pgexc.TooManyConnectionsError,
+    # SQLSTATE 55000, e.g. "database ... is not currently accepting connections" (ALLOW_CONNECTIONS false)
+    pgexc.ObjectNotInPrerequisiteStateError,
 )
 # Extra failures only while connecting: the store cannot work until the config or server changes.
 _CONNECT_FAILURE_TYPES: tuple[type[BaseException], ...] = _UNAVAILABLE_TYPES + (
