@@ -12,6 +12,7 @@ import contextlib
 import json
 import sqlite3
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Sequence
@@ -85,6 +86,8 @@ class SQLiteStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._appends: list[_Append] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -121,7 +124,9 @@ class SQLiteStore:
             self._db = db
 
     async def close(self) -> None:
-        # Taking the lock lets the write in progress (if any) commit first.
+        # Appends already accepted commit first; then the lock lets any other write finish.
+        if self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
         async with self._lock:
             db, self._db = self._db, None
             if db is not None:
@@ -284,50 +289,38 @@ class SQLiteStore:
         client_id: str | None = None, data: dict[str, Any] | None = None,
         change: StateChange | None = None,
     ) -> tuple[Event, bool]:
-        author, kind = Author(author), EventKind(kind)
-        async with self._transaction() as db:
-            conv = await _fetchone(
-                db, "SELECT last_seq, state, queue, agent_id, closed_at FROM conversations WHERE id = ?",
-                (conversation_id,))
-            if conv is None:
-                raise NotFound(f"conversation {conversation_id!r} not found")
-            if client_id is not None:
-                # Safe to check-then-insert: BEGIN IMMEDIATE holds the database write lock.
-                dup = await _fetchone(
-                    db, f"SELECT {_EVENT_COLS} FROM events "
-                    "WHERE conversation_id = ? AND author = ? AND client_id = ?",
-                    (conversation_id, author.value, client_id))
-                if dup is not None:
-                    return _event(dup), False
+        request = _Append(conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}),
+                          change, asyncio.get_running_loop().create_future())
+        self._appends.append(request)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_appends())
+        # Resolved only after COMMIT returned: the event is on disk.
+        return await asyncio.shield(request.future)
 
-            now = utcnow()
-            event = Event(conversation_id=conversation_id, seq=conv["last_seq"] + 1, author=author,
-                          kind=kind, text=text, client_id=client_id, data=dict(data or {}), at=now)
-            state, queue, agent_id, closed_at = (
-                conv["state"], conv["queue"], conv["agent_id"], conv["closed_at"])
-            if change is not None:
-                new_state = ConversationState(change.state)
-                if new_state is ConversationState.CLOSED:
-                    # Closing an already closed conversation keeps the original closing time.
-                    closed_at = closed_at if state == ConversationState.CLOSED.value else _ts(now)
+    async def _write_appends(self) -> None:
+        """Group commit: every append waiting when a transaction starts joins it, so concurrent
+        conversations share one fsync, and the whole batch runs in one hop to SQLite's thread."""
+        while self._appends:
+            batch, self._appends = self._appends[:_MAX_BATCH], self._appends[_MAX_BATCH:]
+            try:
+                async with self._session() as db:
+                    # aiosqlite has no public "run this function on your thread"; _execute is
+                    # the method all its own calls go through.
+                    results = await db._execute(_append_batch, db._conn, batch)
+            except BaseException as exc:
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for request, result in zip(batch, results):
+                if request.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    request.future.set_exception(result)
                 else:
-                    closed_at = None
-                state = new_state.value
-                queue = queue if change.queue is KEEP else change.queue
-                agent_id = agent_id if change.agent_id is KEEP else change.agent_id
-            await _execute(
-                db,
-                "UPDATE conversations SET last_seq = ?, state = ?, queue = ?, agent_id = ?, "
-                "updated_at = ?, closed_at = ? WHERE id = ?",
-                (event.seq, state, queue, agent_id, _ts(now), closed_at, conversation_id),
-            )
-            await _execute(
-                db, f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, event.seq, author.value, kind.value, text, client_id,
-                 json.dumps(event.data), _ts(now)),
-            )
-        # Only reached after COMMIT returned: the event is on disk.
-        return event, True
+                    request.future.set_result(result)
 
     async def events_after(
         self, conversation_id: str, seq: int, limit: int | None = None
@@ -374,3 +367,74 @@ async def _switch_to_wal(db: aiosqlite.Connection, patience: float) -> None:
             if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+_MAX_BATCH = 256  # appends per transaction at most
+
+
+@dataclass
+class _Append:
+    conversation_id: str
+    author: Author
+    kind: EventKind
+    text: str | None
+    client_id: str | None
+    data: dict[str, Any]
+    change: StateChange | None
+    future: asyncio.Future[tuple[Event, bool]]
+
+
+def _append_batch(conn: sqlite3.Connection, batch: list[_Append]) -> list[tuple[Event, bool] | Exception]:
+    """On SQLite's thread: one transaction for the whole batch; an unknown conversation fails
+    only its own append."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results: list[tuple[Event, bool] | Exception] = []
+        for request in batch:
+            try:
+                results.append(_append_one(conn, request))
+            except NotFound as exc:
+                results.append(exc)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _append_one(conn: sqlite3.Connection, r: _Append) -> tuple[Event, bool]:
+    conv = conn.execute("SELECT last_seq, state, queue, agent_id, closed_at FROM conversations WHERE id = ?",
+                        (r.conversation_id,)).fetchone()
+    if conv is None:
+        raise NotFound(f"conversation {r.conversation_id!r} not found")
+    if r.client_id is not None:
+        # Safe to check-then-insert: BEGIN IMMEDIATE holds the database write lock, and an
+        # earlier append of this batch is visible to this one.
+        dup = conn.execute(f"SELECT {_EVENT_COLS} FROM events WHERE conversation_id = ? AND author = ? AND client_id = ?",
+                           (r.conversation_id, r.author.value, r.client_id)).fetchone()
+        if dup is not None:
+            return _event(dup), False
+    now = utcnow()
+    event = Event(conversation_id=r.conversation_id, seq=conv["last_seq"] + 1, author=r.author, kind=r.kind,
+                  text=r.text, client_id=r.client_id, data=r.data, at=now)
+    state, queue, agent_id, closed_at = conv["state"], conv["queue"], conv["agent_id"], conv["closed_at"]
+    change = r.change
+    if change is not None:
+        new_state = ConversationState(change.state)
+        if new_state is ConversationState.CLOSED:
+            # Closing an already closed conversation keeps the original closing time.
+            closed_at = closed_at if state == ConversationState.CLOSED.value else _ts(now)
+        else:
+            closed_at = None
+        state = new_state.value
+        queue = queue if change.queue is KEEP else change.queue
+        agent_id = agent_id if change.agent_id is KEEP else change.agent_id
+    conn.execute("UPDATE conversations SET last_seq = ?, state = ?, queue = ?, agent_id = ?, updated_at = ?, "
+                 "closed_at = ? WHERE id = ?",
+                 (event.seq, state, queue, agent_id, _ts(now), closed_at, r.conversation_id))
+    conn.execute(f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (r.conversation_id, event.seq, r.author.value, r.kind.value, r.text, r.client_id,
+                  json.dumps(event.data), _ts(now)))
+    return event, True
