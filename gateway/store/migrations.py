@@ -127,8 +127,53 @@ _INITIAL_POSTGRES = (
         WHERE client_id IS NOT NULL""",
 )
 
+# One round trip per append on PostgreSQL: lock the conversation row, look for a resent client
+# id (a fresh snapshot after the lock, so a concurrent twin's commit is seen), then bump last_seq
+# and insert. Returns no row for an unknown conversation; `created` false for a resend.
+_APPEND_FUNCTION_POSTGRES = (
+    """CREATE OR REPLACE FUNCTION contactgate_append_event(
+        p_conversation text, p_at timestamptz, p_state text, p_set_queue bool, p_queue text,
+        p_set_agent bool, p_agent text, p_author text, p_kind text, p_text text, p_client_id text,
+        p_data jsonb)
+    RETURNS TABLE (created bool, seq bigint, author text, kind text, text text, client_id text,
+                   data jsonb, at timestamptz)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        next_seq bigint;
+    BEGIN
+        PERFORM 1 FROM conversations c WHERE c.id = p_conversation FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        IF p_client_id IS NOT NULL THEN
+            RETURN QUERY SELECT false, e.seq, e.author, e.kind, e.text, e.client_id, e.data, e.at
+                FROM events e
+                WHERE e.conversation_id = p_conversation AND e.author = p_author AND e.client_id = p_client_id;
+            IF FOUND THEN
+                RETURN;
+            END IF;
+        END IF;
+        UPDATE conversations c SET
+            last_seq   = c.last_seq + 1,
+            updated_at = p_at,
+            state      = COALESCE(p_state, c.state),
+            queue      = CASE WHEN p_set_queue THEN p_queue ELSE c.queue END,
+            agent_id   = CASE WHEN p_set_agent THEN p_agent ELSE c.agent_id END,
+            closed_at  = CASE WHEN p_state IS NULL THEN c.closed_at
+                              WHEN p_state = 'closed' THEN COALESCE(c.closed_at, p_at)
+                              ELSE NULL END
+        WHERE c.id = p_conversation
+        RETURNING c.last_seq INTO next_seq;
+        INSERT INTO events (conversation_id, seq, author, kind, text, client_id, data, at)
+            VALUES (p_conversation, next_seq, p_author, p_kind, p_text, p_client_id, p_data, p_at);
+        RETURN QUERY SELECT true, next_seq, p_author, p_kind, p_text, p_client_id, p_data, p_at;
+    END
+    $$""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "customers, identities, conversations, events", _INITIAL_SQLITE, _INITIAL_POSTGRES),
+    Migration(2, "PostgreSQL: append an event in one round trip", (), _APPEND_FUNCTION_POSTGRES),
 )
 
 # Bookkeeping table; created before anything else, outside the versioned list.

@@ -33,29 +33,6 @@ _CONVERSATION_COLS = (
 )
 _EVENT_COLS = "conversation_id, seq, author, kind, text, client_id, data, at"
 
-# $3 is the new state or NULL (no change); $4/$6 say whether queue/agent_id are being set.
-# closed_at: set when the conversation becomes closed (kept if it already was), cleared if it is
-# moved back to an open state.
-_APPEND_UPDATE = """
-UPDATE conversations SET
-    last_seq   = last_seq + 1,
-    updated_at = $2,
-    state      = COALESCE($3::text, state),
-    queue      = CASE WHEN $4::bool THEN $5::text ELSE queue END,
-    agent_id   = CASE WHEN $6::bool THEN $7::text ELSE agent_id END,
-    closed_at  = CASE WHEN $3::text IS NULL THEN closed_at
-                      WHEN $3::text = 'closed' THEN COALESCE(closed_at, $2)
-                      ELSE NULL END
-WHERE id = $1
-RETURNING last_seq
-"""
-
-_APPEND_INSERT = f"""
-INSERT INTO events ({_EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (conversation_id, author, client_id) WHERE client_id IS NOT NULL DO NOTHING
-RETURNING seq
-"""
-
 # Failures that mean the server cannot be used right now (as opposed to bugs or bad data).
 _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable; TimeoutError is an OSError too
@@ -89,13 +66,6 @@ def redact(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
-
-
-class _Duplicate(Exception):
-    """Raised inside the append transaction to roll it back when the client id was seen."""
-
-    def __init__(self, event: Event) -> None:
-        self.event = event
 
 
 def _customer(row: asyncpg.Record) -> Customer:
@@ -315,31 +285,17 @@ class PostgresStore:
                 change.agent_id is not KEEP, None if change.agent_id is KEEP else change.agent_id,
             )
         async with self._conn() as conn:
-            try:
-                async with conn.transaction():
-                    # Bumping last_seq first takes the conversation's row lock, so a concurrent
-                    # append with the same client id waits here and then sees our committed
-                    # event in the insert below (READ COMMITTED re-reads after the lock).
-                    seq = await conn.fetchval(_APPEND_UPDATE, conversation_id, now, *update_args)
-                    if seq is None:
-                        raise NotFound(f"conversation {conversation_id!r} not found")
-                    event = Event(conversation_id=conversation_id, seq=seq, author=author, kind=kind,
-                                  text=text, client_id=client_id, data=dict(data or {}), at=now)
-                    inserted = await conn.fetchval(
-                        _APPEND_INSERT, conversation_id, seq, author.value, kind.value, text,
-                        client_id, json.dumps(event.data), now,
-                    )
-                    if inserted is None:
-                        row = await conn.fetchrow(
-                            f"SELECT {_EVENT_COLS} FROM events "
-                            "WHERE conversation_id = $1 AND author = $2 AND client_id = $3",
-                            conversation_id, author.value, client_id,
-                        )
-                        # Roll back the last_seq bump and the state change.
-                        raise _Duplicate(_event(row))
-            except _Duplicate as dup:
-                return dup.event, False
-        return event, True
+            # One statement, so autocommit: committed when the row comes back.
+            row = await conn.fetchrow(
+                "SELECT * FROM contactgate_append_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)",
+                conversation_id, now, *update_args, author.value, kind.value, text, client_id,
+                json.dumps(dict(data or {})))
+        if row is None:
+            raise NotFound(f"conversation {conversation_id!r} not found")
+        return Event(conversation_id=conversation_id, seq=row["seq"], author=Author(row["author"]),
+                     kind=EventKind(row["kind"]), text=row["text"], client_id=row["client_id"],
+                     data=json.loads(row["data"]) if isinstance(row["data"], str) else row["data"],
+                     at=row["at"]), bool(row["created"])
 
     async def events_after(
         self, conversation_id: str, seq: int, limit: int | None = None
