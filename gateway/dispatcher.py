@@ -125,10 +125,6 @@ class Dispatcher:
             entry, queues=queues, priority=route.tier_priority + step.priority_boost)
         return step
 
-    def current_step(self, conversation_id: str) -> Step | None:
-        route = self.routes.get(conversation_id)
-        return route.steps[route.step] if route else None
-
     def forget(self, conversation_id: str, now: datetime) -> WaitingEntry | None:
         """The conversation left routing (closed, or assigned elsewhere): drop its entry, offer
         and assignment. Returns its waiting entry, if it was waiting."""
@@ -216,9 +212,6 @@ class Dispatcher:
         if last is None or (now - last[1]).total_seconds() > window:
             return None
         return last[0]
-
-    def remember_agent(self, customer_id: str, agent_id: str, now: datetime) -> None:
-        self.last_agent[customer_id] = (agent_id, now)
 
     # agents ------------------------------------------------------------------------------------
     def set_presence(self, agent_id: str, status: Presence, now: datetime) -> list[str]:
