@@ -108,7 +108,18 @@ class Dispatcher:
         return positions(self.waiting.values(), self.queues, now)
 
     def position(self, conversation_id: str, now: datetime) -> int | None:
-        return self.positions(now).get(conversation_id)
+        """1-based place among the conversations of its home queue: walks that queue in order up
+        to it (no sort of everyone waiting on every enqueue)."""
+        entry = self.waiting.get(conversation_id)
+        if entry is None:
+            return None
+        place = 0
+        for other in self.waiting.best_first(entry.targets, self.queues, now):
+            if other.queue == entry.queue:
+                place += 1
+            if other.conversation_id == conversation_id:
+                return place
+        return None
 
     def is_waiting(self, conversation_id: str) -> bool:
         return conversation_id in self.waiting and conversation_id not in self.offers
