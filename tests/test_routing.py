@@ -863,3 +863,17 @@ def test_a_transfer_reserved_for_an_agent_who_leaves_goes_back_to_its_queue(leav
         dispatcher.set_presence("a", leaves, now)  # type: ignore[arg-type]
     assert dispatcher.waiting["c1"].reserved_for is None
     assert [(o.conversation_id, o.agent_id) for o in dispatcher.plan(now)] == [("c1", "b")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.sets(st.sampled_from("abc")), st.sampled_from([0, 5, 10]),
+                          st.integers(0, 300), st.booleans()), max_size=40))
+def test_position_of_one_equals_its_place_in_the_full_order(rows: list) -> None:
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    queues = [QueueConfig.model_validate({"name": n, "aging": {"every": 10, "boost": 1}}) for n in "abc"]
+    dispatcher = Dispatcher([], queues, "a")
+    for i, (home, extra, priority, age, head) in enumerate(rows):
+        targets = (home, *sorted(extra - {home}))
+        dispatcher.enqueue(WaitingEntry(f"c{i}", home, priority, now - timedelta(seconds=age), queues=targets, head=head))
+    everyone = dispatcher.positions(now)
+    assert {cid: dispatcher.position(cid, now) for cid in everyone} == everyone
