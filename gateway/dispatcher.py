@@ -265,5 +265,14 @@ class Dispatcher:
         agent.wrap_up_until = max(agent.wrap_up_until or until, until)
         return agent.wrap_up_until
 
-    def agents_serving(self, queue: str) -> int:
-        return sum(1 for a in self.agents.values() if queue in a.config.queues and a.status != "offline" and a.connected)
+    def seats(self, queue: str, now: datetime) -> tuple[int, int]:
+        """(agents available to this queue, their free seats). Away and offline agents count in
+        neither: they answer nobody until they come back."""
+        agents = free = 0
+        for agent in self.agents.values():
+            if queue in agent.config.queues and agent.can_take(now):
+                agents += 1
+                view = agent.view(now)
+                free += max(0, (view.capacity if isinstance(view.capacity, int) else sum(view.capacity.values()))
+                            - view.total_load)
+        return agents, free

@@ -433,7 +433,12 @@ class Pipeline:
         return {"queue": queue, "position": position, "reason": reason, "estimated_wait": wait}
 
     def _estimated_wait(self, queue: str, position: int, now: datetime) -> int:
-        return round(estimated_wait(position, self.stats.average_handle(queue, now), self.dispatcher.agents_serving(queue)))
+        """Seconds until an agent is likely free for this place in line: nothing while free
+        seats outnumber the conversations ahead, else rounds of the average handle time."""
+        agents, free = self.dispatcher.seats(queue, now)
+        if position <= free:
+            return 0
+        return round(estimated_wait(position - free, self.stats.average_handle(queue, now), agents))
 
     # waiting customers hear how their wait goes ----------------------------------------------------
     def _schedule_positions(self) -> None:
