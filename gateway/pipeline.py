@@ -26,7 +26,7 @@ from routing import Contact, Offer, WaitingEntry, choose_queue, resolve_tier
 from routing.config import QueueConfig, Step
 from routing.hours import is_open, open_now
 from routing.rules import step_timeout
-from routing.servicelevel import ServiceLevelTracker, estimated_wait
+from routing.servicelevel import ServiceLevels, estimated_wait
 
 from .config import GatewayConfig
 from .crm import CrmClient
@@ -71,7 +71,7 @@ class Pipeline:
         self.clock = clock
         self.scheduler = Scheduler(clock)
         self.dispatcher = Dispatcher(config.agents, config.queues, config.routing.default_queue)
-        self.stats = ServiceLevelTracker(max(q.service_level.window for q in config.queues))
+        self.stats = ServiceLevels({q.name: q.service_level.window for q in config.queues})
         self._subscribers: list[Subscriber] = []
         self._status_subscribers: list[StatusSubscriber] = []
         self._agent_notices: list[AgentNotice] = []
@@ -159,7 +159,7 @@ class Pipeline:
             self._crm = None
         self.config = config
         self.selfservice = selfservice
-        self.stats.set_window(max(q.service_level.window for q in config.queues))
+        self.stats.set_windows({q.name: q.service_level.window for q in config.queues})
         moved = self.dispatcher.configure(config.agents, config.queues, config.routing.default_queue)
         now = self.clock()
         for conversation_id in moved:

@@ -27,6 +27,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Mapping
 
 __all__ = ["ServiceLevelSnapshot", "ServiceLevelTracker", "estimated_wait"]
 
@@ -205,3 +206,39 @@ def estimated_wait(position: int, average_handle: float | None, agents: int,
         return 0.0
     rounds = -(-position // max(agents, 1))
     return float(rounds * (average_handle or default_handle))
+
+
+class ServiceLevels:
+    """One tracker per queue, each over its own queue's ``service_level.window``; the same
+    methods as :class:`ServiceLevelTracker`."""
+
+    def __init__(self, windows: Mapping[str, float], default_window: float = 3600.0) -> None:
+        self._default = default_window
+        self._trackers: dict[str, ServiceLevelTracker] = {}
+        self.set_windows(windows)
+
+    def set_windows(self, windows: Mapping[str, float]) -> None:
+        self._windows = dict(windows)
+        for queue, tracker in self._trackers.items():
+            tracker.set_window(self._windows.get(queue, self._default))
+
+    def _tracker(self, queue: str) -> ServiceLevelTracker:
+        tracker = self._trackers.get(queue)
+        if tracker is None:
+            tracker = self._trackers[queue] = ServiceLevelTracker(self._windows.get(queue, self._default))
+        return tracker
+
+    def answered(self, queue: str, waited: float, at: datetime) -> None:
+        self._tracker(queue).answered(queue, waited, at)
+
+    def abandoned(self, queue: str, waited: float, at: datetime) -> None:
+        self._tracker(queue).abandoned(queue, waited, at)
+
+    def handled(self, queue: str, handle_seconds: float, at: datetime) -> None:
+        self._tracker(queue).handled(queue, handle_seconds, at)
+
+    def average_handle(self, queue: str, now: datetime) -> float | None:
+        return self._tracker(queue).average_handle(queue, now)
+
+    def snapshot(self, queue: str, now: datetime, target_seconds: float, target_percent: float) -> ServiceLevelSnapshot:
+        return self._tracker(queue).snapshot(queue, now, target_seconds, target_percent)

@@ -234,3 +234,19 @@ def test_estimated_wait_grows_with_position(position: int, handle: float | None,
     assert estimated_wait(position + 1, handle, agents) >= wait
     if position > 0:
         assert wait >= (handle or 180.0)
+
+
+def test_each_queue_keeps_its_own_window() -> None:
+    from routing.servicelevel import ServiceLevels
+
+    now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
+    levels = ServiceLevels({"short": 60, "long": 3600})
+    for queue in ("short", "long"):
+        levels.answered(queue, 5.0, now - timedelta(seconds=600))
+        levels.answered(queue, 50.0, now - timedelta(seconds=10))
+    assert levels.snapshot("short", now, 20, 80).answered == 1
+    assert levels.snapshot("long", now, 20, 80).answered == 2
+    levels.set_windows({"short": 3600, "long": 3600})
+    assert levels.snapshot("short", now, 20, 80).answered == 1  # what a shorter window dropped stays dropped
+    levels.answered("unknown", 1.0, now)  # a queue added by a reload later: the default window
+    assert levels.snapshot("unknown", now, 20, 80).answered == 1
