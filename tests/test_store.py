@@ -161,6 +161,28 @@ async def test_state_change_is_atomic_with_the_event(store: Store) -> None:
     assert created and ev.seq == 2
 
 
+async def test_a_bad_append_in_a_group_commit_fails_alone(store: Store) -> None:
+    # Appends issued together share one transaction: one that cannot be stored must fail by
+    # itself and leave no trace, while the others commit with gapless seqs.
+    a, b = await new_conversation(store), await new_conversation(store)
+    outcomes = await asyncio.gather(
+        say(store, a, "a1"),
+        store.append_event(a.id, author=Author.SYSTEM, kind=EventKind.QUEUED, data={"bad": object()},
+                           change=StateChange(ConversationState.QUEUED, queue="q")),
+        say(store, b, "b1"),
+        say(store, replace(a, id="no-such-conversation"), "lost"),
+        say(store, a, "a2", client_id="x"),
+        say(store, a, "a2 again", client_id="x"),
+        say(store, b, "b2"),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], TypeError) and isinstance(outcomes[3], NotFound), outcomes
+    assert [e.seq for e in await store.events_after(a.id, 0)] == [1, 2]
+    assert [e.text for e in await store.events_after(b.id, 0)] == ["b1", "b2"]
+    assert outcomes[5] == (outcomes[4][0], False)  # the resend inside the same batch is deduped
+    assert (await store.get_conversation(a.id)).state is ConversationState.BOT
+
+
 # events -------------------------------------------------------------------------------------------
 async def test_seq_is_gapless_and_events_round_trip(store: Store) -> None:
     conv = await new_conversation(store)

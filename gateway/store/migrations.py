@@ -169,11 +169,32 @@ _APPEND_FUNCTION_POSTGRES = (
         RETURN QUERY SELECT true, next_seq, p_author, p_kind, p_text, p_client_id, p_data, p_at;
     END
     $$""",
+    # Group commit: a batch of appends in one call (one transaction, one round trip). Rows come
+    # back tagged with their index `i` (1-based); an unknown conversation has no row. Taken in
+    # conversation id order (arrival order within one), so concurrent batches lock rows in the
+    # same order and cannot deadlock.
+    """CREATE OR REPLACE FUNCTION contactgate_append_events(
+        p_conversation text[], p_at timestamptz[], p_state text[], p_set_queue bool[], p_queue text[],
+        p_set_agent bool[], p_agent text[], p_author text[], p_kind text[], p_text text[],
+        p_client_id text[], p_data jsonb[])
+    RETURNS TABLE (i integer, created bool, seq bigint, author text, kind text, text text,
+                   client_id text, data jsonb, at timestamptz)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        k integer;
+    BEGIN
+        FOR k IN SELECT t.ord FROM unnest(p_conversation) WITH ORDINALITY AS t(c, ord) ORDER BY t.c, t.ord LOOP
+            RETURN QUERY SELECT k, r.* FROM contactgate_append_event(
+                p_conversation[k], p_at[k], p_state[k], p_set_queue[k], p_queue[k], p_set_agent[k],
+                p_agent[k], p_author[k], p_kind[k], p_text[k], p_client_id[k], p_data[k]) AS r;
+        END LOOP;
+    END
+    $$""",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "customers, identities, conversations, events", _INITIAL_SQLITE, _INITIAL_POSTGRES),
-    Migration(2, "PostgreSQL: append an event in one round trip", (), _APPEND_FUNCTION_POSTGRES),
+    Migration(2, "PostgreSQL: append events in one round trip", (), _APPEND_FUNCTION_POSTGRES),
 )
 
 # Bookkeeping table; created before anything else, outside the versioned list.

@@ -21,6 +21,7 @@ from ..model import (
     KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
 from .base import NotFound, StoreError, StoreUnavailable
+from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_postgres
 
 # JSON goes in and out as text (json.dumps / json.loads) rather than through a jsonb codec, so a
@@ -97,6 +98,7 @@ class PostgresStore:
         self._connect_timeout = connect_timeout
         self._close_timeout = close_timeout
         self._pool: asyncpg.Pool | None = None
+        self._batcher = AppendBatcher(self._write_batch)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r})"
@@ -126,6 +128,7 @@ class PostgresStore:
         self._pool = pool
 
     async def close(self) -> None:
+        await self._batcher.drain()  # appends already accepted commit first
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -274,28 +277,49 @@ class PostgresStore:
         client_id: str | None = None, data: dict[str, Any] | None = None,
         change: StateChange | None = None,
     ) -> tuple[Event, bool]:
-        author, kind = Author(author), EventKind(kind)
+        return await self._batcher.append(AppendRequest(
+            conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}), change))
+
+    async def _write_batch(self, batch: list[AppendRequest]) -> list[tuple[Event, bool] | Exception]:
         now = utcnow()
-        if change is None:
-            update_args: tuple[Any, ...] = (None, False, None, False, None)
-        else:
-            update_args = (
-                ConversationState(change.state).value,
-                change.queue is not KEEP, None if change.queue is KEEP else change.queue,
-                change.agent_id is not KEEP, None if change.agent_id is KEEP else change.agent_id,
+        columns: list[list[Any]] = [[] for _ in range(12)]
+        results: list[tuple[Event, bool] | Exception] = []
+        sent: list[tuple[int, AppendRequest]] = []  # (its place in results, request); row i is sent[i-1]
+        for r in batch:
+            try:
+                encoded = json.dumps(r.data)
+            except (TypeError, ValueError) as exc:  # fails this append alone, not the batch
+                results.append(exc)
+                continue
+            results.append(NotFound(f"conversation {r.conversation_id!r} not found"))  # unless a row comes back
+            sent.append((len(results) - 1, r))
+            change = r.change
+            values = (
+                r.conversation_id, now,
+                None if change is None else ConversationState(change.state).value,
+                change is not None and change.queue is not KEEP,
+                None if change is None or change.queue is KEEP else change.queue,
+                change is not None and change.agent_id is not KEEP,
+                None if change is None or change.agent_id is KEEP else change.agent_id,
+                r.author.value, r.kind.value, r.text, r.client_id, encoded,
             )
+            for column, value in zip(columns, values):
+                column.append(value)
+        if not sent:
+            return results
         async with self._conn() as conn:
-            # One statement, so autocommit: committed when the row comes back.
-            row = await conn.fetchrow(
-                "SELECT * FROM contactgate_append_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)",
-                conversation_id, now, *update_args, author.value, kind.value, text, client_id,
-                json.dumps(dict(data or {})))
-        if row is None:
-            raise NotFound(f"conversation {conversation_id!r} not found")
-        return Event(conversation_id=conversation_id, seq=row["seq"], author=Author(row["author"]),
-                     kind=EventKind(row["kind"]), text=row["text"], client_id=row["client_id"],
-                     data=json.loads(row["data"]) if isinstance(row["data"], str) else row["data"],
-                     at=row["at"]), bool(row["created"])
+            # One statement, so autocommit: committed when the rows come back.
+            rows = await conn.fetch(
+                "SELECT * FROM contactgate_append_events($1::text[], $2::timestamptz[], $3::text[], $4::bool[], "
+                "$5::text[], $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])",
+                *columns)
+        for row in rows:
+            position, r = sent[row["i"] - 1]
+            results[position] = (Event(conversation_id=r.conversation_id, seq=row["seq"], author=Author(row["author"]),
+                                  kind=EventKind(row["kind"]), text=row["text"], client_id=row["client_id"],
+                                  data=json.loads(row["data"]) if isinstance(row["data"], str) else row["data"],
+                                  at=row["at"]), bool(row["created"]))
+        return results
 
     async def events_after(
         self, conversation_id: str, seq: int, limit: int | None = None

@@ -12,7 +12,6 @@ import contextlib
 import json
 import sqlite3
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Sequence
@@ -23,6 +22,7 @@ from ..model import (
     KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
 from .base import NotFound, StoreError, StoreUnavailable
+from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_sqlite
 
 _CUSTOMER_COLS = "id, name, tier, attributes, created_at"
@@ -86,8 +86,7 @@ class SQLiteStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._appends: list[_Append] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._batcher = AppendBatcher(self._write_batch)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -125,8 +124,7 @@ class SQLiteStore:
 
     async def close(self) -> None:
         # Appends already accepted commit first; then the lock lets any other write finish.
-        if self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
+        await self._batcher.drain()
         async with self._lock:
             db, self._db = self._db, None
             if db is not None:
@@ -289,38 +287,14 @@ class SQLiteStore:
         client_id: str | None = None, data: dict[str, Any] | None = None,
         change: StateChange | None = None,
     ) -> tuple[Event, bool]:
-        request = _Append(conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}),
-                          change, asyncio.get_running_loop().create_future())
-        self._appends.append(request)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_appends())
-        # Resolved only after COMMIT returned: the event is on disk.
-        return await asyncio.shield(request.future)
+        return await self._batcher.append(AppendRequest(
+            conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}), change))
 
-    async def _write_appends(self) -> None:
-        """Group commit: every append waiting when a transaction starts joins it, so concurrent
-        conversations share one fsync, and the whole batch runs in one hop to SQLite's thread."""
-        while self._appends:
-            batch, self._appends = self._appends[:_MAX_BATCH], self._appends[_MAX_BATCH:]
-            try:
-                async with self._session() as db:
-                    # aiosqlite has no public "run this function on your thread"; _execute is
-                    # the method all its own calls go through.
-                    results = await db._execute(_append_batch, db._conn, batch)
-            except BaseException as exc:
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for request, result in zip(batch, results):
-                if request.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    request.future.set_exception(result)
-                else:
-                    request.future.set_result(result)
+    async def _write_batch(self, batch: list[AppendRequest]) -> list[tuple[Event, bool] | Exception]:
+        async with self._session() as db:
+            # aiosqlite has no public "run this function on your thread"; _execute is the method
+            # all its own calls go through. One hop for the whole batch.
+            return await db._execute(_append_batch, db._conn, batch)
 
     async def events_after(
         self, conversation_id: str, seq: int, limit: int | None = None
@@ -369,22 +343,7 @@ async def _switch_to_wal(db: aiosqlite.Connection, patience: float) -> None:
             await asyncio.sleep(0.05)
 
 
-_MAX_BATCH = 256  # appends per transaction at most
-
-
-@dataclass
-class _Append:
-    conversation_id: str
-    author: Author
-    kind: EventKind
-    text: str | None
-    client_id: str | None
-    data: dict[str, Any]
-    change: StateChange | None
-    future: asyncio.Future[tuple[Event, bool]]
-
-
-def _append_batch(conn: sqlite3.Connection, batch: list[_Append]) -> list[tuple[Event, bool] | Exception]:
+def _append_batch(conn: sqlite3.Connection, batch: list[AppendRequest]) -> list[tuple[Event, bool] | Exception]:
     """On SQLite's thread: one transaction for the whole batch; an unknown conversation fails
     only its own append."""
     conn.execute("BEGIN IMMEDIATE")
@@ -393,7 +352,7 @@ def _append_batch(conn: sqlite3.Connection, batch: list[_Append]) -> list[tuple[
         for request in batch:
             try:
                 results.append(_append_one(conn, request))
-            except NotFound as exc:
+            except (NotFound, TypeError, ValueError) as exc:  # this append fails alone; nothing of it was written
                 results.append(exc)
         conn.execute("COMMIT")
     except BaseException:
@@ -404,7 +363,8 @@ def _append_batch(conn: sqlite3.Connection, batch: list[_Append]) -> list[tuple[
     return results
 
 
-def _append_one(conn: sqlite3.Connection, r: _Append) -> tuple[Event, bool]:
+def _append_one(conn: sqlite3.Connection, r: AppendRequest) -> tuple[Event, bool]:
+    encoded = json.dumps(r.data)  # before any write: unserialisable data must leave nothing behind
     conv = conn.execute("SELECT last_seq, state, queue, agent_id, closed_at FROM conversations WHERE id = ?",
                         (r.conversation_id,)).fetchone()
     if conv is None:
@@ -436,5 +396,5 @@ def _append_one(conn: sqlite3.Connection, r: _Append) -> tuple[Event, bool]:
                  (event.seq, state, queue, agent_id, _ts(now), closed_at, r.conversation_id))
     conn.execute(f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                  (r.conversation_id, event.seq, r.author.value, r.kind.value, r.text, r.client_id,
-                  json.dumps(event.data), _ts(now)))
+                  encoded, _ts(now)))
     return event, True

@@ -1,0 +1,74 @@
+"""Group commit for appends, shared by both engines.
+
+Every append waiting when a batch starts joins it; the engine writes the batch in one
+transaction (SQLite: one hop to its thread; PostgreSQL: one round trip) and each caller returns
+only after that commit, so "stored before acknowledged" holds while concurrent conversations
+share one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from ..model import Author, Event, EventKind, StateChange
+
+MAX_BATCH = 256  # appends per transaction at most
+
+Result = tuple[Event, bool]
+
+
+@dataclass
+class AppendRequest:
+    conversation_id: str
+    author: Author
+    kind: EventKind
+    text: str | None
+    client_id: str | None
+    data: dict[str, Any]
+    change: StateChange | None
+    future: asyncio.Future[Result] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+# Writes one batch; returns one result or exception (e.g. NotFound) per request, in order.
+WriteBatch = Callable[[list[AppendRequest]], Awaitable[list["Result | Exception"]]]
+
+
+class AppendBatcher:
+    def __init__(self, write_batch: WriteBatch) -> None:
+        self._write_batch = write_batch
+        self._pending: list[AppendRequest] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def append(self, request: AppendRequest) -> Result:
+        self._pending.append(request)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        # A caller that gives up does not cancel the commit others share.
+        return await asyncio.shield(request.future)
+
+    async def drain(self) -> None:
+        """Wait until every accepted append is committed (or failed): before closing the store."""
+        if self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                results = await self._write_batch(batch)
+            except BaseException as exc:
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for request, result in zip(batch, results):
+                if request.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    request.future.set_exception(result)
+                else:
+                    request.future.set_result(result)
