@@ -45,8 +45,8 @@ class AppendBatcher:
         self._pending.append(request)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
-        # A caller that gives up does not cancel the commit others share.
-        return await asyncio.shield(request.future)
+        # A caller that gives up cancels only its own future; the batch it joined still commits.
+        return await request.future
 
     async def drain(self) -> None:
         """Wait until every accepted append is committed (or failed): before closing the store."""

@@ -365,10 +365,6 @@ def _append_batch(conn: sqlite3.Connection, batch: list[AppendRequest]) -> list[
 
 def _append_one(conn: sqlite3.Connection, r: AppendRequest) -> tuple[Event, bool]:
     encoded = json.dumps(r.data)  # before any write: unserialisable data must leave nothing behind
-    conv = conn.execute("SELECT last_seq, state, queue, agent_id, closed_at FROM conversations WHERE id = ?",
-                        (r.conversation_id,)).fetchone()
-    if conv is None:
-        raise NotFound(f"conversation {r.conversation_id!r} not found")
     if r.client_id is not None:
         # Safe to check-then-insert: BEGIN IMMEDIATE holds the database write lock, and an
         # earlier append of this batch is visible to this one.
@@ -377,24 +373,38 @@ def _append_one(conn: sqlite3.Connection, r: AppendRequest) -> tuple[Event, bool
         if dup is not None:
             return _event(dup), False
     now = utcnow()
-    event = Event(conversation_id=r.conversation_id, seq=conv["last_seq"] + 1, author=r.author, kind=r.kind,
-                  text=r.text, client_id=r.client_id, data=r.data, at=now)
-    state, queue, agent_id, closed_at = conv["state"], conv["queue"], conv["agent_id"], conv["closed_at"]
+    at = _ts(now)
     change = r.change
-    if change is not None:
-        new_state = ConversationState(change.state)
-        if new_state is ConversationState.CLOSED:
-            # Closing an already closed conversation keeps the original closing time.
-            closed_at = closed_at if state == ConversationState.CLOSED.value else _ts(now)
-        else:
-            closed_at = None
-        state = new_state.value
-        queue = queue if change.queue is KEEP else change.queue
-        agent_id = agent_id if change.agent_id is KEEP else change.agent_id
-    conn.execute("UPDATE conversations SET last_seq = ?, state = ?, queue = ?, agent_id = ?, updated_at = ?, "
-                 "closed_at = ? WHERE id = ?",
-                 (event.seq, state, queue, agent_id, _ts(now), closed_at, r.conversation_id))
+    row = conn.execute(_APPEND_UPDATE, (
+        at,
+        None if change is None else ConversationState(change.state).value,
+        change is not None and change.queue is not KEEP,
+        None if change is None or change.queue is KEEP else change.queue,
+        change is not None and change.agent_id is not KEEP,
+        None if change is None or change.agent_id is KEEP else change.agent_id,
+        r.conversation_id)).fetchone()
+    if row is None:
+        raise NotFound(f"conversation {r.conversation_id!r} not found")
+    seq = row[0]
     conn.execute(f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 (r.conversation_id, event.seq, r.author.value, r.kind.value, r.text, r.client_id,
-                  encoded, _ts(now)))
-    return event, True
+                 (r.conversation_id, seq, r.author.value, r.kind.value, r.text, r.client_id, encoded, at))
+    return Event(conversation_id=r.conversation_id, seq=seq, author=r.author, kind=r.kind, text=r.text,
+                 client_id=r.client_id, data=r.data, at=now), True
+
+
+# One statement bumps last_seq and applies the state change. ?2 is the new state or NULL (no
+# change); ?3/?5 say whether queue/agent_id are set. closed_at: set when the conversation becomes
+# closed (kept if it already was), cleared when it moves back to an open state.
+_APPEND_UPDATE = """
+UPDATE conversations SET
+    last_seq   = last_seq + 1,
+    updated_at = ?1,
+    closed_at  = CASE WHEN ?2 IS NULL THEN closed_at
+                      WHEN ?2 = 'closed' THEN COALESCE(closed_at, ?1)
+                      ELSE NULL END,
+    state      = COALESCE(?2, state),
+    queue      = CASE WHEN ?3 THEN ?4 ELSE queue END,
+    agent_id   = CASE WHEN ?5 THEN ?6 ELSE agent_id END
+WHERE id = ?7
+RETURNING last_seq
+"""
