@@ -9,6 +9,7 @@ stored.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from typing import Any
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.delivery import OrderedDelivery
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind
-from gateway.pipeline import ConversationError, web_identity
+from gateway.pipeline import ConversationError
 from gateway.store import StoreError
 from gateway.websocket import FrameError, FrameSender, frames, prepare
 
@@ -207,3 +208,9 @@ class FrameRejected(Exception):
     def __init__(self, code: str, message: str) -> None:
         self.error = FrameError(code, message)
         super().__init__(message)
+
+
+def web_identity(token: str) -> str:
+    """The identity address a web chat token maps to: its hash, so the database never holds
+    a token a thief could resume a conversation with."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -14,7 +14,6 @@ conversation lock, never after, so the two cannot deadlock.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import weakref
 from dataclasses import replace
@@ -788,9 +787,3 @@ def _after(conversation: Conversation, event: Event, change: StateChange | None)
         if change.state is S.CLOSED:
             updates["closed_at"] = event.at
     return replace(conversation, **updates)
-
-
-def web_identity(token: str) -> str:
-    """The identity address a web chat token maps to: its hash, so the database never holds
-    a token a thief could resume a conversation with."""
-    return hashlib.sha256(token.encode()).hexdigest()
