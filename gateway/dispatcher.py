@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Iterable, Literal, Mapping
+from typing import Iterable, Literal
 
 from routing import AgentConfig, AgentView, Offer, QueueConfig, WaitingEntry, plan_offers, positions
 from routing.assignment import serves

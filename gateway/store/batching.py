@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from ..model import Author, Event, EventKind, StateChange
+from ..model import KEEP, Author, ConversationState, Event, EventKind, StateChange
 
 MAX_BATCH = 256  # appends per transaction at most
 
@@ -29,6 +29,15 @@ class AppendRequest:
     data: dict[str, Any]
     change: StateChange | None
     future: asyncio.Future[Result] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def change_columns(self) -> tuple[str | None, bool, str | None, bool, str | None]:
+        """(new state or None, set queue?, queue, set agent?, agent): the change as SQL values."""
+        change = self.change
+        if change is None:
+            return (None, False, None, False, None)
+        return (ConversationState(change.state).value,
+                change.queue is not KEEP, None if change.queue is KEEP else change.queue,
+                change.agent_id is not KEEP, None if change.agent_id is KEEP else change.agent_id)
 
 
 # Writes one batch; returns one result or exception (e.g. NotFound) per request, in order.

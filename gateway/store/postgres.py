@@ -18,7 +18,7 @@ import asyncpg
 from asyncpg import exceptions as pgexc
 
 from ..model import (
-    KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
+    Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
 from .base import NotFound, StoreError, StoreUnavailable
 from .batching import AppendBatcher, AppendRequest
@@ -293,16 +293,8 @@ class PostgresStore:
                 continue
             results.append(NotFound(f"conversation {r.conversation_id!r} not found"))  # unless a row comes back
             sent.append((len(results) - 1, r))
-            change = r.change
-            values = (
-                r.conversation_id, now,
-                None if change is None else ConversationState(change.state).value,
-                change is not None and change.queue is not KEEP,
-                None if change is None or change.queue is KEEP else change.queue,
-                change is not None and change.agent_id is not KEEP,
-                None if change is None or change.agent_id is KEEP else change.agent_id,
-                r.author.value, r.kind.value, r.text, r.client_id, encoded,
-            )
+            values = (r.conversation_id, now, *r.change_columns(),
+                      r.author.value, r.kind.value, r.text, r.client_id, encoded)
             for column, value in zip(columns, values):
                 column.append(value)
         if not sent:

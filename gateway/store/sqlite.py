@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Iterable, Sequence
 import aiosqlite
 
 from ..model import (
-    KEEP, Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
+    Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
 from .base import NotFound, StoreError, StoreUnavailable
 from .batching import AppendBatcher, AppendRequest
@@ -374,15 +374,7 @@ def _append_one(conn: sqlite3.Connection, r: AppendRequest) -> tuple[Event, bool
             return _event(dup), False
     now = utcnow()
     at = _ts(now)
-    change = r.change
-    row = conn.execute(_APPEND_UPDATE, (
-        at,
-        None if change is None else ConversationState(change.state).value,
-        change is not None and change.queue is not KEEP,
-        None if change is None or change.queue is KEEP else change.queue,
-        change is not None and change.agent_id is not KEEP,
-        None if change is None or change.agent_id is KEEP else change.agent_id,
-        r.conversation_id)).fetchone()
+    row = conn.execute(_APPEND_UPDATE, (at, *r.change_columns(), r.conversation_id)).fetchone()
     if row is None:
         raise NotFound(f"conversation {r.conversation_id!r} not found")
     seq = row[0]
