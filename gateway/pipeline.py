@@ -48,6 +48,9 @@ StatusSubscriber = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 AgentNotice = Callable[[str, dict[str, Any]], None]
 
 RESTART_ONLY = ("server", "store", "channels")  # config sections a hot reload cannot change
+# Routes of a conversation waiting again after it was answered: service level counts a
+# customer's first wait only.
+NOT_A_FIRST_WAIT = ("transfer", "returned")
 POSITION_INTERVAL = 1.0  # seconds between position / estimated-wait updates to waiting customers
 MAX_ROUTING_TEXT = 2000  # characters of the customer's bot-phase text kept for keyword rules
 
@@ -124,13 +127,7 @@ class Pipeline:
                     self.dispatcher.restore_assignment(conversation.id, conversation.agent_id, conversation.channel)
                     self._assigned_at[conversation.id] = conversation.updated_at
                 elif conversation.state in (S.QUEUED, S.OFFERED) and conversation.queue:
-                    customer = await self.store.get_customer(conversation.customer_id)
-                    queue = conversation.queue if conversation.queue in self.dispatcher.queues else self.config.routing.default_queue
-                    tier_priority = self._tier_priority(conversation, customer, queue)
-                    self.dispatcher.enqueue(
-                        WaitingEntry(conversation.id, queue, tier_priority, await self._waiting_since(conversation),
-                                     channel=conversation.channel, customer_id=customer.id),
-                        Route("recovered", (Step(queues=[queue]),), 0, tier_priority))
+                    queue = await self._requeue(conversation, "recovered", await self._waiting_since(conversation))
                     if conversation.state is S.OFFERED:
                         # The offer died with the old process: the conversation waits again.
                         await self._append(conversation, Author.SYSTEM, EventKind.QUEUED,
@@ -181,6 +178,22 @@ class Pipeline:
             self.notice(agent_id, {"type": "removed", "reason": "this agent was removed from the configuration"})
             self.dispatcher.set_connected(agent_id, False)
             await self.set_presence(agent_id, "offline")
+
+    async def _requeue(self, conversation: Conversation, why: str, since: datetime, *, head: bool = False,
+                       queue: str | None = None, reserved_for: str | None = None) -> str:
+        """Put a conversation back to wait in one queue (a single step, no rule): after a restart,
+        a transfer, or its agent going offline. ``queue`` defaults to its own queue, or the default
+        queue when that is gone. Returns the queue."""
+        if queue is None:
+            queue = (conversation.queue if conversation.queue in self.dispatcher.queues
+                     else self.config.routing.default_queue)
+        customer = await self.store.get_customer(conversation.customer_id)
+        tier_priority = self._tier_priority(conversation, customer, queue)
+        self.dispatcher.enqueue(
+            WaitingEntry(conversation.id, queue, tier_priority, since, channel=conversation.channel, head=head,
+                         reserved_for=reserved_for, customer_id=customer.id),
+            Route(why, (Step(queues=[queue]),), 0, tier_priority))
+        return queue
 
     async def _waiting_since(self, conversation: Conversation) -> datetime:
         """When the conversation began its current wait: its customer keeps its place in line
@@ -539,7 +552,7 @@ class Pipeline:
         self._transfer.pop(conversation.id, None)
         self._assigned_at[conversation.id] = now
         # Service level counts a customer's first answer, not a transfer or a return.
-        if entry is not None and route is not None and route.rule not in ("transfer", "returned"):
+        if entry is not None and route is not None and route.rule not in NOT_A_FIRST_WAIT:
             self.stats.answered(entry.queue, (now - entry.enqueued_at).total_seconds(), now)
         log.info("assigned")
         _, event = await self._append(conversation, Author.SYSTEM, EventKind.ASSIGNED,
@@ -600,14 +613,8 @@ class Pipeline:
                 conversation = await self._assigned_to(agent_id, conversation_id)
                 now = self.clock()
                 self.dispatcher.forget(conversation_id, now)
-                customer = await self.store.get_customer(conversation.customer_id)
-                queue = to_queue or (conversation.queue if conversation.queue in self.dispatcher.queues
-                                     else self.config.routing.default_queue)
-                tier_priority = self._tier_priority(conversation, customer, queue)
-                self.dispatcher.enqueue(
-                    WaitingEntry(conversation_id, queue, tier_priority, now, channel=conversation.channel,
-                                 head=True, reserved_for=to_agent, customer_id=customer.id),
-                    Route("transfer", (Step(queues=[queue]),), 0, tier_priority))
+                queue = await self._requeue(conversation, "transfer", now, head=True, queue=to_queue,
+                                            reserved_for=to_agent)
                 from_agent = self.dispatcher.agents[agent_id]
                 self._transfer[conversation_id] = {"note": note, "transferred_from": {"id": agent_id, "name": from_agent.name}}
                 log.info("transferred", extra={"to_agent": to_agent, "to_queue": to_queue})
@@ -671,13 +678,7 @@ class Pipeline:
                         continue
                     now = self.clock()
                     self.dispatcher.forget(conversation_id, now)
-                    customer = await self.store.get_customer(conversation.customer_id)
-                    queue = conversation.queue if conversation.queue in self.dispatcher.queues else self.config.routing.default_queue
-                    tier_priority = self._tier_priority(conversation, customer, queue)
-                    self.dispatcher.enqueue(
-                        WaitingEntry(conversation_id, queue, tier_priority, now, channel=conversation.channel,
-                                     head=True, customer_id=customer.id),
-                        Route("returned", (Step(queues=[queue]),), 0, tier_priority))
+                    queue = await self._requeue(conversation, "returned", now, head=True)
                     log.info("agent offline: conversation back at the head of its queue", extra={"queue": queue})
                     data = self._queued_data(conversation_id, queue, "agent_offline", now)
                     data["returned_from"] = agent_id
@@ -722,7 +723,7 @@ class Pipeline:
         entry = self.dispatcher.forget(cid, now)
         # As with answers: service level counts a customer's first wait, not a transfer's.
         if (entry is not None and conversation.state in (S.QUEUED, S.OFFERED)
-                and route is not None and route.rule not in ("transfer", "returned")):
+                and route is not None and route.rule not in NOT_A_FIRST_WAIT):
             self.stats.abandoned(entry.queue, (now - entry.enqueued_at).total_seconds(), now)
         assigned_at = self._assigned_at.pop(cid, None)
         if assigned_at is not None and conversation.queue:
