@@ -22,13 +22,12 @@ from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind
 from gateway.pipeline import ConversationError
 from gateway.store import StoreError
-from gateway.websocket import FrameError, FrameSender, frames, prepare
+from gateway.websocket import FrameError, FrameRejected, FrameSender, frames, message_fields, prepare
 
 from .base import GatewayPort
 
 log = logging.getLogger("contactgate.webchat")
 
-MAX_CLIENT_ID = 128
 MAX_NAME = 200
 
 
@@ -151,11 +150,7 @@ class WebChatAdapter:
         if session.conversation_id is None:
             raise FrameRejected("hello_required", 'send {"type":"hello"} first')
         if kind == "message":
-            client_id, text = frame.get("id"), frame.get("text")
-            if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID:
-                raise FrameRejected("bad_message", f'"id" must be a non-empty string of at most {MAX_CLIENT_ID} characters, unique per message')
-            if not isinstance(text, str) or not text.strip():
-                raise FrameRejected("bad_message", '"text" must be a non-empty string')
+            client_id, text = message_fields(frame)
             session.pending.add(client_id)
             try:
                 receipt = await self.gateway.customer_message(session.conversation_id, text, client_id)
@@ -202,12 +197,6 @@ class WebChatAdapter:
         # Join the live fan-out first, then replay: the cursor drops whatever arrives twice.
         self._sessions.setdefault(conversation.id, set()).add(session)
         await session.delivery.catch_up()
-
-
-class FrameRejected(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        self.error = FrameError(code, message)
-        super().__init__(message)
 
 
 def web_identity(token: str) -> str:

@@ -20,12 +20,11 @@ from .logs import about
 from .model import Author, Conversation, Event, EventKind
 from .pipeline import ConversationError, Pipeline
 from .store import StoreError
-from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError, FrameSender,
-                        frames, prepare)
+from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError, FrameRejected,
+                        FrameSender, frames, message_fields, prepare)
 
 log = logging.getLogger("contactgate.hub")
 
-MAX_CLIENT_ID = 128
 AGENT_FRAMES = ("accept", "decline", "message", "transfer", "close")
 
 
@@ -185,6 +184,8 @@ class AgentHub:
                         await self._on_frame(connection, frame)
                     except ConversationError as exc:
                         sender.send(FrameError(exc.code, str(exc)).frame())
+                    except FrameRejected as exc:
+                        sender.send(exc.error.frame())
                     except StoreError as exc:
                         log.error("store unavailable", extra={"error": str(exc)})
                         sender.send(FrameError("unavailable", "storage is unavailable; nothing was changed, retry with the same id").frame())
@@ -291,11 +292,7 @@ class AgentHub:
             await self.pipeline.transfer(connection.agent_id, conversation_id, to_agent=to_agent,
                                          to_queue=to_queue, note=note)
         elif kind == "message":
-            client_id, text = frame.get("id"), frame.get("text")
-            if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID:
-                raise ConversationError("bad_message", f'"id" must be a non-empty string of at most {MAX_CLIENT_ID} characters')
-            if not isinstance(text, str) or not text.strip():
-                raise ConversationError("bad_message", '"text" must be a non-empty string')
+            client_id, text = message_fields(frame)
             key = (conversation_id, client_id)
             connection.pending.add(key)
             try:

@@ -40,6 +40,27 @@ class FrameError:
         return {"type": "error", "code": self.code, "message": self.message}
 
 
+class FrameRejected(Exception):
+    """A frame that is well-formed JSON but not acceptable; answered with an error frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.error = FrameError(code, message)
+        super().__init__(message)
+
+
+MAX_CLIENT_ID = 128  # characters of a client-chosen message id
+
+
+def message_fields(frame: dict[str, Any]) -> tuple[str, str]:
+    """(client id, text) of a ``message`` frame from a customer or an agent."""
+    client_id, text = frame.get("id"), frame.get("text")
+    if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID:
+        raise FrameRejected("bad_message", f'"id" must be a non-empty string of at most {MAX_CLIENT_ID} characters, unique per message')
+    if not isinstance(text, str) or not text.strip():
+        raise FrameRejected("bad_message", '"text" must be a non-empty string')
+    return client_id, text
+
+
 async def prepare(request: web.Request, max_frame_bytes: int) -> web.WebSocketResponse:
     # aiohttp itself closes with 1009 above 4x the limit; between the two a frame gets a
     # frame_too_large error and the socket stays usable.
