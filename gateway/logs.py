@@ -6,13 +6,11 @@ written inside carries it, so ``grep <conversation id>`` tells a conversation's 
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
 import sys
 from datetime import datetime, timezone
-from typing import Iterator
 
 conversation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("conversation_id", default=None)
 agent_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("agent_id", default=None)
@@ -20,18 +18,30 @@ agent_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("agent_id"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
-@contextlib.contextmanager
-def about(conversation: str | None = None, agent: str | None = None) -> Iterator[None]:
-    tokens = []
-    if conversation is not None:
-        tokens.append((conversation_id, conversation_id.set(conversation)))
-    if agent is not None:
-        tokens.append((agent_id, agent_id.set(agent)))
-    try:
-        yield
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
+class about:
+    """``with about(conversation_id, agent_id):`` puts them on every log line written inside.
+
+    A class, not a generator context manager: it is entered around every frame and message.
+    """
+
+    __slots__ = ("_conversation", "_agent", "_tokens")
+
+    def __init__(self, conversation: str | None = None, agent: str | None = None) -> None:
+        self._conversation = conversation
+        self._agent = agent
+
+    def __enter__(self) -> None:
+        self._tokens = (
+            None if self._conversation is None else conversation_id.set(self._conversation),
+            None if self._agent is None else agent_id.set(self._agent),
+        )
+
+    def __exit__(self, *exc_info: object) -> None:
+        conversation_token, agent_token = self._tokens
+        if agent_token is not None:
+            agent_id.reset(agent_token)
+        if conversation_token is not None:
+            conversation_id.reset(conversation_token)
 
 
 class _ContextFilter(logging.Filter):

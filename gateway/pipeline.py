@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
@@ -31,9 +30,10 @@ from .config import GatewayConfig
 from .crm import CrmClient
 from .dispatcher import Dispatcher, Presence, Route
 from .faq import detect_lang
+from .locks import KeyedLocks
 from .logs import about
 from .model import (
-    Author, Conversation, ConversationState as S, Customer, Event, EventKind, StateChange, utcnow,
+    KEEP, Author, Conversation, ConversationState as S, Customer, Event, EventKind, StateChange, utcnow,
 )
 from .scheduler import Scheduler
 from .selfservice import Answer, Handoff, SelfService
@@ -77,7 +77,7 @@ class Pipeline:
         self._subscribers: list[Subscriber] = []
         self._status_subscribers: list[StatusSubscriber] = []
         self._agent_notices: list[AgentNotice] = []
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._lock = KeyedLocks()  # async with self._lock(conversation_id): one change at a time
         self._dispatch_lock = asyncio.Lock()
         self._unanswered: dict[str, int] = {}
         self._routing_text: dict[str, str] = {}        # bot-phase text, for keyword/language rules
@@ -110,12 +110,6 @@ class Pipeline:
 
     def queue_config(self, name: str) -> QueueConfig | None:
         return self.dispatcher.queues.get(name)
-
-    def _lock(self, conversation_id: str) -> asyncio.Lock:
-        lock = self._locks.get(conversation_id)
-        if lock is None:
-            lock = self._locks[conversation_id] = asyncio.Lock()
-        return lock
 
     # start-up --------------------------------------------------------------------------------
     async def recover(self) -> None:
@@ -776,15 +770,16 @@ class Pipeline:
 
 
 def _after(conversation: Conversation, event: Event, change: StateChange | None) -> Conversation:
-    from .model import KEEP
+    """The conversation as the store has it after appending ``event`` with ``change``.
 
-    updates: dict[str, Any] = {"last_seq": event.seq, "updated_at": event.at}
-    if change is not None:
-        updates["state"] = change.state
-        if change.queue is not KEEP:
-            updates["queue"] = change.queue
-        if change.agent_id is not KEEP:
-            updates["agent_id"] = change.agent_id
-        if change.state is S.CLOSED:
-            updates["closed_at"] = event.at
-    return replace(conversation, **updates)
+    Spelled out rather than ``dataclasses.replace``: this runs for every message."""
+    c = conversation
+    if change is None:
+        return Conversation(c.id, c.customer_id, c.channel, c.state, c.queue, c.agent_id,
+                            event.seq, c.created_at, event.at, c.closed_at)
+    return Conversation(
+        c.id, c.customer_id, c.channel, change.state,
+        c.queue if change.queue is KEEP else change.queue,
+        c.agent_id if change.agent_id is KEEP else change.agent_id,
+        event.seq, c.created_at, event.at,
+        (c.closed_at or event.at) if change.state is S.CLOSED else None)

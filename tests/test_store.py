@@ -265,6 +265,33 @@ async def test_concurrent_duplicates_across_two_store_instances(store: Store) ->
         await other.close()
 
 
+async def test_sqlite_append_waits_for_another_writer_without_blocking_the_loop(tmp_path: Path) -> None:
+    """A batch's statements run on the event loop; taking the write lock from another process
+    must still wait on aiosqlite's thread (busy_timeout), not stall the loop or fail."""
+    path = tmp_path / "shared.db"
+    store = await open_store(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        conv = await new_conversation(store)
+        other.execute("BEGIN IMMEDIATE")  # another process is writing
+        append = asyncio.ensure_future(say(store, conv, "waits"))
+        loop = asyncio.get_running_loop()
+        longest_tick = 0.0
+        for _ in range(20):  # the loop keeps running while the append waits for the lock
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            longest_tick = max(longest_tick, loop.time() - before)
+        assert longest_tick < 1.0 and not append.done()
+        other.execute("COMMIT")
+        event, created = await asyncio.wait_for(append, 10)
+        assert created and event.seq == 1
+        db = store._db  # type: ignore[attr-defined]
+        assert (await db.execute_fetchall("PRAGMA busy_timeout"))[0][0] == 5000  # restored
+    finally:
+        other.close()
+        await store.close()
+
+
 async def test_open_conversations_oldest_first_without_closed(store: Store) -> None:
     a = await new_conversation(store)
     b = await new_conversation(store)

@@ -50,7 +50,7 @@ def parse_sqlite_url(url: str) -> str:
 
 def _ts(at: datetime) -> str:
     # Fixed width (always microseconds, always +00:00) so that text order equals time order.
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _parse_ts(value: str | None) -> datetime | None:
@@ -101,7 +101,9 @@ class SQLiteStore:
                     Path(self._path).parent.mkdir(parents=True, exist_ok=True)
                 # isolation_level=None: the sqlite3 module must not open transactions behind our
                 # back; every write below spells out BEGIN IMMEDIATE ... COMMIT.
-                db = await aiosqlite.connect(self._path, isolation_level=None)
+                # check_same_thread=False: a batch of appends runs its statements on the event
+                # loop's thread, one at a time with every other use (see _write_batch).
+                db = await aiosqlite.connect(self._path, isolation_level=None, check_same_thread=False)
             except (OSError, sqlite3.Error) as exc:
                 raise StoreUnavailable(f"cannot open sqlite database {self._path!r}: {exc}") from exc
             try:
@@ -291,10 +293,24 @@ class SQLiteStore:
             conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}), change))
 
     async def _write_batch(self, batch: list[AppendRequest]) -> list[tuple[Event, bool] | Exception]:
+        """One transaction for the batch. Only the waits run on aiosqlite's thread: taking the
+        write lock when another process holds it, and the COMMIT's fsync. The statements run here,
+        on the event loop: on that thread every statement would hand the GIL back and forth with
+        the loop, which made a batch several times slower than its SQL (docs/performance.md)."""
         async with self._session() as db:
-            # aiosqlite has no public "run this function on your thread"; _execute is the method
-            # all its own calls go through. One hop for the whole batch.
-            return await db._execute(_append_batch, db._conn, batch)
+            # aiosqlite's own sqlite3 connection: its thread is idle while we hold the session.
+            conn = db._conn
+            if not _begin_now(conn, self._busy_timeout_ms):
+                await db.execute("BEGIN IMMEDIATE")  # another process writes: wait on the thread
+            try:
+                results = _append_batch(conn, batch)
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
+                raise
+            return results
 
     async def events_after(
         self, conversation_id: str, seq: int, limit: int | None = None
@@ -343,23 +359,29 @@ async def _switch_to_wal(db: aiosqlite.Connection, patience: float) -> None:
             await asyncio.sleep(0.05)
 
 
-def _append_batch(conn: sqlite3.Connection, batch: list[AppendRequest]) -> list[tuple[Event, bool] | Exception]:
-    """On SQLite's thread: one transaction for the whole batch; an unknown conversation fails
-    only its own append."""
-    conn.execute("BEGIN IMMEDIATE")
+def _begin_now(conn: sqlite3.Connection, busy_timeout_ms: int) -> bool:
+    """BEGIN IMMEDIATE without waiting: False when another connection holds the write lock."""
+    conn.execute("PRAGMA busy_timeout = 0")
     try:
-        results: list[tuple[Event, bool] | Exception] = []
-        for request in batch:
-            try:
-                results.append(_append_one(conn, request))
-            except (NotFound, TypeError, ValueError) as exc:  # this append fails alone; nothing of it was written
-                results.append(exc)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
+        conn.execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY":
+            raise
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+
+
+def _append_batch(conn: sqlite3.Connection, batch: list[AppendRequest]) -> list[tuple[Event, bool] | Exception]:
+    """Inside the batch's transaction: an unknown conversation or unstorable data fails only its
+    own append."""
+    results: list[tuple[Event, bool] | Exception] = []
+    for request in batch:
+        try:
+            results.append(_append_one(conn, request))
+        except (NotFound, TypeError, ValueError) as exc:  # this append fails alone; nothing of it was written
+            results.append(exc)
     return results
 
 
