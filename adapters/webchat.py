@@ -58,7 +58,7 @@ class CustomerSession:
         if event.author is Author.CUSTOMER and event.client_id:
             self.pending.discard(event.client_id)
         if frame is not None:
-            self.sender.send(frame)
+            await self.sender.write(frame)
 
 
 def customer_frame(event: Event, own: bool) -> dict[str, Any] | None:
@@ -111,7 +111,7 @@ class WebChatAdapter:
     # one customer socket -------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = await prepare(request, self.gateway.max_frame_bytes)
-        session = CustomerSession(FrameSender(ws))
+        session = CustomerSession(FrameSender(ws, request.transport))
         hello_timer = asyncio.get_running_loop().call_later(
             self.settings.hello_timeout, lambda: session.conversation_id is None and asyncio.ensure_future(
                 session.sender.close(WSCloseCode.POLICY_VIOLATION, "no hello")))

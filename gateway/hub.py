@@ -50,21 +50,21 @@ class AgentConnection:
             key = (cid, event.client_id or "")
             if event.author is Author.AGENT and key in self.pending:
                 self.pending.discard(key)
-                self.sender.send({"type": "ack", "conversation_id": cid, "id": event.client_id, "seq": event.seq})
+                await self.sender.write({"type": "ack", "conversation_id": cid, "id": event.client_id, "seq": event.seq})
                 return
             frame = {"type": "message", "conversation_id": cid, **event_frame(event)}
             if event.client_id:
                 frame["id"] = event.client_id
-            self.sender.send(frame)
+            await self.sender.write(frame)
         elif event.kind is EventKind.ASSIGNED:
-            self.sender.send({"type": "assigned", "conversation_id": cid, "seq": event.seq})
+            await self.sender.write({"type": "assigned", "conversation_id": cid, "seq": event.seq})
         elif event.kind is EventKind.TRANSFERRED:
-            self.sender.send({"type": "transferred", "conversation_id": cid, "seq": event.seq,
-                              "to_agent": event.data.get("to_agent"), "to_queue": event.data.get("to_queue")})
+            await self.sender.write({"type": "transferred", "conversation_id": cid, "seq": event.seq,
+                                     "to_agent": event.data.get("to_agent"), "to_queue": event.data.get("to_queue")})
             self.deliveries.pop(cid, None)
         elif event.kind is EventKind.CLOSED:
-            self.sender.send({"type": "closed", "conversation_id": cid, "seq": event.seq,
-                              "closed_by": event.data.get("closed_by")})
+            await self.sender.write({"type": "closed", "conversation_id": cid, "seq": event.seq,
+                                     "closed_by": event.data.get("closed_by")})
             self.deliveries.pop(cid, None)
 
 
@@ -163,7 +163,7 @@ class AgentHub:
     # one agent socket --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = await prepare(request, self.config.server.max_frame_bytes)
-        sender = FrameSender(ws)
+        sender = FrameSender(ws, request.transport)
         connection: AgentConnection | None = None
         auth_timer = asyncio.get_running_loop().call_later(
             self.config.server.auth_timeout,

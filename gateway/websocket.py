@@ -1,22 +1,25 @@
 """What both websocket endpoints (web chat, agent desk) share: reading JSON frames with clear
 errors, and an outbound side where a slow client only slows itself.
 
-Every frame a server sends goes through :class:`FrameSender`: frames queue up per connection and
-one writer task sends them in order. The pipeline never waits on a client's network; a client
-that falls too far behind is disconnected (1013) and resumes from its last seq on reconnect, so
-nothing is lost.
+Every frame a server sends goes through :class:`FrameSender`. A frame goes straight onto the
+socket when nothing is waiting ahead of it and the socket's send buffer is empty (the common
+case, and it costs no task switch); otherwise it queues, and one writer task sends the queue in
+order. The pipeline never waits on a client's network; a client that falls too far behind is
+disconnected (1013) and resumes from its last seq on reconnect, so nothing is lost.
+
+Frames are JSON text, encoded and decoded with orjson.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import weakref
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 log = logging.getLogger("contactgate.websocket")
@@ -79,7 +82,7 @@ async def frames(ws: web.WebSocketResponse, max_frame_bytes: int) -> AsyncIterat
                 yield FrameError("frame_too_large", f"frame of {len(data.encode())} bytes exceeds the limit of {max_frame_bytes}")
                 continue
             try:
-                frame = json.loads(data)
+                frame = orjson.loads(data)
             except ValueError as exc:
                 yield FrameError("bad_json", f"frame is not valid JSON: {exc}")
                 continue
@@ -95,13 +98,34 @@ async def frames(ws: web.WebSocketResponse, max_frame_bytes: int) -> AsyncIterat
 
 
 class FrameSender:
-    def __init__(self, ws: web.WebSocketResponse, max_pending: int = 2000) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
+                 max_pending: int = 2000) -> None:
         self.ws = ws
+        # The socket's transport (request.transport): its send buffer says whether a frame can
+        # be written at once. None: every frame queues.
+        self._transport = transport
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(max_pending)
         self._room = asyncio.Event()
         self._room.set()
         self._overflowed = False
-        self._task = asyncio.create_task(self._write())
+        self._writing = False  # the writer task holds a frame it is sending
+        self._task: asyncio.Task[None] | None = None  # started when the first frame queues
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the writer task (0 while the client keeps up)."""
+        return self._queue.qsize()
+
+    async def write(self, frame: dict[str, Any]) -> None:
+        """Send now when nothing is ahead of this frame and the socket takes it at once (it
+        never waits then); else queue it like :meth:`send`."""
+        transport = self._transport
+        if (transport is None or self._writing or not self._queue.empty() or self._overflowed
+                or self.ws.closed or transport.get_write_buffer_size()):  # type: ignore[attr-defined]
+            self.send(frame)
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):  # gone: its handler cleans up
+            await self.ws.send_frame(orjson.dumps(frame), WSMsgType.TEXT)
 
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame without waiting (the live fan-out must never wait on one client)."""
@@ -114,28 +138,32 @@ class FrameSender:
             log.warning("client too slow; disconnecting so it resumes later")
             asyncio.create_task(self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow; reconnect and resume"))
             return
+        if self._task is None:
+            self._task = asyncio.create_task(self._write())
         if self._queue.qsize() >= self._queue.maxsize // 2:
             self._room.clear()
 
     async def room(self) -> None:
         """Wait until the queue is at most half full: a replay of a long backlog paces itself
         on this instead of overflowing."""
-        while not self._room.is_set() and not self.ws.closed and not self._task.done():
+        while not self._room.is_set() and not self.ws.closed and not (self._task and self._task.done()):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._room.wait(), 1.0)
 
     async def close(self, code: int = WSCloseCode.OK, message: str = "") -> None:
         """Flush queued frames, then close the socket."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
-        self._task.cancel()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
+            self._task.cancel()
         await self.ws.close(code=code, message=message.encode())
 
     def stop(self) -> None:
         """The socket is gone: nothing more can be written."""
-        self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
     async def _write(self) -> None:
         while True:
@@ -144,10 +172,13 @@ class FrameSender:
                 self._room.set()
             if frame is None:
                 return
+            self._writing = True
             try:
-                await self.ws.send_str(json.dumps(frame, ensure_ascii=False))
+                await self.ws.send_frame(orjson.dumps(frame), WSMsgType.TEXT)
             except (ConnectionError, RuntimeError):
                 return
+            finally:
+                self._writing = False
 
 
 async def close_all(app: web.Application) -> None:

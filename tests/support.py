@@ -14,12 +14,27 @@ from typing import Any
 
 import websockets
 import yaml
+from aiohttp import web
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME_TIMEOUT = 10.0
 
 ALICE_TOKEN = "alice-test-token"
 BOB_TOKEN = "bob-test-token"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> Any:
+    """Serve an aiohttp app (a stand-in for a service on the internet, or a server under test)
+    on a free port of 127.0.0.1; yields the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
 
 
 def gateway_config(store_url: str, **sections: Any) -> dict[str, Any]:

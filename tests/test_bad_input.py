@@ -43,6 +43,10 @@ async def test_customer_errors_are_frames_and_the_socket_stays_usable(gateway: G
     assert "dance" in error["message"]
     await raw.send(type="message", text="no id")
     assert (await raw.expect("error"))["code"] == "bad_message"
+    # Valid-looking JSON whose text is not Unicode (a lone surrogate) is refused at the door,
+    # not stored and then unsendable to the agent.
+    await raw.send_raw('{"type": "message", "id": "s", "text": "\\ud800"}')
+    assert (await raw.expect("error"))["code"] == "bad_json"
     await raw.send(type="message", id="e", text="   ")
     assert (await raw.expect("error"))["code"] == "bad_message"
     await raw.send(type="hello")

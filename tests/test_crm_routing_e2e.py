@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config
+from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config, serving
 
 
 async def test_crm_tier_routes_to_vip_desk_and_fallback_when_crm_fails(tmp_path: Path) -> None:
@@ -22,11 +22,12 @@ async def test_crm_tier_routes_to_vip_desk_and_fallback_when_crm_fails(tmp_path:
 
     app = web.Application()
     app.router.add_get("/customers/{email}", lookup)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    async with serving(app) as port:
+        await _route_through_crm(tmp_path, port)
+    assert asked == ["big@corp.example", "broken@corp.example"]
+
+
+async def _route_through_crm(tmp_path: Path, port: int) -> None:
     config = gateway_config(f"sqlite:///{tmp_path / 'g.db'}")
     config["tiers"]["crm"] = {"url": f"http://127.0.0.1:{port}/customers/{{email}}", "timeout": 2,
                               "tier_field": "customer.segment", "fallback_tier": "standard"}
@@ -48,7 +49,5 @@ async def test_crm_tier_routes_to_vip_desk_and_fallback_when_crm_fails(tmp_path:
             await alice.expect("assigned")
             await alice.send(type="close", conversation_id=customer.conversation_id)
             await alice.expect("closed")
-        assert asked == ["big@corp.example", "broken@corp.example"]
     finally:
         await gateway.stop()
-        await runner.cleanup()

@@ -149,11 +149,14 @@ class SQLiteStore:
                 raise
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, *, begin_here: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """``begin_here``: take the write lock on the event loop's thread when it is free at
+        once (it always is unless another process writes), instead of a hop to aiosqlite's."""
         async with self._session() as db:
             # IMMEDIATE takes the write lock now, so another process cannot slip in between our
             # read of last_seq and the insert.
-            await db.execute("BEGIN IMMEDIATE")
+            if not (begin_here and _begin_now(db._conn, self._busy_timeout_ms)):
+                await db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
                 await db.execute("COMMIT")
@@ -297,20 +300,9 @@ class SQLiteStore:
         write lock when another process holds it, and the COMMIT's fsync. The statements run here,
         on the event loop: on that thread every statement would hand the GIL back and forth with
         the loop, which made a batch several times slower than its SQL (docs/performance.md)."""
-        async with self._session() as db:
+        async with self._transaction(begin_here=True) as db:
             # aiosqlite's own sqlite3 connection: its thread is idle while we hold the session.
-            conn = db._conn
-            if not _begin_now(conn, self._busy_timeout_ms):
-                await db.execute("BEGIN IMMEDIATE")  # another process writes: wait on the thread
-            try:
-                results = _append_batch(conn, batch)
-                await db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        await db.execute("ROLLBACK")
-                raise
-            return results
+            return _append_batch(db._conn, batch)
 
     async def events_after(
         self, conversation_id: str, seq: int, limit: int | None = None
