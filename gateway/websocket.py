@@ -1,8 +1,8 @@
 """What both websocket endpoints (web chat, agent desk) share: reading JSON frames with clear
 errors, and an outbound side where a slow client only slows itself.
 
-Every frame a server sends goes through :class:`FrameSender`. A frame goes straight onto the
-socket when nothing is waiting ahead of it and the socket's send buffer is empty (the common
+Every frame a server sends goes through :class:`FrameSender`. A small frame goes straight onto
+the socket when nothing is waiting ahead of it and the socket's send buffer is empty (the common
 case, and it costs no task switch); otherwise it queues, and one writer task sends the queue in
 order. The pipeline never waits on a client's network; a client that falls too far behind is
 disconnected (1013) and resumes from its last seq on reconnect, so nothing is lost.
@@ -97,6 +97,11 @@ async def frames(ws: web.WebSocketResponse, max_frame_bytes: int) -> AsyncIterat
             return
 
 
+# A frame goes straight out only up to this size: written into an empty send buffer it stays
+# below the transport's high-water mark (64 KiB), so the write can never wait on the client.
+DIRECT_MAX_BYTES = 16 * 1024
+
+
 class FrameSender:
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
                  max_pending: int = 2000) -> None:
@@ -104,7 +109,7 @@ class FrameSender:
         # The socket's transport (request.transport): its send buffer says whether a frame can
         # be written at once. None: every frame queues.
         self._transport = transport
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(max_pending)
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(max_pending)
         self._room = asyncio.Event()
         self._room.set()
         self._overflowed = False
@@ -119,20 +124,25 @@ class FrameSender:
     async def write(self, frame: dict[str, Any]) -> None:
         """Send now when nothing is ahead of this frame and the socket takes it at once (it
         never waits then); else queue it like :meth:`send`."""
+        data = orjson.dumps(frame)
         transport = self._transport
-        if (transport is None or self._writing or not self._queue.empty() or self._overflowed
-                or self.ws.closed or transport.get_write_buffer_size()):  # type: ignore[attr-defined]
-            self.send(frame)
+        if (transport is None or len(data) > DIRECT_MAX_BYTES or self._writing or not self._queue.empty()
+                or self._overflowed or self.ws.closed
+                or transport.get_write_buffer_size()):  # type: ignore[attr-defined]
+            self._enqueue(data)
             return
         with contextlib.suppress(ConnectionError, RuntimeError):  # gone: its handler cleans up
-            await self.ws.send_frame(orjson.dumps(frame), WSMsgType.TEXT)
+            await self.ws.send_frame(data, WSMsgType.TEXT)
 
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame without waiting (the live fan-out must never wait on one client)."""
+        self._enqueue(orjson.dumps(frame))
+
+    def _enqueue(self, data: bytes | None) -> None:
         if self.ws.closed or self._overflowed:
             return
         try:
-            self._queue.put_nowait(frame)
+            self._queue.put_nowait(data)
         except asyncio.QueueFull:
             self._overflowed = True
             log.warning("client too slow; disconnecting so it resumes later")
@@ -167,14 +177,14 @@ class FrameSender:
 
     async def _write(self) -> None:
         while True:
-            frame = await self._queue.get()
+            data = await self._queue.get()
             if self._queue.qsize() < self._queue.maxsize // 4:
                 self._room.set()
-            if frame is None:
+            if data is None:
                 return
             self._writing = True
             try:
-                await self.ws.send_frame(orjson.dumps(frame), WSMsgType.TEXT)
+                await self.ws.send_frame(data, WSMsgType.TEXT)
             except (ConnectionError, RuntimeError):
                 return
             finally:

@@ -17,10 +17,11 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from gateway.websocket import FrameSender
+from gateway.websocket import DIRECT_MAX_BYTES, FrameSender
 from tests.support import serving
 
-BIG = "x" * 65536  # a few hundred of these overflow the socket buffers below
+SMALL = "x" * 12000  # under DIRECT_MAX_BYTES: may go straight out; a thousand fill any buffer
+BIG = "x" * 65536    # over it: always queued
 
 
 class SlowReader:
@@ -100,17 +101,22 @@ async def test_a_client_that_stops_reading_gets_every_frame_in_order_later(serve
     url, senders, _ = server
     async with SlowReader(url) as client:
         sender = await senders.get()
-        for i in range(300):
+        assert len(SMALL) < DIRECT_MAX_BYTES < len(BIG)
+        await asyncio.wait_for(sender.write({"type": "n", "i": 0, "pad": SMALL}), 1)
+        assert sender.queued == 0  # nothing ahead and an empty send buffer: straight out
+        for i in range(1, 1000):
             # Never waits on the client: straight out at first, queued once its buffers are full.
-            await asyncio.wait_for(sender.write({"type": "n", "i": i, "pad": BIG}), 1)
-        sender.send({"type": "n", "i": 300})  # the queueing path keeps the same order
+            await asyncio.wait_for(sender.write({"type": "n", "i": i, "pad": SMALL}), 1)
         assert sender.queued > 0, "the socket's buffers should be full and frames queued"
-        got = [json.loads((await asyncio.wait_for(client.recv(), 10)).data)["i"] for _ in range(301)]
-        assert got == list(range(301))
-        # Caught up: the next frame goes straight out again.
-        await asyncio.wait_for(sender.write({"type": "n", "i": 301}), 1)
+        sender.send({"type": "n", "i": 1000})  # the plain queueing path keeps the same order
+        got = [json.loads((await asyncio.wait_for(client.recv(), 10)).data)["i"] for _ in range(1001)]
+        assert got == list(range(1001))
+        # Caught up: a small frame goes straight out again, a big one always queues.
+        await asyncio.wait_for(sender.write({"type": "n", "i": 1001}), 1)
         assert sender.queued == 0
-        assert json.loads((await asyncio.wait_for(client.recv(), 10)).data)["i"] == 301
+        await sender.write({"type": "n", "i": 1002, "pad": BIG})  # queued: returns without a turn of the loop
+        assert sender.queued == 1
+        assert [json.loads((await asyncio.wait_for(client.recv(), 10)).data)["i"] for _ in range(2)] == [1001, 1002]
 
 
 async def test_a_client_too_far_behind_is_closed_with_1013(server) -> None:  # type: ignore[no-untyped-def]
