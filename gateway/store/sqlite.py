@@ -149,13 +149,13 @@ class SQLiteStore:
                 raise
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, *, begin_here: bool = False) -> AsyncIterator[aiosqlite.Connection]:
-        """``begin_here``: take the write lock on the event loop's thread when it is free at
-        once (it always is unless another process writes), instead of a hop to aiosqlite's."""
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._session() as db:
             # IMMEDIATE takes the write lock now, so another process cannot slip in between our
-            # read of last_seq and the insert.
-            if not (begin_here and _begin_now(db._conn, self._busy_timeout_ms)):
+            # read of last_seq and the insert. Taken on the event loop's thread when it is free
+            # at once (it always is unless another process writes); else waited for on
+            # aiosqlite's thread, as busy_timeout allows.
+            if not _begin_now(db._conn, self._busy_timeout_ms):
                 await db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -300,7 +300,7 @@ class SQLiteStore:
         write lock when another process holds it, and the COMMIT's fsync. The statements run here,
         on the event loop: on that thread every statement would hand the GIL back and forth with
         the loop, which made a batch several times slower than its SQL (docs/performance.md)."""
-        async with self._transaction(begin_here=True) as db:
+        async with self._transaction() as db:
             # aiosqlite's own sqlite3 connection: its thread is idle while we hold the session.
             return _append_batch(db._conn, batch)
 
