@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from typing import Any, AsyncIterator, Sequence
 from urllib.parse import urlsplit
@@ -64,6 +65,21 @@ def _is_unavailable(exc: BaseException, types: tuple[type[BaseException], ...] =
         return True
     # asyncpg reports a closed pool or connection as a plain InterfaceError.
     return isinstance(exc, pgexc.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc))
+
+
+class _UnavailableInOneLine(logging.Filter):
+    """asyncpg's pool logs each failed attempt to refill itself with a full traceback. While the
+    database is away that is expected: keep the line and the reason, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _is_unavailable(exc):
+            record.exc_info, record.exc_text = None, None
+            record.error = f"{type(exc).__name__}: {exc}"
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_UnavailableInOneLine())
 
 
 def redact(url: str) -> str:
