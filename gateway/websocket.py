@@ -95,7 +95,7 @@ async def frames(ws: web.WebSocketResponse, max_frame_bytes: int) -> AsyncIterat
             # A character is 1 to 4 bytes: the encode is needed only when the count could be over.
             size = len(data) if len(data) * 4 <= max_frame_bytes else len(data.encode())
             if size > close_limit(max_frame_bytes):
-                await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"frame too large")
+                await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG)  # no reason, like aiohttp's own 1009
                 return
             if size > max_frame_bytes:
                 yield FrameError("frame_too_large", f"frame of {size} bytes exceeds the limit of {max_frame_bytes} bytes (UTF-8)")
