@@ -164,3 +164,11 @@ async def test_compressed_frames_are_measured_inflated(gateway: GatewayProcess) 
     await customer.expect("error", code="frame_too_large")
     await customer.send_raw(message_of_bytes(4 * 4096 + 1))
     assert (await customer.closed())[0] == 1009
+
+
+async def test_resume_keys_with_control_characters_are_refused(gateway: GatewayProcess) -> None:
+    agent = await Agent.connect(gateway, ALICE_TOKEN, resume={"conv\u0000": 0})
+    assert (await agent.expect("error"))["code"] == "bad_auth"
+    assert (await agent.closed())[0] == 4401
+    agent = await Agent.connect(gateway, ALICE_TOKEN, resume={"no-such-conversation": 3})
+    await agent.expect("ready")

@@ -125,6 +125,8 @@ async def test_admin_api_normalises_text_and_refuses_bad_ids_and_numbers(gateway
         async with http.put(f"{gateway.http}/api/customers/crm-3", data='{"attributes": {"ltv": NaN}}',
                             headers=headers) as r:
             assert (r.status, (await r.json())["error"]) == (400, "bad_customer")
+        async with http.put(f"{gateway.http}/api/customers/crm-3", data='{"name": "\\ud800"}', headers=headers) as r:
+            assert (r.status, (await r.json())["error"]) == (400, "bad_customer")  # not JSON text
     assert_no_traceback(gateway)
 
 
