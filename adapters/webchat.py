@@ -18,10 +18,9 @@ from aiohttp import WSCloseCode, web
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.delivery import OrderedDelivery
+from gateway.errors import frame_failure
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind
-from gateway.pipeline import ConversationError
-from gateway.store import StoreError
 from gateway.websocket import FrameError, FrameRejected, FrameSender, frames, message_fields, prepare
 
 from .base import GatewayPort
@@ -123,14 +122,8 @@ class WebChatAdapter:
                 with about(session.conversation_id):
                     try:
                         await self._on_frame(session, frame)
-                    except ConversationError as exc:
-                        session.sender.send(FrameError(exc.code, str(exc)).frame())
-                    except FrameRejected as exc:
-                        session.sender.send(exc.error.frame())
-                    except StoreError as exc:
-                        # Nothing was stored, so nothing is acked: the client resends the same id.
-                        log.error("store unavailable", extra={"error": str(exc)})
-                        session.sender.send(FrameError("unavailable", "storage is unavailable; nothing was stored, retry with the same id").frame())
+                    except Exception as exc:  # answered with an error frame; the socket stays open
+                        session.sender.send(frame_failure(exc).frame())
         finally:
             hello_timer.cancel()
             if session.conversation_id is not None:

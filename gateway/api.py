@@ -5,11 +5,16 @@
 - ``GET /api/queues``: service levels and live figures per queue; ``GET /api/agents``.
 - ``POST /api/config/reload``: validate config.yaml and swap it in, or say why not.
 - ``GET /metrics``: the same figures in Prometheus text format (no token: scrape it from inside).
+
+Every failure is a JSON answer ``{"error": code, "message": text}``: storage that cannot be
+reached is 503 ``unavailable`` (nothing was changed; retry), anything unexpected is 500
+``internal`` with one log line, never a bare traceback.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -22,7 +27,10 @@ from routing.config import NAME
 from .pipeline import Pipeline
 from .reload import ConfigReloader
 from .reports import GatewayCollector, agent_report, queue_report
-from .store import NotFound, StoreError
+from .store import NotFound, StoreError, StoreUnavailable
+from .store.text import bad_identifier, dumps
+
+log = logging.getLogger("contactgate.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,20 +81,34 @@ class AdminApi:
             expected = "Bearer " + token.get_secret_value()
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return error(401, "unauthorized", "send Authorization: Bearer <server.admin_token>")
-            return await handler(request)
+            try:
+                return await handler(request)
+            except web.HTTPException:
+                raise  # aiohttp's own answers (413 for a body over client_max_size, ...)
+            except StoreUnavailable as exc:
+                log.error("store unavailable", extra={"error": str(exc), "path": request.path})
+                return error(503, "unavailable", "storage is unavailable; nothing was changed, retry later")
+            except Exception as exc:
+                log.error("admin request failed", exc_info=exc,
+                          extra={"error": f"{type(exc).__name__}: {exc}", "path": request.path})
+                return error(500, "internal", "the gateway failed to handle this request; see its log")
 
         return guarded
 
     async def put_customer(self, request: web.Request) -> web.Response:
         customer_id = request.match_info["customer_id"]
-        if not 1 <= len(customer_id) <= 128:
-            return error(400, "bad_customer_id", "customer id must be 1-128 characters")
+        if not 1 <= len(customer_id) <= 128 or bad_identifier(customer_id):
+            return error(400, "bad_customer_id", "customer id must be 1-128 characters, without control characters")
         try:
             body = CustomerIn.model_validate_json(await request.read())
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             return error(400, "bad_customer", f"{where}: {first['msg']}")
+        try:
+            dumps(body.attributes)
+        except ValueError:
+            return error(400, "bad_customer", "attributes: numbers must be finite (no NaN or Infinity)")
         store = self.pipeline.store
         created = False
         try:

@@ -16,11 +16,13 @@ from aiohttp import WSCloseCode, web
 
 from .config import GatewayConfig
 from .delivery import OrderedDelivery
+from .errors import frame_failure
 from .logs import about
 from .model import Author, Conversation, Event, EventKind
 from .pipeline import ConversationError, Pipeline
-from .store import StoreError
-from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError, FrameRejected,
+from .store import StoreUnavailable
+from .store.text import bad_identifier
+from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError,
                         FrameSender, frames, message_fields, prepare)
 
 log = logging.getLogger("contactgate.hub")
@@ -174,7 +176,16 @@ class AgentHub:
                     sender.send(frame.frame())
                     continue
                 if connection is None:
-                    connection = await self._auth(sender, frame)
+                    try:
+                        connection = await self._auth(sender, frame)
+                    except Exception as exc:
+                        # Half-authenticated: tell the agent why, then close so that it reconnects.
+                        sender.send(frame_failure(exc).frame())
+                        self._forget(sender)
+                        await sender.close(*((WSCloseCode.TRY_AGAIN_LATER, "storage unavailable; reconnect later")
+                                             if isinstance(exc, StoreUnavailable) else
+                                             (WSCloseCode.INTERNAL_ERROR, "auth failed; reconnect")))
+                        break
                     if connection is None:
                         break
                     continue
@@ -182,13 +193,8 @@ class AgentHub:
                            connection.agent_id):
                     try:
                         await self._on_frame(connection, frame)
-                    except ConversationError as exc:
-                        sender.send(FrameError(exc.code, str(exc)).frame())
-                    except FrameRejected as exc:
-                        sender.send(exc.error.frame())
-                    except StoreError as exc:
-                        log.error("store unavailable", extra={"error": str(exc)})
-                        sender.send(FrameError("unavailable", "storage is unavailable; nothing was changed, retry with the same id").frame())
+                    except Exception as exc:  # answered with an error frame; the socket stays open
+                        sender.send(frame_failure(exc).frame())
         finally:
             auth_timer.cancel()
             sender.stop()
@@ -199,6 +205,12 @@ class AgentHub:
                     log.info("agent disconnected")
                 await self.pipeline.agent_disconnected(connection.agent_id)
         return ws
+
+    def _forget(self, sender: FrameSender) -> None:
+        """Drop the registration an auth that failed half-way left behind for this socket."""
+        for agent_id, connection in list(self.connections.items()):
+            if connection.sender is sender:
+                del self.connections[agent_id]
 
     async def _auth(self, sender: FrameSender, frame: dict[str, Any]) -> AgentConnection | None:
         if frame["type"] != "auth":
@@ -212,7 +224,7 @@ class AgentHub:
             await sender.close(CLOSE_UNAUTHORIZED, "invalid token")
             return None
         if not isinstance(resume, dict) or not all(isinstance(v, int) and v >= 0 for v in resume.values()) \
-                or status not in ("available", "away"):
+                or any(bad_identifier(k) for k in resume) or status not in ("available", "away"):
             sender.send(FrameError("bad_auth", '"resume" must map conversation ids to last seen seqs; "status" is available or away').frame())
             await sender.close(CLOSE_UNAUTHORIZED, "bad auth frame")
             return None

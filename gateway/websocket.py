@@ -22,6 +22,8 @@ from typing import Any, AsyncIterator
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from .store.text import bad_identifier
+
 log = logging.getLogger("contactgate.websocket")
 
 OPEN_WEBSOCKETS = web.AppKey("open_websockets", weakref.WeakSet)
@@ -57,29 +59,46 @@ MAX_CLIENT_ID = 128  # characters of a client-chosen message id
 def message_fields(frame: dict[str, Any]) -> tuple[str, str]:
     """(client id, text) of a ``message`` frame from a customer or an agent."""
     client_id, text = frame.get("id"), frame.get("text")
-    if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID:
-        raise FrameRejected("bad_message", f'"id" must be a non-empty string of at most {MAX_CLIENT_ID} characters, unique per message')
+    # An id is echoed back in its ack, so one the store could not hold as it is (text.py) is
+    # refused rather than normalised.
+    if (not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID
+            or bad_identifier(client_id)):
+        raise FrameRejected("bad_message", f'"id" must be a non-empty string of at most {MAX_CLIENT_ID} characters without control characters, unique per message')
     if not isinstance(text, str) or not text.strip():
         raise FrameRejected("bad_message", '"text" must be a non-empty string')
     return client_id, text
 
 
+def close_limit(max_frame_bytes: int) -> int:
+    """Bytes above which a frame closes the socket (1009) instead of getting frame_too_large."""
+    return max_frame_bytes * 4
+
+
 async def prepare(request: web.Request, max_frame_bytes: int) -> web.WebSocketResponse:
-    # aiohttp itself closes with 1009 above 4x the limit; between the two a frame gets a
-    # frame_too_large error and the socket stays usable.
-    ws = web.WebSocketResponse(max_msg_size=max_frame_bytes * 4, heartbeat=30.0)
+    # aiohttp itself closes with 1009 on a frame of max_msg_size bytes or more (its reader
+    # compares with >=), so one byte more lets a frame of exactly 4x the limit through, to get
+    # a frame_too_large error like any frame between the two; the socket stays usable.
+    ws = web.WebSocketResponse(max_msg_size=close_limit(max_frame_bytes) + 1, heartbeat=30.0)
     await ws.prepare(request)
     request.app[OPEN_WEBSOCKETS].add(ws)
     return ws
 
 
 async def frames(ws: web.WebSocketResponse, max_frame_bytes: int) -> AsyncIterator[dict[str, Any] | FrameError]:
-    """Yield each client frame as a dict with a string ``type``, or a FrameError to report."""
+    """Yield each client frame as a dict with a string ``type``, or a FrameError to report.
+
+    Sizes are UTF-8 bytes, as on the wire. A frame over 4x the limit that aiohttp let through
+    (it checks a compressed frame only after inflating it, with ``>``) closes with 1009 here."""
     async for message in ws:
         if message.type is WSMsgType.TEXT:
             data: str = message.data
-            if len(data) > max_frame_bytes and len(data.encode()) > max_frame_bytes:
-                yield FrameError("frame_too_large", f"frame of {len(data.encode())} bytes exceeds the limit of {max_frame_bytes}")
+            # A character is 1 to 4 bytes: the encode is needed only when the count could be over.
+            size = len(data) if len(data) * 4 <= max_frame_bytes else len(data.encode())
+            if size > close_limit(max_frame_bytes):
+                await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG)  # no reason, like aiohttp's own 1009
+                return
+            if size > max_frame_bytes:
+                yield FrameError("frame_too_large", f"frame of {size} bytes exceeds the limit of {max_frame_bytes} bytes (UTF-8)")
                 continue
             try:
                 frame = orjson.loads(data)

@@ -116,3 +116,59 @@ async def test_second_connection_replaces_the_first(gateway: GatewayProcess) -> 
     await customer.event("message")
     await customer.say("human", "h")
     await second.expect("offer")
+
+
+def message_of_bytes(size: int, char: str = "🙂") -> str:
+    """A message frame of exactly ``size`` UTF-8 bytes, its text mostly ``char``."""
+    frame = '{"type": "message", "id": "sized", "text": "%s"}'
+    overhead = len((frame % "").encode())
+    width = len(char.encode())
+    count, rest = divmod(size - overhead, width)
+    text = char * count + "x" * rest
+    data = frame % text
+    assert len(data.encode()) == size
+    return data
+
+
+async def test_max_frame_bytes_counts_utf8_bytes_and_only_over_4x_closes(gateway: GatewayProcess) -> None:
+    # Uncompressed, as many clients send: aiohttp then checks the frame's length on the wire.
+    customer = Customer(await websockets.connect(gateway.url("/webchat/ws"), compression=None))
+    await customer.hello()
+    await customer.event("message")
+    # Emoji: 1 character, 4 bytes. Under 4096 characters, over 4096 bytes: refused.
+    over = message_of_bytes(4097)
+    assert len(over) < 4096
+    await customer.send_raw(over)
+    error = await customer.expect("error", code="frame_too_large")
+    assert "4097 bytes" in error["message"]
+    # Exactly the limit: taken.
+    await customer.send_raw(message_of_bytes(4096))
+    await customer.event("ack", id="sized")
+    await customer.event("message", author="bot")
+    # Exactly 4x the limit: still only an error frame (the docs close only larger ones).
+    await customer.send_raw(message_of_bytes(4 * 4096))
+    await customer.expect("error", code="frame_too_large")
+    await customer.say("How long does delivery take?", "after-4x")
+    assert "business days" in (await customer.event("message", author="bot"))["text"]
+    # One byte more: closed with 1009.
+    await customer.send_raw(message_of_bytes(4 * 4096 + 1))
+    assert (await customer.closed())[0] == 1009
+
+
+async def test_compressed_frames_are_measured_inflated(gateway: GatewayProcess) -> None:
+    # With permessage-deflate (the websockets default) the same limits hold for the inflated text.
+    customer = Customer(await websockets.connect(gateway.url("/webchat/ws")))
+    await customer.hello()
+    await customer.event("message")
+    await customer.send_raw(message_of_bytes(4 * 4096))
+    await customer.expect("error", code="frame_too_large")
+    await customer.send_raw(message_of_bytes(4 * 4096 + 1))
+    assert (await customer.closed())[0] == 1009
+
+
+async def test_resume_keys_with_control_characters_are_refused(gateway: GatewayProcess) -> None:
+    agent = await Agent.connect(gateway, ALICE_TOKEN, resume={"conv\u0000": 0})
+    assert (await agent.expect("error"))["code"] == "bad_auth"
+    assert (await agent.closed())[0] == 4401
+    agent = await Agent.connect(gateway, ALICE_TOKEN, resume={"no-such-conversation": 3})
+    await agent.expect("ready")

@@ -494,3 +494,14 @@ async def test_identities_lists_every_link_of_a_customer(store: Store) -> None:
     assert [(i.channel, i.address) for i in found] == [("email", "ada@example.com"), ("webchat", "hash-1")]
     assert all(i.customer_id == customer.id for i in found)
     assert await store.identities("nobody") == []
+
+
+def test_asyncpg_protocol_errors_of_a_lost_connection_are_unavailable() -> None:
+    # What a connection lost between or during operations can surface as, besides
+    # ConnectionDoesNotExistError: asyncpg's own protocol state errors.
+    from gateway.store.postgres import _is_unavailable
+
+    assert _is_unavailable(asyncpg.exceptions.InternalClientError(
+        "cannot switch to state 12; another operation (2) is in progress"))
+    assert _is_unavailable(asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"))
+    assert not _is_unavailable(asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence"))

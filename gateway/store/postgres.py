@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from typing import Any, AsyncIterator, Sequence
 from urllib.parse import urlsplit
@@ -23,10 +24,12 @@ from ..model import (
 from .base import NotFound, StoreError, StoreUnavailable
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_postgres
+from .text import cannot_hold, dumps, identifier, storable, storable_json
 
-# JSON goes in and out as text (json.dumps / json.loads) rather than through a jsonb codec, so a
+# JSON goes in and out as text (text.dumps / json.loads) rather than through a jsonb codec, so a
 # value that cannot be serialised fails with json's TypeError exactly as on SQLite (asyncpg would
-# wrap a codec failure in its own DataError).
+# wrap a codec failure in its own DataError). Text follows the rule in text.py: what PostgreSQL
+# cannot hold (U+0000, lone surrogates) is normalised before it gets here.
 
 _CUSTOMER_COLS = "id, name, tier, attributes, created_at"
 _CONVERSATION_COLS = (
@@ -43,6 +46,10 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     pgexc.CannotConnectNowError,
     pgexc.DatabaseDroppedError,
     pgexc.TooManyConnectionsError,
+    pgexc.IdleSessionTimeoutError,  # the server ended an idle pooled session
+    # asyncpg's own protocol errors, e.g. "cannot switch to state 12; another operation (2) is in
+    # progress" when a connection is lost between or during operations.
+    pgexc.InternalClientError,
     # SQLSTATE 55000, e.g. "database ... is not currently accepting connections" (ALLOW_CONNECTIONS false)
     pgexc.ObjectNotInPrerequisiteStateError,
 )
@@ -58,6 +65,21 @@ def _is_unavailable(exc: BaseException, types: tuple[type[BaseException], ...] =
         return True
     # asyncpg reports a closed pool or connection as a plain InterfaceError.
     return isinstance(exc, pgexc.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc))
+
+
+class _UnavailableInOneLine(logging.Filter):
+    """asyncpg's pool logs each failed attempt to refill itself with a full traceback. While the
+    database is away that is expected: keep the line and the reason, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _is_unavailable(exc):
+            record.exc_info, record.exc_text = None, None
+            record.error = f"{type(exc).__name__}: {exc}"
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_UnavailableInOneLine())
 
 
 def redact(url: str) -> str:
@@ -162,18 +184,22 @@ class PostgresStore:
         self, *, name: str | None, tier: str | None = None, attributes: dict[str, Any] | None = None,
         customer_id: str | None = None,
     ) -> Customer:
+        row_id = identifier(customer_id, "customer id") if customer_id else uuid.uuid4().hex
+        encoded = dumps(storable_json(attributes or {}))
         async with self._conn() as conn:
             try:
                 row = await conn.fetchrow(
                     f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES ($1, $2, $3, $4, $5) "
                     f"RETURNING {_CUSTOMER_COLS}",
-                    customer_id or uuid.uuid4().hex, name, tier, json.dumps(attributes or {}), utcnow(),
+                    row_id, _text(name), _text(tier), encoded, utcnow(),
                 )
             except pgexc.UniqueViolationError as exc:
                 raise StoreError(f"customer {customer_id!r} already exists") from exc
         return _customer(row)
 
     async def get_customer(self, customer_id: str) -> Customer:
+        if cannot_hold(customer_id):
+            raise NotFound(f"customer {customer_id!r} not found")
         async with self._conn() as conn:
             row = await conn.fetchrow(f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = $1",
                                       customer_id)
@@ -187,12 +213,12 @@ class PostgresStore:
     ) -> Customer:
         values: dict[str, Any] = {}
         if name is not ...:
-            values["name"] = name
+            values["name"] = _text(name)
         if tier is not ...:
-            values["tier"] = tier
+            values["tier"] = _text(tier)
         if attributes is not ...:
-            values["attributes"] = json.dumps(attributes or {})  # None clears to {}
-        if not values:
+            values["attributes"] = dumps(storable_json(attributes or {}))  # None clears to {}
+        if not values or cannot_hold(customer_id):
             return await self.get_customer(customer_id)
         sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(values, start=2))
         async with self._conn() as conn:
@@ -205,6 +231,9 @@ class PostgresStore:
         return _customer(row)
 
     async def add_identity(self, customer_id: str, channel: str, address: str) -> None:
+        if cannot_hold(customer_id):
+            raise NotFound(f"customer {customer_id!r} not found")
+        channel, address = storable(channel), storable(address)
         async with self._conn() as conn:
             try:
                 await conn.execute(
@@ -216,6 +245,7 @@ class PostgresStore:
                 raise NotFound(f"customer {customer_id!r} not found") from exc
 
     async def find_customer(self, channel: str, address: str) -> Customer | None:
+        channel, address = storable(channel), storable(address)  # found as add_identity stored it
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 f"SELECT {', '.join('c.' + c for c in _CUSTOMER_COLS.split(', '))} FROM identities i "
@@ -225,6 +255,8 @@ class PostgresStore:
         return None if row is None else _customer(row)
 
     async def identities(self, customer_id: str) -> Sequence[Identity]:
+        if cannot_hold(customer_id):
+            return []
         async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT channel, address, customer_id FROM identities WHERE customer_id = $1 ORDER BY channel, address",
@@ -233,6 +265,9 @@ class PostgresStore:
 
     # conversations and events -----------------------------------------------------------------
     async def create_conversation(self, customer_id: str, channel: str) -> Conversation:
+        if cannot_hold(customer_id):
+            raise NotFound(f"customer {customer_id!r} not found")
+        channel = storable(channel)
         now = utcnow()
         async with self._conn() as conn:
             try:
@@ -247,6 +282,8 @@ class PostgresStore:
         return _conversation(row)
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
+        if cannot_hold(conversation_id):
+            raise NotFound(f"conversation {conversation_id!r} not found")
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE id = $1", conversation_id)
@@ -255,6 +292,9 @@ class PostgresStore:
         return _conversation(row)
 
     async def latest_conversation(self, customer_id: str, channel: str) -> Conversation | None:
+        if cannot_hold(customer_id):
+            return None
+        channel = storable(channel)
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 f"SELECT {_CONVERSATION_COLS} FROM conversations "
@@ -287,8 +327,8 @@ class PostgresStore:
         sent: list[tuple[int, AppendRequest]] = []  # (its place in results, request); row i is sent[i-1]
         for r in batch:
             try:
-                encoded = json.dumps(r.data)
-            except (TypeError, ValueError) as exc:  # fails this append alone, not the batch
+                encoded = r.encoded_data()
+            except (NotFound, TypeError, ValueError) as exc:  # fails this append alone, not the batch
                 results.append(exc)
                 continue
             results.append(NotFound(f"conversation {r.conversation_id!r} not found"))  # unless a row comes back
@@ -318,6 +358,8 @@ class PostgresStore:
     ) -> Sequence[Event]:
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
+        if cannot_hold(conversation_id):
+            raise NotFound(f"conversation {conversation_id!r} not found")
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"SELECT {_EVENT_COLS} FROM events WHERE conversation_id = $1 AND seq > $2 "
@@ -328,6 +370,10 @@ class PostgresStore:
                     "SELECT 1 FROM conversations WHERE id = $1", conversation_id) is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
         return [_event(r) for r in rows]
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else storable(value)
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -24,6 +24,7 @@ from ..model import (
 from .base import NotFound, StoreError, StoreUnavailable
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_sqlite
+from .text import cannot_hold, dumps, identifier, storable, storable_json
 
 _CUSTOMER_COLS = "id, name, tier, attributes, created_at"
 _CONVERSATION_COLS = (
@@ -171,18 +172,23 @@ class SQLiteStore:
         self, *, name: str | None, tier: str | None = None, attributes: dict[str, Any] | None = None,
         customer_id: str | None = None,
     ) -> Customer:
-        customer = Customer(id=customer_id or uuid.uuid4().hex, name=name, tier=tier,
-                            attributes=dict(attributes or {}), created_at=utcnow())
+        # The text rule (text.py), as on PostgreSQL: both engines store the same values.
+        customer = Customer(id=identifier(customer_id, "customer id") if customer_id else uuid.uuid4().hex,
+                            name=_text(name), tier=_text(tier),
+                            attributes=storable_json(dict(attributes or {})), created_at=utcnow())
+        encoded = dumps(customer.attributes)
         try:
             async with self._transaction() as db:
                 await _execute(db, f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES (?, ?, ?, ?, ?)",
-                               (customer.id, name, tier, json.dumps(customer.attributes),
+                               (customer.id, customer.name, customer.tier, encoded,
                                 _ts(customer.created_at)))
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"customer {customer.id!r} already exists") from exc
         return customer
 
     async def get_customer(self, customer_id: str) -> Customer:
+        if cannot_hold(customer_id):
+            raise NotFound(f"customer {customer_id!r} not found")
         async with self._session() as db:
             row = await _fetchone(db, f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?",
                                   (customer_id,))
@@ -198,14 +204,14 @@ class SQLiteStore:
         params: list[Any] = []
         if name is not ...:
             sets.append("name = ?")
-            params.append(name)
+            params.append(_text(name))
         if tier is not ...:
             sets.append("tier = ?")
-            params.append(tier)
+            params.append(_text(tier))
         if attributes is not ...:
             sets.append("attributes = ?")
-            params.append(json.dumps(attributes or {}))  # None clears to {}
-        if sets:
+            params.append(dumps(storable_json(attributes or {})))  # None clears to {}
+        if sets and not cannot_hold(customer_id):
             async with self._transaction() as db:
                 changed = await _execute(
                     db, f"UPDATE customers SET {', '.join(sets)} WHERE id = ?", (*params, customer_id))
@@ -214,6 +220,9 @@ class SQLiteStore:
         return await self.get_customer(customer_id)
 
     async def add_identity(self, customer_id: str, channel: str, address: str) -> None:
+        if cannot_hold(customer_id):
+            raise NotFound(f"customer {customer_id!r} not found")
+        channel, address = storable(channel), storable(address)
         async with self._transaction() as db:
             if await _fetchone(db, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
                 raise NotFound(f"customer {customer_id!r} not found")
@@ -225,6 +234,7 @@ class SQLiteStore:
             )
 
     async def find_customer(self, channel: str, address: str) -> Customer | None:
+        channel, address = storable(channel), storable(address)  # found as add_identity stored it
         async with self._session() as db:
             row = await _fetchone(
                 db,
@@ -235,6 +245,8 @@ class SQLiteStore:
         return None if row is None else _customer(row)
 
     async def identities(self, customer_id: str) -> Sequence[Identity]:
+        if cannot_hold(customer_id):
+            return []
         async with self._session() as db:
             cursor = await db.execute(
                 "SELECT channel, address, customer_id FROM identities WHERE customer_id = ? ORDER BY channel, address",
@@ -244,6 +256,9 @@ class SQLiteStore:
 
     # conversations and events -----------------------------------------------------------------
     async def create_conversation(self, customer_id: str, channel: str) -> Conversation:
+        if cannot_hold(customer_id):
+            raise NotFound(f"customer {customer_id!r} not found")
+        channel = storable(channel)
         now = utcnow()
         conv = Conversation(id=uuid.uuid4().hex, customer_id=customer_id, channel=channel,
                             state=ConversationState.BOT, queue=None, agent_id=None, last_seq=0,
@@ -260,6 +275,8 @@ class SQLiteStore:
         return conv
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
+        if cannot_hold(conversation_id):
+            raise NotFound(f"conversation {conversation_id!r} not found")
         async with self._session() as db:
             row = await _fetchone(db, f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE id = ?",
                                   (conversation_id,))
@@ -268,6 +285,9 @@ class SQLiteStore:
         return _conversation(row)
 
     async def latest_conversation(self, customer_id: str, channel: str) -> Conversation | None:
+        if cannot_hold(customer_id):
+            return None
+        channel = storable(channel)
         async with self._session() as db:
             # rowid breaks ties between conversations created in the same microsecond.
             row = await _fetchone(
@@ -309,6 +329,8 @@ class SQLiteStore:
     ) -> Sequence[Event]:
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
+        if cannot_hold(conversation_id):
+            raise NotFound(f"conversation {conversation_id!r} not found")
         async with self._session() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_EVENT_COLS} FROM events WHERE conversation_id = ? AND seq > ? "
@@ -319,6 +341,10 @@ class SQLiteStore:
                     db, "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)) is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
         return [_event(r) for r in rows]
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else storable(value)
 
 
 async def _fetchone(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
@@ -378,7 +404,7 @@ def _append_batch(conn: sqlite3.Connection, batch: list[AppendRequest]) -> list[
 
 
 def _append_one(conn: sqlite3.Connection, r: AppendRequest) -> tuple[Event, bool]:
-    encoded = json.dumps(r.data)  # before any write: unserialisable data must leave nothing behind
+    encoded = r.encoded_data()  # before any write: unstorable data must leave nothing behind
     if r.client_id is not None:
         # Safe to check-then-insert: BEGIN IMMEDIATE holds the database write lock, and an
         # earlier append of this batch is visible to this one.
