@@ -16,12 +16,13 @@ from aiohttp import WSCloseCode, web
 
 from .config import GatewayConfig
 from .delivery import OrderedDelivery
+from .limits import RateLimited, seconds
 from .logs import about
 from .model import Author, Conversation, Event, EventKind
 from .pipeline import ConversationError, Pipeline
 from .store import StoreError
-from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError, FrameRejected,
-                        FrameSender, frames, message_fields, prepare)
+from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError,
+                        FrameRejected, FrameSender, frames, message_fields, prepare)
 
 log = logging.getLogger("contactgate.hub")
 
@@ -33,6 +34,7 @@ class AgentConnection:
         self.agent_id = agent_id
         self.sender = sender
         self.pipeline = pipeline
+        self.bucket = pipeline.limits.connection_bucket()  # this socket's message rate
         self.deliveries: dict[str, OrderedDelivery] = {}
         self.pending: set[tuple[str, str]] = set()  # (conversation id, client id) not acked yet
 
@@ -164,6 +166,7 @@ class AgentHub:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = await prepare(request, self.config.server.max_frame_bytes)
         sender = FrameSender(ws, request.transport)
+        address = self.pipeline.limits.client_address(request)
         connection: AgentConnection | None = None
         auth_timer = asyncio.get_running_loop().call_later(
             self.config.server.auth_timeout,
@@ -174,7 +177,7 @@ class AgentHub:
                     sender.send(frame.frame())
                     continue
                 if connection is None:
-                    connection = await self._auth(sender, frame)
+                    connection = await self._auth(sender, frame, address)
                     if connection is None:
                         break
                     continue
@@ -200,17 +203,25 @@ class AgentHub:
                 await self.pipeline.agent_disconnected(connection.agent_id)
         return ws
 
-    async def _auth(self, sender: FrameSender, frame: dict[str, Any]) -> AgentConnection | None:
+    async def _auth(self, sender: FrameSender, frame: dict[str, Any], address: str) -> AgentConnection | None:
         if frame["type"] != "auth":
             await sender.close(CLOSE_UNAUTHORIZED, "auth required")
+            return None
+        limits = self.pipeline.limits
+        if locked_for := limits.locked_for("agent", address):
+            # Refused before the token is even compared, and not logged again (the lockout was).
+            sender.send(RateLimited(seconds(locked_for), "too many failed authentications from this address; "
+                                    "retry after retry_after seconds").error.frame())
+            await sender.close(CLOSE_RATE_LIMITED, "too many failed authentications; retry later")
             return None
         agent_id = self.authenticate(frame.get("token"))
         resume = frame.get("resume") or {}
         status = frame.get("status", "available")
         if agent_id is None:
-            log.warning("agent auth failed")
+            await limits.auth_failed("agent", address)  # logs the address, answers late
             await sender.close(CLOSE_UNAUTHORIZED, "invalid token")
             return None
+        limits.auth_succeeded("agent", address)
         if not isinstance(resume, dict) or not all(isinstance(v, int) and v >= 0 for v in resume.values()) \
                 or status not in ("available", "away"):
             sender.send(FrameError("bad_auth", '"resume" must map conversation ids to last seen seqs; "status" is available or away').frame())
@@ -293,6 +304,7 @@ class AgentHub:
                                          to_queue=to_queue, note=note)
         elif kind == "message":
             client_id, text = message_fields(frame)
+            self.pipeline.limits.agent_message(connection.bucket, conversation_id, client_id)
             key = (conversation_id, client_id)
             connection.pending.add(key)
             try:
