@@ -19,11 +19,11 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any, Callable, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from routing.config import Strict
 
@@ -73,6 +73,19 @@ class LimitsConfig(Strict):
     # Most keys (addresses, customers) remembered per limit; the least recently seen is
     # forgotten first, so a flood of distinct addresses cannot grow memory without bound.
     max_tracked: int = Field(default=100_000, ge=100)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if not isinstance(value, list):
+            return value
+        networks = []
+        for item in value:
+            try:
+                networks.append(ip_network(str(item)))
+            except ValueError as exc:  # ipaddress says why: "has host bits set", "does not appear to be ..."
+                raise ValueError(f"{item!r} is not an IP address or CIDR network: {exc}") from None
+        return networks
 
 
 # the pure core ------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ from __future__ import annotations
 from ipaddress import ip_network
 
 import pytest
+import yaml
 
 from gateway.clientaddr import client_address
-from gateway.limits import BucketTable, FailedAuth, FailedAuthConfig, Limits, LimitsConfig, RateLimited, Rate, TokenBucket
+from gateway.limits import BucketTable, FailedAuth, FailedAuthConfig, Limits, LimitsConfig, Rate, RateLimited, TokenBucket
+from tests.support import REPO
 
 
 class Clock:
@@ -154,3 +156,10 @@ def test_client_address(peer: str | None, forwarded: list[str], expected: str) -
 
 def test_client_address_without_trusted_proxies_ignores_the_header() -> None:
     assert client_address("10.0.0.5", ["198.51.100.1"], []) == "10.0.0.5"
+
+
+def test_the_commented_limits_block_of_config_yaml_is_the_defaults() -> None:
+    text = (REPO / "config.yaml").read_text(encoding="utf-8")
+    block = text[text.index("# limits:"):]
+    uncommented = "\n".join(line[2:] for line in block.splitlines() if line.startswith("# "))
+    assert LimitsConfig.model_validate(yaml.safe_load(uncommented)["limits"]) == LimitsConfig()
