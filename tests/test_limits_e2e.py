@@ -5,6 +5,7 @@ address out; behind a trusted proxy each client has its own buckets; ``/metrics`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import websockets
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config
@@ -49,34 +51,39 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'gateway.db'}"
 
 
-def starter(tmp_path: Path, url: str) -> tuple[StartGateway, list[GatewayProcess]]:
+@contextlib.asynccontextmanager
+async def starting(tmp_path: Path, url: str) -> AsyncIterator[StartGateway]:
+    """Start gateways with the test config and ``limits`` overridden by keyword; stop them after."""
     started: list[GatewayProcess] = []
 
     async def run(**limit_overrides: Any) -> GatewayProcess:
-        server = {"host": "127.0.0.1", "port": 0, "max_frame_bytes": 4096, "log_format": "json",
-                  "shutdown_timeout": 5, "admin_token": ADMIN_TOKEN, "reload_poll": 0}
-        config = gateway_config(url, server=server, limits=limits(**limit_overrides))
-        process = GatewayProcess.write_config(tmp_path, config)
+        process = GatewayProcess.write_config(tmp_path, config(url, **limit_overrides))
         started.append(process)
         return await process.start()
 
-    return run, started
+    try:
+        yield run
+    finally:
+        for process in started:
+            await process.stop()
+
+
+def config(url: str, **limit_overrides: Any) -> dict[str, Any]:
+    server = {"host": "127.0.0.1", "port": 0, "max_frame_bytes": 4096, "log_format": "json",
+              "shutdown_timeout": 5, "admin_token": ADMIN_TOKEN, "reload_poll": 0}
+    return gateway_config(url, server=server, limits=limits(**limit_overrides))
 
 
 @pytest_asyncio.fixture
 async def start(tmp_path: Path, sqlite_url: str) -> AsyncIterator[StartGateway]:
-    run, started = starter(tmp_path, sqlite_url)
-    yield run
-    for process in started:
-        await process.stop()
+    async with starting(tmp_path, sqlite_url) as run:
+        yield run
 
 
 @pytest_asyncio.fixture
 async def start_on_both(tmp_path: Path, store_url: str) -> AsyncIterator[StartGateway]:
-    run, started = starter(tmp_path, store_url)
-    yield run
-    for process in started:
-        await process.stop()
+    async with starting(tmp_path, store_url) as run:
+        yield run
 
 
 async def replies(customer: Customer, ids: set[str]) -> tuple[dict[str, int], dict[str, float]]:
@@ -211,6 +218,18 @@ async def test_new_conversations_per_address(start: StartGateway) -> None:
     assert returning.conversation_id == first["conversation_id"]
     lines = [r for r in gateway.logs if r.get("msg") == "new conversations rate limited"]
     assert [r["address"] for r in lines] == ["127.0.0.1"]
+
+
+async def test_a_reload_changes_the_limits_at_once(start: StartGateway, sqlite_url: str) -> None:
+    gateway = await start()
+    assert not refused_hello(await hello(gateway))
+    stricter = config(sqlite_url, new_conversations_per_address={"rate": SLOW, "burst": 1})
+    gateway.config_path.write_text(yaml.safe_dump(stricter), encoding="utf-8")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as http:
+        async with http.post(gateway.http + "/api/config/reload",
+                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as response:
+            assert response.status == 200 and (await response.json())["restart_needed"] == []
+    assert [refused_hello(await hello(gateway)) for _ in range(2)] == [False, True]
 
 
 async def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(start: StartGateway) -> None:
