@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.limits import Limits
     from gateway.model import Conversation, Customer, Event
 
 
@@ -35,6 +36,7 @@ class GatewayPort(Protocol):
     """What an adapter may ask of the gateway (implemented by ``gateway.pipeline.Pipeline``)."""
 
     max_frame_bytes: int
+    limits: "Limits"  # rate limits and the client address of a request (``limits:`` config)
 
     async def identify(self, channel: str, address: str, *, name: str | None = None,
                        profile: dict[str, Any] | None = None) -> "Customer": ...

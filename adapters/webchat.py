@@ -19,9 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.delivery import OrderedDelivery
 from gateway.errors import frame_failure
+from gateway.limits import RateLimited, TokenBucket
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind
-from gateway.websocket import FrameError, FrameRejected, FrameSender, frames, message_fields, prepare
+from gateway.websocket import (CLOSE_RATE_LIMITED, FrameError, FrameRejected, FrameSender, frames, message_fields,
+                               prepare)
 
 from .base import GatewayPort
 
@@ -45,8 +47,11 @@ def create(name: str, settings: Settings, gateway: GatewayPort) -> "WebChatAdapt
 class CustomerSession:
     """One customer socket, bound to one conversation after hello."""
 
-    def __init__(self, sender: FrameSender) -> None:
+    def __init__(self, sender: FrameSender, address: str, bucket: TokenBucket) -> None:
         self.sender = sender
+        self.address = address  # the client's (see limits.trusted_proxies)
+        self.bucket = bucket    # this socket's message rate
+        self.customer_id: str | None = None
         self.conversation_id: str | None = None
         self.delivery: OrderedDelivery | None = None
         self.pending: set[str] = set()  # client ids sent on this socket, not acked yet
@@ -110,7 +115,9 @@ class WebChatAdapter:
     # one customer socket -------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = await prepare(request, self.gateway.max_frame_bytes)
-        session = CustomerSession(FrameSender(ws, request.transport))
+        limits = self.gateway.limits
+        session = CustomerSession(FrameSender(ws, request.transport), limits.client_address(request),
+                                  limits.connection_bucket())
         hello_timer = asyncio.get_running_loop().call_later(
             self.settings.hello_timeout, lambda: session.conversation_id is None and asyncio.ensure_future(
                 session.sender.close(WSCloseCode.POLICY_VIOLATION, "no hello")))
@@ -144,6 +151,7 @@ class WebChatAdapter:
             raise FrameRejected("hello_required", 'send {"type":"hello"} first')
         if kind == "message":
             client_id, text = message_fields(frame)
+            self.gateway.limits.customer_message(session.bucket, session.customer_id or "", client_id)
             session.pending.add(client_id)
             try:
                 receipt = await self.gateway.customer_message(session.conversation_id, text, client_id)
@@ -171,6 +179,12 @@ class WebChatAdapter:
             if value is not None and (not isinstance(value, str) or len(value) > MAX_NAME):
                 raise FrameRejected("bad_hello", f'"{key}" must be a string of at most {MAX_NAME} characters')
         if token is None:
+            try:
+                self.gateway.limits.new_conversation(session.address)
+            except RateLimited as exc:
+                session.sender.send(exc.error.frame())
+                await session.sender.close(CLOSE_RATE_LIMITED, "too many new conversations; retry later")
+                return
             token = secrets.token_urlsafe(24)
             last_seq = 0
             customer = await self.gateway.identify(self.name, web_identity(token), name=name,
@@ -181,7 +195,7 @@ class WebChatAdapter:
                 raise FrameRejected("invalid_token", "unknown token; say hello with a null token to start over")
         conversation, is_new = await self.gateway.current_conversation(customer, self.name, seen_seq=last_seq)
         cursor = 0 if is_new else min(last_seq, conversation.last_seq)
-        session.conversation_id = conversation.id
+        session.customer_id, session.conversation_id = customer.id, conversation.id
         session.delivery = OrderedDelivery(conversation.id, cursor, self.gateway.events_after, session.show,
                                            room=session.sender.room)
         with about(conversation.id):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -24,9 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routing.config import NAME
 
+from .limits import seconds
 from .pipeline import Pipeline
 from .reload import ConfigReloader
-from .reports import GatewayCollector, agent_report, queue_report
+from .reports import GatewayCollector, LimitsCollector, agent_report, queue_report
 from .store import NotFound, StoreError, StoreUnavailable
 from .store.text import bad_identifier, dumps
 
@@ -55,12 +57,21 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
+def rate_limited(wait: float) -> web.Response:
+    """429 for an address locked out after failed authentications (see ``limits.failed_auth``)."""
+    retry_after = seconds(wait)
+    return web.json_response({"error": "rate_limited", "retry_after": retry_after,
+                              "message": "too many failed authentications from this address; retry after retry_after seconds"},
+                             status=429, headers={"Retry-After": str(math.ceil(retry_after))})
+
+
 class AdminApi:
     def __init__(self, pipeline: Pipeline, reloader: ConfigReloader) -> None:
         self.pipeline = pipeline
         self.reloader = reloader
         self.registry = CollectorRegistry()
         self.registry.register(GatewayCollector(pipeline))
+        self.registry.register(LimitsCollector(pipeline.limits))
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -77,10 +88,16 @@ class AdminApi:
             token = self.pipeline.config.server.admin_token
             if token is None or not token.get_secret_value():
                 return error(403, "admin_disabled", "set server.admin_token (e.g. from ${CONTACTGATE_ADMIN_TOKEN}) to use the admin API")
+            limits = self.pipeline.limits
+            address = limits.client_address(request)
+            if locked_for := limits.locked_for("admin", address):
+                return rate_limited(locked_for)
             given = request.headers.get("Authorization", "")
             expected = "Bearer " + token.get_secret_value()
             if not hmac.compare_digest(given.encode(), expected.encode()):
+                await limits.auth_failed("admin", address)  # logs the address, answers late
                 return error(401, "unauthorized", "send Authorization: Bearer <server.admin_token>")
+            limits.auth_succeeded("admin", address)
             try:
                 return await handler(request)
             except web.HTTPException:

@@ -16,6 +16,7 @@ from routing.config import (NAME, AgentConfig, DeskConfig, HoursConfig, QueueCon
                             TiersConfig)
 
 from .configfile import ConfigError, YamlDocument, dotted, read_yaml, read_yaml_file
+from .limits import LimitsConfig
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
 
@@ -80,6 +81,7 @@ class GatewayConfig(Strict):
     routing: RoutingConfig
     desk: DeskConfig = DeskConfig()
     agents: list[AgentConfig] = []
+    limits: LimitsConfig = LimitsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> "GatewayConfig":

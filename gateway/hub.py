@@ -17,12 +17,13 @@ from aiohttp import WSCloseCode, web
 from .config import GatewayConfig
 from .delivery import OrderedDelivery
 from .errors import frame_failure
+from .limits import RateLimited, seconds
 from .logs import about
 from .model import Author, Conversation, Event, EventKind
 from .pipeline import ConversationError, Pipeline
 from .store import StoreUnavailable
 from .store.text import bad_identifier
-from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError,
+from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError,
                         FrameSender, frames, message_fields, prepare)
 
 log = logging.getLogger("contactgate.hub")
@@ -35,6 +36,7 @@ class AgentConnection:
         self.agent_id = agent_id
         self.sender = sender
         self.pipeline = pipeline
+        self.bucket = pipeline.limits.connection_bucket()  # this socket's message rate
         self.deliveries: dict[str, OrderedDelivery] = {}
         self.pending: set[tuple[str, str]] = set()  # (conversation id, client id) not acked yet
 
@@ -166,6 +168,7 @@ class AgentHub:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = await prepare(request, self.config.server.max_frame_bytes)
         sender = FrameSender(ws, request.transport)
+        address = self.pipeline.limits.client_address(request)
         connection: AgentConnection | None = None
         auth_timer = asyncio.get_running_loop().call_later(
             self.config.server.auth_timeout,
@@ -177,7 +180,7 @@ class AgentHub:
                     continue
                 if connection is None:
                     try:
-                        connection = await self._auth(sender, frame)
+                        connection = await self._auth(sender, frame, address)
                     except Exception as exc:
                         # Half-authenticated: tell the agent why, then close so that it reconnects.
                         sender.send(frame_failure(exc).frame())
@@ -212,17 +215,25 @@ class AgentHub:
             if connection.sender is sender:
                 del self.connections[agent_id]
 
-    async def _auth(self, sender: FrameSender, frame: dict[str, Any]) -> AgentConnection | None:
+    async def _auth(self, sender: FrameSender, frame: dict[str, Any], address: str) -> AgentConnection | None:
         if frame["type"] != "auth":
             await sender.close(CLOSE_UNAUTHORIZED, "auth required")
+            return None
+        limits = self.pipeline.limits
+        if locked_for := limits.locked_for("agent", address):
+            # Refused before the token is even compared, and not logged again (the lockout was).
+            sender.send(RateLimited(seconds(locked_for), "too many failed authentications from this address; "
+                                    "retry after retry_after seconds").error.frame())
+            await sender.close(CLOSE_RATE_LIMITED, "too many failed authentications; retry later")
             return None
         agent_id = self.authenticate(frame.get("token"))
         resume = frame.get("resume") or {}
         status = frame.get("status", "available")
         if agent_id is None:
-            log.warning("agent auth failed")
+            await limits.auth_failed("agent", address)  # logs the address, answers late
             await sender.close(CLOSE_UNAUTHORIZED, "invalid token")
             return None
+        limits.auth_succeeded("agent", address)
         if not isinstance(resume, dict) or not all(isinstance(v, int) and v >= 0 for v in resume.values()) \
                 or any(bad_identifier(k) for k in resume) or status not in ("available", "away"):
             sender.send(FrameError("bad_auth", '"resume" must map conversation ids to last seen seqs; "status" is available or away').frame())
@@ -305,6 +316,7 @@ class AgentHub:
                                          to_queue=to_queue, note=note)
         elif kind == "message":
             client_id, text = message_fields(frame)
+            self.pipeline.limits.agent_message(connection.bucket, conversation_id, client_id)
             key = (conversation_id, client_id)
             connection.pending.add(key)
             try:

@@ -30,6 +30,7 @@ from .config import GatewayConfig
 from .crm import CrmClient
 from .dispatcher import Dispatcher, Presence, Route
 from .faq import detect_lang
+from .limits import Limits
 from .locks import KeyedLocks
 from .logs import about
 from .model import (
@@ -90,6 +91,7 @@ class Pipeline:
         self._open: dict[str, Conversation] = {}
         self._crm: CrmClient | None = None
         self._last_status: dict[str, tuple[int, int]] = {}
+        self.limits = Limits(lambda: self.config.limits)  # reads the live config: reloads apply at once
 
     @property
     def max_frame_bytes(self) -> int:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .limits import ENDPOINTS, LIMIT_NAMES, Limits
 from .pipeline import Pipeline
 
 
@@ -90,3 +91,26 @@ class GatewayCollector(Collector):
                 agents.add_metric([row["queue"], status], count)
         yield from families.values()
         yield agents
+
+
+class LimitsCollector(Collector):
+    """Refusals by the ``limits:`` config and failed authentications, since the start."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        refused = CounterMetricFamily("contactgate_rate_limited", "Frames or connections refused by a rate limit",
+                                      labels=["limit"])
+        for name in LIMIT_NAMES:
+            refused.add_metric([name], self.limits.refused[name])
+        failures = CounterMetricFamily("contactgate_auth_failures", "Wrong agent or admin tokens", labels=["endpoint"])
+        lockouts = CounterMetricFamily("contactgate_auth_lockouts", "Addresses locked out after failed authentications",
+                                       labels=["endpoint"])
+        locked = GaugeMetricFamily("contactgate_auth_locked_out_addresses", "Addresses locked out now",
+                                   labels=["endpoint"])
+        for endpoint in ENDPOINTS:
+            failures.add_metric([endpoint], self.limits.auth_failures[endpoint])
+            lockouts.add_metric([endpoint], self.limits.lockouts[endpoint])
+            locked.add_metric([endpoint], self.limits.locked_out(endpoint))
+        yield from (refused, failures, lockouts, locked)

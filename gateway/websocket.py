@@ -32,6 +32,7 @@ OPEN_WEBSOCKETS = web.AppKey("open_websockets", weakref.WeakSet)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_REPLACED = 4409
 CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_RATE_LIMITED = 4429  # a limit of the ``limits:`` config; the reason says when to retry
 
 
 @dataclass(frozen=True, slots=True)

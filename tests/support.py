@@ -50,6 +50,12 @@ def gateway_config(store_url: str, **sections: Any) -> dict[str, Any]:
                    {"name": "general", "priority": {"vip": 10, "standard": 0}}],
         "routing": {"rules": [{"name": "vip-first", "when": {"tier": "vip"}, "queue": "vip_desk"}],
                     "default_queue": "general"},
+        # Roomy limits: tests that are not about limits open many customers from 127.0.0.1 and
+        # send in bursts (tests/test_limits_e2e.py sets its own).
+        "limits": {"new_conversations_per_address": {"rate": 100, "burst": 1000},
+                   "messages_per_connection": {"rate": 1000, "burst": 1000},
+                   "messages_per_customer": {"rate": 1000, "burst": 1000},
+                   "agent_messages_per_connection": {"rate": 1000, "burst": 1000}},
         "agents": [
             {"id": "alice", "name": "Alice", "token": ALICE_TOKEN, "capacity": 2, "queues": ["vip_desk", "general"]},
             {"id": "bob", "name": "Bob", "token": BOB_TOKEN, "capacity": 1, "queues": ["general"]},
