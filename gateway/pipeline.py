@@ -123,7 +123,7 @@ class Pipeline:
                     self.dispatcher.restore_assignment(conversation.id, conversation.agent_id, conversation.channel)
                     self._assigned_at[conversation.id] = conversation.updated_at
                 elif conversation.state in (S.QUEUED, S.OFFERED) and conversation.queue:
-                    events = list(await self.store.events_after(conversation.id, 0))
+                    events = await self.store.events_after(conversation.id, 0)
                     if was_left_message(events):
                         self.presence.mark_left_message(conversation.id)
                     queue = await self._requeue(conversation, "recovered", _waiting_since(conversation, events))

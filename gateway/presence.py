@@ -16,7 +16,7 @@ conversation's lock.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Awaitable, Callable, Literal
+from typing import TYPE_CHECKING, Awaitable, Callable, Literal, Sequence
 
 from adapters.base import SessionPolicy
 
@@ -113,7 +113,7 @@ class CustomerPresence:
         return conversation_id in self._left_messages
 
 
-def was_left_message(events: list[Event]) -> bool:
+def was_left_message(events: Sequence[Event]) -> bool:
     """Whether a stored conversation became a left message (its ``queued`` event says so): how
     the mark survives a restart."""
     return any(e.kind is EventKind.QUEUED and e.data.get("left_message") for e in events)
