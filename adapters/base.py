@@ -32,6 +32,15 @@ class Receipt:
     created: bool   # False: the same client id was seen before; nothing new was stored
 
 
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """How long the gateway keeps a conversation of a channel with live sessions (web chat) whose
+    customer has no live session left. 0 = never."""
+
+    abandon_after: float     # seconds, while it waits for an agent (queued or offered)
+    idle_close_after: float  # seconds, while it is still with the bot
+
+
 class GatewayPort(Protocol):
     """What an adapter may ask of the gateway (implemented by ``gateway.pipeline.Pipeline``)."""
 
@@ -54,6 +63,16 @@ class GatewayPort(Protocol):
     async def customer_leaves(self, conversation_id: str) -> None: ...
 
     async def receive(self, inbound: Inbound) -> Receipt: ...
+
+    async def track_sessions(self, channel: str, policy: SessionPolicy) -> None:
+        """This channel has live customer sessions: from now on its open conversations count as
+        absent while no session is bound to them, and end by ``policy``. Call it from ``start``,
+        before any session joins: every open conversation of the channel starts absent (after a
+        restart nobody is connected). Channels without sessions (email, messaging apps) never
+        call it, so their conversations never end this way."""
+
+    async def customer_presence(self, conversation_id: str, connected: bool) -> None:
+        """The conversation's first live session joined (True) or its last one left (False)."""
 
     async def events_after(self, conversation_id: str, seq: int, limit: int | None = None) -> Sequence["Event"]: ...
 

@@ -25,7 +25,7 @@ from gateway.model import Author, Conversation, Event, EventKind
 from gateway.websocket import (CLOSE_RATE_LIMITED, FrameError, FrameRejected, FrameSender, frames, message_fields,
                                prepare)
 
-from .base import GatewayPort
+from .base import GatewayPort, SessionPolicy
 
 log = logging.getLogger("contactgate.webchat")
 
@@ -38,6 +38,11 @@ class Settings(BaseModel):
     path: str = Field(default="/webchat/ws", pattern=r"^/")
     # Seconds a new socket may take to say hello before it is closed.
     hello_timeout: float = Field(default=30.0, gt=0)
+    # Seconds a conversation waiting for an agent may have no customer socket before it is
+    # abandoned (closed, or a left message: the queue's `when_abandoned`); 0 = never.
+    abandon_after: float = Field(default=120.0, ge=0)
+    # Seconds a conversation still with the bot may have no customer socket before it is closed.
+    idle_close_after: float = Field(default=600.0, ge=0)
 
 
 def create(name: str, settings: Settings, gateway: GatewayPort) -> "WebChatAdapter":
@@ -96,6 +101,8 @@ class WebChatAdapter:
         return [web.get(self.settings.path, self.handle)]
 
     async def start(self) -> None:
+        await self.gateway.track_sessions(self.name, SessionPolicy(self.settings.abandon_after,
+                                                                   self.settings.idle_close_after))
         log.info("web chat listening", extra={"path": self.settings.path})
 
     async def stop(self) -> None:
@@ -133,12 +140,36 @@ class WebChatAdapter:
                         session.sender.send(frame_failure(exc).frame())
         finally:
             hello_timer.cancel()
-            if session.conversation_id is not None:
-                self._sessions.get(session.conversation_id, set()).discard(session)
-                if not self._sessions.get(session.conversation_id):
-                    self._sessions.pop(session.conversation_id, None)
             session.sender.stop()
+            await self._leave(session)
         return ws
+
+    # the gateway hears when a conversation's first socket joins and its last one leaves -------
+    async def _join(self, session: CustomerSession, conversation_id: str) -> None:
+        sessions = self._sessions.setdefault(conversation_id, set())
+        sessions.add(session)
+        if len(sessions) == 1:
+            await self._presence(conversation_id, True)
+
+    async def _leave(self, session: CustomerSession) -> None:
+        cid = session.conversation_id
+        sessions = self._sessions.get(cid) if cid is not None else None
+        if cid is None or sessions is None or session not in sessions:
+            return
+        sessions.discard(session)
+        if not sessions:
+            del self._sessions[cid]
+            with about(cid):
+                log.info("customer disconnected")
+            await self._presence(cid, False)
+
+    async def _presence(self, conversation_id: str, connected: bool) -> None:
+        try:
+            await self.gateway.customer_presence(conversation_id, connected)
+        except StoreError as exc:
+            # The wait goes on as before; its next state change sets the absence right again.
+            with about(conversation_id):
+                log.error("customer presence not recorded", extra={"connected": connected, "error": str(exc)})
 
     async def _on_frame(self, session: CustomerSession, frame: dict[str, Any]) -> None:
         kind = frame["type"]
@@ -202,7 +233,7 @@ class WebChatAdapter:
             log.info("customer connected", extra={"resumed": not is_new, "last_seq": cursor})
         session.sender.send({"type": "welcome", "token": token, "conversation_id": conversation.id})
         # Join the live fan-out first, then replay: the cursor drops whatever arrives twice.
-        self._sessions.setdefault(conversation.id, set()).add(session)
+        await self._join(session, conversation.id)
         await session.delivery.catch_up()
 
 

@@ -114,6 +114,9 @@ class GatewayConfig(Strict):
             overflow = queue_config.outside_hours.queue
             if overflow is not None and overflow not in queues:
                 problems.append((("queues", index, "outside_hours", "queue"), f"unknown queue {overflow!r}"))
+            left_messages = queue_config.when_abandoned.queue
+            if left_messages is not None and left_messages not in queues:
+                problems.append((("queues", index, "when_abandoned", "queue"), f"unknown queue {left_messages!r}"))
         for index, agent in enumerate(self.agents):
             for queue in agent.queues:
                 if queue not in queues:

@@ -155,7 +155,10 @@ class AgentHub:
         offer: dict[str, Any] = {
             "id": conversation.id, "channel": conversation.channel, "queue": offered.data.get("queue"),
             "customer": offered.data.get("customer"), "seq": offered.seq, "timeout": offered.data.get("timeout"),
-            "transcript": transcript}
+            "transcript": transcript,
+            # Is anyone there (null: a channel without live sessions)? Changes come as customer_presence.
+            "customer_connected": self.pipeline.customer_connected(conversation),
+            "left_message": bool(offered.data.get("left_message"))}
         if offered.data.get("transferred_from"):
             offer["transferred_from"] = offered.data["transferred_from"]
             offer["note"] = offered.data.get("note")

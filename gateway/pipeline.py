@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
 
-from adapters.base import Inbound, Receipt
+from adapters.base import Inbound, Receipt, SessionPolicy
 from routing import Contact, Offer, WaitingEntry, choose_queue, resolve_tier
 from routing.config import QueueConfig, Step
 from routing.hours import is_open, open_now
@@ -36,6 +36,7 @@ from .logs import about
 from .model import (
     KEEP, Author, Conversation, ConversationState as S, Customer, Event, EventKind, StateChange, utcnow,
 )
+from .presence import Absence, CustomerPresence, was_left_message
 from .scheduler import Scheduler
 from .selfservice import Answer, Handoff, SelfService
 from .store import NotFound, Store
@@ -73,6 +74,7 @@ class Pipeline:
         self.selfservice = selfservice
         self.clock = clock
         self.scheduler = Scheduler(clock)
+        self.presence = CustomerPresence(self.scheduler, self._customer_absent)
         self.dispatcher = Dispatcher(config.agents, config.queues, config.routing.default_queue)
         self.stats = ServiceLevels({q.name: q.service_level.window for q in config.queues})
         self._subscribers: list[Subscriber] = []
@@ -123,7 +125,10 @@ class Pipeline:
                     self.dispatcher.restore_assignment(conversation.id, conversation.agent_id, conversation.channel)
                     self._assigned_at[conversation.id] = conversation.updated_at
                 elif conversation.state in (S.QUEUED, S.OFFERED) and conversation.queue:
-                    queue = await self._requeue(conversation, "recovered", await self._waiting_since(conversation))
+                    events = await self.store.events_after(conversation.id, 0)
+                    if was_left_message(events):
+                        self.presence.mark_left_message(conversation.id)
+                    queue = await self._requeue(conversation, "recovered", _waiting_since(conversation, events))
                     if conversation.state is S.OFFERED:
                         # The offer died with the old process: the conversation waits again.
                         await self._append(conversation, Author.SYSTEM, EventKind.QUEUED,
@@ -191,17 +196,6 @@ class Pipeline:
             Route(why, (Step(queues=[queue]),), 0, tier_priority))
         return queue
 
-    async def _waiting_since(self, conversation: Conversation) -> datetime:
-        """When the conversation began its current wait: its customer keeps its place in line
-        across a restart, however much it typed meanwhile."""
-        since = conversation.updated_at
-        for event in reversed(await self.store.events_after(conversation.id, 0)):
-            if event.kind in (EventKind.ASSIGNED, EventKind.TRANSFERRED):
-                break
-            if event.kind is EventKind.QUEUED:
-                since = event.at
-        return since
-
     async def start(self) -> None:
         await self.scheduler.start()
 
@@ -241,6 +235,7 @@ class Pipeline:
         if latest is not None and (latest.state.is_open or latest.last_seq > seen_seq):
             return latest, False
         conversation = await self.store.create_conversation(customer.id, channel)
+        self.presence.changed(conversation)  # absent until its first session joins
         with about(conversation.id):
             log.info("conversation opened", extra={"customer_id": customer.id, "channel": channel})
             if self.config.selfservice.greeting:
@@ -378,6 +373,7 @@ class Pipeline:
             if outside.action == "leave_message" and outside.queue:
                 steps = (Step(queues=[outside.queue]),)
                 home = self.queue_config(outside.queue) or home
+                self.presence.mark_left_message(conversation.id)
         step = steps[0]
         tier_priority = home.priority.get(contact.tier or self.config.tiers.default, 0)
         preferred = (self.dispatcher.preferred_agent(customer.id, now, home.sticky_window)
@@ -388,6 +384,8 @@ class Pipeline:
         self.dispatcher.enqueue(entry, Route(decision.rule, steps, 0, tier_priority))
         data = self._queued_data(conversation.id, home.name, "handoff", now)
         data.update(tier=contact.tier, rule=decision.rule, queues=list(step.queues))
+        if self.presence.is_left_message(conversation.id):
+            data["left_message"] = True
         log.info("queued", extra={"queue": home.name, "tier": contact.tier, "rule": decision.rule,
                                   "position": data["position"]})
         conversation, _ = await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data,
@@ -504,6 +502,8 @@ class Pipeline:
         data: dict[str, Any] = {"agent_id": agent_id, "queue": queue, "customer": summary,
                                 "timeout": timeout, "waited": round((self.clock() - entry.enqueued_at).total_seconds(), 3)}
         data.update(self._transfer.get(conversation.id, {}))
+        if self.presence.is_left_message(conversation.id):
+            data["left_message"] = True
         conversation, _ = await self._append(conversation, Author.SYSTEM, EventKind.OFFERED, data=data,
                                              change=StateChange(S.OFFERED, agent_id=agent_id))
         if home is not None and home.auto_accept:
@@ -717,10 +717,7 @@ class Pipeline:
             self.scheduler.cancel(key)
         route = self.dispatcher.routes.get(cid)
         entry = self.dispatcher.forget(cid, now)
-        # As with answers: service level counts a customer's first wait, not a transfer's.
-        if (entry is not None and conversation.state in (S.QUEUED, S.OFFERED)
-                and route is not None and route.rule not in NOT_A_FIRST_WAIT):
-            self.stats.abandoned(entry.queue, (now - entry.enqueued_at).total_seconds(), now)
+        self._count_abandoned(conversation, entry, route, now)
         assigned_at = self._assigned_at.pop(cid, None)
         if assigned_at is not None and conversation.queue:
             self.stats.handled(conversation.queue, (now - assigned_at).total_seconds(), now)
@@ -733,6 +730,80 @@ class Pipeline:
                                             "state_before": conversation.state.value},
                                       change=StateChange(S.CLOSED))
         return event
+
+    def _count_abandoned(self, conversation: Conversation, entry: WaitingEntry | None, route: Route | None,
+                         now: datetime) -> None:
+        # As with answers: service level counts a customer's first wait, not a transfer's.
+        if (entry is not None and conversation.state in (S.QUEUED, S.OFFERED)
+                and route is not None and route.rule not in NOT_A_FIRST_WAIT):
+            self.stats.abandoned(entry.queue, (now - entry.enqueued_at).total_seconds(), now)
+
+    # customers who left without a word (gateway/presence.py keeps the books) --------------------------
+    async def track_sessions(self, channel: str, policy: SessionPolicy) -> None:
+        """A channel with live sessions starts: every open conversation of it is absent until a
+        session joins, so after a restart each waiting one gets ``abandon_after`` to be resumed."""
+        self.presence.track(channel, policy)
+        for conversation in await self.store.open_conversations():
+            if conversation.channel == channel:
+                self.presence.changed(self._open.get(conversation.id, conversation))
+
+    async def customer_presence(self, conversation_id: str, connected: bool) -> None:
+        with about(conversation_id):
+            async with self._lock(conversation_id):
+                # The books first: a failed read below must not leave a customer who left "here".
+                self.presence.set_connected(conversation_id, connected)
+                conversation = await self._conversation(conversation_id)
+                self.presence.changed(conversation)
+            # The agent holding the offer or the conversation sees whether anyone is there.
+            if conversation.state in (S.OFFERED, S.ASSIGNED) and conversation.agent_id:
+                self.notice(conversation.agent_id, {"type": "customer_presence", "conversation_id": conversation_id,
+                                                    "connected": connected})
+
+    def customer_connected(self, conversation: Conversation) -> bool | None:
+        """Whether the customer has a live session now; None on channels without sessions."""
+        return self.presence.connected(conversation)
+
+    async def _customer_absent(self, conversation_id: str, absence: Absence) -> None:
+        """The absence timer fired: close an idle bot chat; end an abandoned wait as its home
+        queue's ``when_abandoned`` says."""
+        with about(conversation_id):
+            async with self._lock(conversation_id):
+                conversation = await self._conversation(conversation_id)
+                if self.presence.absence(conversation) != absence:
+                    return  # the customer came back, or the conversation moved on meanwhile
+                if absence == "idle":
+                    await self._close(conversation, closed_by="system", disposition="idle")
+                else:
+                    await self._abandon(conversation)
+            await self.dispatch()
+
+    async def _abandon(self, conversation: Conversation) -> None:
+        cid = conversation.id
+        entry = self.dispatcher.waiting.get(cid)
+        home = self.queue_config(entry.queue if entry is not None else conversation.queue or "")
+        rule = home.when_abandoned if home is not None else None
+        if rule is None or rule.action == "close" or rule.queue not in self.dispatcher.queues:
+            await self._close(conversation, closed_by="system", disposition="abandoned")
+            return
+        now = self.clock()
+        for key in (("offer", cid), ("step", cid)):
+            self.scheduler.cancel(key)
+        offered_to = self.dispatcher.offer_of(cid)
+        route = self.dispatcher.routes.get(cid)
+        self._count_abandoned(conversation, self.dispatcher.forget(cid, now), route, now)
+        self.presence.mark_left_message(cid)
+        queue = await self._requeue(conversation, "left_message", now, queue=rule.queue)
+        log.info("abandoned: left message", extra={"queue": queue, "from": entry.queue if entry else None})
+        data = self._queued_data(cid, queue, "left_message", now)
+        data["left_message"] = True
+        if offered_to is not None:
+            data["withdrawn_from"] = offered_to
+        conversation, _ = await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data,
+                                             change=StateChange(S.QUEUED, queue=queue, agent_id=None))
+        if rule.text:
+            await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=rule.text,
+                               data={"left_message": True})
+        self._schedule_positions()
 
     # the one way events are written --------------------------------------------------------------
     async def _append(self, conversation: Conversation, author: Author, kind: EventKind, *,
@@ -754,6 +825,8 @@ class Pipeline:
             self._open[conversation.id] = conversation
         else:
             self._open.pop(conversation.id, None)
+        if change is not None:
+            self.presence.changed(conversation)
         await self._publish(conversation, event)
         return conversation, (event, True)
 
@@ -769,6 +842,18 @@ class Pipeline:
                 await subscriber(conversation, event)
             except Exception:  # one broken connection must not stop the others' delivery
                 log.exception("delivery failed", extra={"seq": event.seq})
+
+
+def _waiting_since(conversation: Conversation, events: Sequence[Event]) -> datetime:
+    """When the conversation began its current wait: its customer keeps its place in line
+    across a restart, however much it typed meanwhile."""
+    since = conversation.updated_at
+    for event in reversed(events):
+        if event.kind in (EventKind.ASSIGNED, EventKind.TRANSFERRED):
+            break
+        if event.kind is EventKind.QUEUED:
+            since = event.at
+    return since
 
 
 def _after(conversation: Conversation, event: Event, change: StateChange | None) -> Conversation:

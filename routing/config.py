@@ -224,6 +224,23 @@ class OutsideHours(Strict):
         return self
 
 
+class WhenAbandoned(Strict):
+    """What becomes of a conversation waiting here whose customer left: on a channel with live
+    sessions (web chat), no customer socket for the channel's ``abandon_after`` seconds."""
+
+    # close: closed as abandoned; leave_message: it waits in `queue` as a left message, answered
+    # later without the customer (who reads the answer if they come back), and says `text`.
+    action: Literal["close", "leave_message"] = "close"
+    queue: str | None = None
+    text: str = "You left before an agent was free. We kept your messages; an agent will answer here."
+
+    @model_validator(mode="after")
+    def _needs_queue(self) -> "WhenAbandoned":
+        if self.action == "leave_message" and not self.queue:
+            raise ValueError("action leave_message needs `queue`: where the left messages wait")
+        return self
+
+
 class ServiceLevel(Strict):
     """``percent`` of the conversations answered within ``answer_within`` seconds."""
 
@@ -272,6 +289,7 @@ class QueueConfig(Strict):
     max_wait: float | None = Field(default=None, gt=0)
     hours: str | None = None  # a name from `hours:`; none = always open
     outside_hours: OutsideHours = OutsideHours()
+    when_abandoned: WhenAbandoned = WhenAbandoned()
 
     _levels = field_validator("skills", mode="before")(lambda cls, v: _skill_levels(v))
 

@@ -508,3 +508,24 @@ def test_parse_config_resolves_against_base_dir(tmp_path: Path) -> None:
     config = parse_config(MINIMAL + "selfservice:\n  faq: faq.yaml\n", "t.yaml", env={}, base_dir=tmp_path)
     assert config.selfservice.faq == tmp_path / "faq.yaml"
     assert config.store.url == f"sqlite:///{tmp_path / 'data' / 'contactgate.db'}"
+
+
+def test_when_abandoned_names_an_existing_queue_and_needs_one_for_leave_message() -> None:
+    def queue_with(when_abandoned: str) -> str:
+        return cfg(f"""\
+            channels:
+              - type: webchat
+                abandon_after: 60
+            queues:
+              - name: general
+                when_abandoned: {when_abandoned}
+            routing:
+              default_queue: general
+            """)
+
+    assert error_of(queue_with("{action: leave_message, queue: messages}")) == \
+        "test.yaml:6: queues[0].when_abandoned.queue: unknown queue 'messages'"
+    assert error_of(queue_with("{action: leave_message}")) == \
+        "test.yaml:6: queues[0].when_abandoned: Value error, action leave_message needs `queue`: where the left messages wait"
+    assert error_of(queue_with("{action: close, queue: general}").replace("abandon_after: 60", "abandon_after: -1")) == \
+        "test.yaml:3: channels[0].abandon_after: Input should be greater than or equal to 0"

@@ -50,8 +50,10 @@ async def test_queued_conversation_survives_a_restart(tmp_path: Path, store_url:
         offer = await alice.expect("offer")
         assert offer["conversation"]["id"] == customer.conversation_id
         assert offer["conversation"]["customer"]["name"] == "Patient"
+        assert offer["conversation"]["customer_connected"] is False  # nobody has reconnected yet
         back = await Customer.connect(gateway, token=customer.token, last_seq=customer.last_seq)
         assert back.conversation_id == customer.conversation_id
+        await alice.expect("customer_presence", conversation_id=customer.conversation_id, connected=True)
         await alice.send(type="accept", conversation_id=customer.conversation_id)
         await alice.expect("assigned")
         await back.expect("assigned", agent={"name": "Alice"})

@@ -1,10 +1,11 @@
 """Property-based tests of the whole routing loop, in process, on a real SQLite store.
 
-Random sequences of arrivals, accepts, declines, offer timeouts, disconnects, transfers and
-closes, with a fake clock driving every timer. After each step the promises must hold:
-one offer at a time per conversation, no agent over capacity, every open conversation in
-exactly one place (and the store agreeing), and nobody left waiting while an eligible agent
-is free.
+Random sequences of arrivals, accepts, declines, offer timeouts, disconnects, transfers,
+closes and customers whose socket drops and comes back, with a fake clock driving every timer.
+After each step the promises must hold: one offer at a time per conversation, no agent over
+capacity, every open conversation in exactly one place (and the store agreeing), nobody left
+waiting while an eligible agent is free, and no conversation waiting for a customer who is gone
+without a timer that ends it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from adapters.base import SessionPolicy
 from gateway.config import parse_config
 from gateway.model import ConversationState as S
 from gateway.pipeline import ConversationError, Pipeline
@@ -29,7 +31,7 @@ tiers:
   default: standard
   rules: [{tier: vip, when: {email_domain: vip.example}}]
 queues:
-  - {name: vip_desk, priority: {vip: 10}, offer_timeout: 5}
+  - {name: vip_desk, priority: {vip: 10}, offer_timeout: 5, when_abandoned: {action: leave_message, queue: general}}
   - {name: general, priority: {vip: 10}, offer_timeout: 5, aging: {every: 10, boost: 1}}
   - {name: billing, skills: {billing: 2}, offer_timeout: 5}
 routing:
@@ -46,7 +48,7 @@ agents:
 AGENTS = ["a1", "a2", "a3"]
 
 ops = st.one_of(
-    st.tuples(st.just("arrive"), st.booleans()),
+    st.tuples(st.just("arrive"), st.booleans(), st.booleans()),  # (vip, the socket drops right after)
     st.tuples(st.just("accept"), st.sampled_from(AGENTS)),
     st.tuples(st.just("decline"), st.sampled_from(AGENTS)),
     st.tuples(st.just("tick"), st.sampled_from([1, 3, 6, 16, 25])),
@@ -56,7 +58,10 @@ ops = st.one_of(
     st.tuples(st.just("transfer"), st.sampled_from(AGENTS), st.sampled_from(["general", "billing", "a1", "a2", "a3"])),
     st.tuples(st.just("close"), st.sampled_from(AGENTS)),
     st.tuples(st.just("leave"), st.integers(0, 20)),
+    st.tuples(st.just("gone"), st.integers(0, 20)),   # the customer's last socket closed
+    st.tuples(st.just("back"), st.integers(0, 20)),   # ... and a socket joined again
 )
+POLICY = SessionPolicy(abandon_after=8, idle_close_after=30)
 
 
 class Clock:
@@ -74,6 +79,7 @@ async def run(sequence: list[tuple[Any, ...]]) -> None:
     pipeline = Pipeline(config, store, SelfService(config.selfservice, None), clock=clock)
     conversations: list[str] = []
     try:
+        await pipeline.track_sessions("webchat", POLICY)
         for agent in AGENTS:
             await pipeline.agent_connected(agent, "available")
         for step in sequence:
@@ -92,7 +98,10 @@ async def apply(pipeline: Pipeline, store: Any, clock: Clock, conversations: lis
                                                profile={"email": "x@vip.example" if step[1] else "x@plain.example"})
             conversation, _ = await pipeline.current_conversation(customer, "webchat")
             conversations.append(conversation.id)
+            await pipeline.customer_presence(conversation.id, True)
             await pipeline.customer_message(conversation.id, "an agent please", "m1")
+            if step[2]:
+                await pipeline.customer_presence(conversation.id, False)
         elif kind in ("accept", "decline"):
             offered = [cid for cid, aid in dispatcher.offers.items() if aid == step[1]]
             if offered:
@@ -123,6 +132,9 @@ async def apply(pipeline: Pipeline, store: Any, clock: Clock, conversations: lis
         elif kind == "leave":
             if conversations:
                 await pipeline.customer_leaves(conversations[step[1] % len(conversations)])
+        elif kind in ("gone", "back"):
+            if conversations:
+                await pipeline.customer_presence(conversations[step[1] % len(conversations)], kind == "back")
     except ConversationError as exc:
         # Refusals are fine (transfer to an unavailable agent, to oneself, ...): state must hold.
         assert exc.code in {"agent_unavailable", "unknown_agent", "no_offer", "not_assigned"}, exc
@@ -156,6 +168,10 @@ async def check(pipeline: Pipeline, store: Any, conversations: list[str], step: 
             assert cid not in where and cid not in dispatcher.waiting, (cid, step)
         events = await store.events_after(cid, 0)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        # Nobody waits forever for a customer who left: a timer ends it (a left message excepted).
+        gone = pipeline.customer_connected(conversation) is False
+        ends = (state is S.BOT or (state in (S.QUEUED, S.OFFERED) and not pipeline.presence.is_left_message(cid)))
+        assert pipeline.scheduler.pending(("absent", cid)) == (gone and ends), (cid, state, gone, step)
     # Liveness: nobody waits un-offered while an eligible agent has room.
     views = [agent.view(now) for agent in dispatcher.agents.values()]
     for cid, entry in dispatcher.waiting.items():

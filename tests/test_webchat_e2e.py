@@ -78,6 +78,7 @@ async def test_faq_handoff_queue_offer_chat_reconnect_close(gateway: GatewayProc
 
     # The customer drops; the agent writes twice; the customer resumes and gets exactly those.
     await customer.close()
+    await alice.expect("customer_presence", conversation_id=customer.conversation_id, connected=False)
     seen = customer.last_seq
     for n in (2, 3):
         await alice.send(type="message", conversation_id=customer.conversation_id, id=f"a{n}", text=f"update {n}")
@@ -86,6 +87,7 @@ async def test_faq_handoff_queue_offer_chat_reconnect_close(gateway: GatewayProc
     back.last_seq = seen
     welcome = await back.hello(token=customer.token, last_seq=seen)
     assert welcome["conversation_id"] == customer.conversation_id
+    await alice.expect("customer_presence", conversation_id=customer.conversation_id, connected=True)
     assert (await back.event("message", author="agent"))["text"] == "update 2"
     assert (await back.event("message", author="agent"))["text"] == "update 3"
     await back.expect_nothing()
