@@ -22,6 +22,7 @@ from gateway.errors import frame_failure
 from gateway.limits import RateLimited, TokenBucket
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind
+from gateway.store import StoreError
 from gateway.websocket import (CLOSE_RATE_LIMITED, FrameError, FrameRejected, FrameSender, frames, message_fields,
                                prepare)
 
