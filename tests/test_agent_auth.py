@@ -57,6 +57,18 @@ async def agents(gateway: GatewayProcess) -> dict[str, dict[str, Any]]:
             return {row["id"]: row for row in (await response.json())["agents"]}
 
 
+async def store_down(gateway: GatewayProcess) -> None:
+    """Wait (bounded) until the gateway itself finds the store unreachable: its killed sessions
+    are noticed as lost, so the next query fails as "unavailable"."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        for _ in range(100):
+            async with session.get(gateway.http + "/readyz") as response:
+                if response.status == 503:
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError("the gateway still finds its store")
+
+
 async def assigned_to(customer: Customer, agent: Agent, client_id: str) -> str:
     """The customer asks for a human; the agent accepts the offer. Returns the conversation id."""
     await customer.say("I want to talk to an agent", client_id)
@@ -154,6 +166,7 @@ async def test_storage_failure_during_resume_leaves_the_desk_as_it_was(
         await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
         await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                             "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+        await store_down(gateway)
         failed = await Agent.connect(gateway, ALICE_TOKEN, resume={cid: 1})
         await failed.expect("ready", FRAME)  # the replay starts, then cannot read the store
         error = await failed.expect("error", FRAME, code="unavailable")
