@@ -27,11 +27,11 @@ from .agent_auth import AuthRequest, auth_request
 from .pipeline import ConversationError, Pipeline
 from .store import NotFound, StoreError
 from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError, FrameRejected,
-                        FrameSender, frames, message_fields, prepare)
+                        FrameSender, frames, message_fields, prepare, typing_active)
 
 log = logging.getLogger("contactgate.hub")
 
-AGENT_FRAMES = ("accept", "decline", "message", "transfer", "close")
+AGENT_FRAMES = ("accept", "decline", "message", "typing", "transfer", "close")
 
 
 class AgentConnection:
@@ -105,6 +105,8 @@ class AgentHub:
                 self.connections.pop(agent_id, None)
                 self.joining.pop(agent_id, None)
                 asyncio.ensure_future(connection.sender.close(CLOSE_UNAUTHORIZED, frame["reason"]))
+            elif frame["type"] == "typing":
+                connection.sender.send_if_idle(frame)  # a hint: a busy desk skips it
             else:
                 connection.sender.send(frame)
 
@@ -347,6 +349,8 @@ class AgentHub:
                 raise ConversationError("bad_transfer", '"to_agent", "to_queue" and "note" must be strings')
             await self.pipeline.transfer(connection.agent_id, conversation_id, to_agent=to_agent,
                                          to_queue=to_queue, note=note)
+        elif kind == "typing":
+            await self.pipeline.agent_typing(connection.agent_id, conversation_id, typing_active(frame))
         elif kind == "message":
             client_id, text = message_fields(frame)
             key = (conversation_id, client_id)
