@@ -62,6 +62,9 @@ class GatewayPort(Protocol):
 
     async def customer_leaves(self, conversation_id: str) -> None: ...
 
+    async def customer_typing(self, conversation_id: str, active: bool) -> None:
+        """The customer is typing (or stopped); its agent hears it. Never stored."""
+
     async def receive(self, inbound: Inbound) -> Receipt: ...
 
     async def track_sessions(self, channel: str, policy: SessionPolicy) -> None:
@@ -93,5 +96,5 @@ class Adapter(Protocol):
         """Deliver a conversation event to the customer, if this channel shows that kind."""
 
     async def notify(self, conversation_id: str, status: dict[str, Any]) -> None:
-        """Transient news for a waiting customer (position, estimated wait); not stored, not
-        sequenced. A channel without a live session may ignore it."""
+        """Transient news for a customer (position and estimated wait while waiting, the agent
+        typing); not stored, not sequenced. A channel without a live session may ignore it."""

@@ -24,7 +24,7 @@ from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind
 from gateway.store import StoreError
 from gateway.websocket import (CLOSE_RATE_LIMITED, FrameError, FrameRejected, FrameSender, frames, message_fields,
-                               prepare)
+                               prepare, typing_active)
 
 from .base import GatewayPort, SessionPolicy
 
@@ -113,7 +113,10 @@ class WebChatAdapter:
 
     async def notify(self, conversation_id: str, status: dict[str, Any]) -> None:
         for session in list(self._sessions.get(conversation_id, ())):
-            session.sender.send(status)
+            if status["type"] == "typing":
+                session.sender.send_if_idle(status)  # a hint: a busy client skips it
+            else:
+                session.sender.send(status)
 
     async def send(self, conversation: Conversation, event: Event) -> None:
         for session in list(self._sessions.get(conversation.id, ())):
@@ -195,10 +198,12 @@ class WebChatAdapter:
                 # (A new message was acknowledged by the fan-out, in seq order.)
                 session.pending.discard(client_id)
                 session.sender.send({"type": "ack", "id": client_id, "seq": receipt.event.seq})
+        elif kind == "typing":
+            await self.gateway.customer_typing(session.conversation_id, typing_active(frame))
         elif kind == "close":
             await self.gateway.customer_leaves(session.conversation_id)
         else:
-            raise FrameRejected("unknown_type", f"unknown frame type {kind!r}; expected hello, message or close")
+            raise FrameRejected("unknown_type", f"unknown frame type {kind!r}; expected hello, message, typing or close")
 
     async def _hello(self, session: CustomerSession, frame: dict[str, Any]) -> None:
         token, last_seq = frame.get("token"), frame.get("last_seq", 0)

@@ -214,6 +214,18 @@ class Dispatcher:
             self.last_agent[entry.customer_id] = (agent_id, entry.enqueued_at)
         return entry
 
+    def assignee(self, conversation_id: str) -> str | None:
+        """The agent the conversation is assigned to, if any."""
+        for agent in self.agents.values():
+            if conversation_id in agent.assigned:
+                return agent.id
+        return None
+
+    def assigned_channel(self, agent_id: str, conversation_id: str) -> str | None:
+        """The channel of the conversation if it is assigned to this agent, else None."""
+        agent = self.agents.get(agent_id)
+        return agent.assigned.get(conversation_id) if agent is not None else None
+
     def restore_assignment(self, conversation_id: str, agent_id: str, channel: str) -> None:
         if agent_id in self.agents:
             self.agents[agent_id].assigned[conversation_id] = channel

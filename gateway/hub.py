@@ -3,6 +3,11 @@
 An agent authenticates, receives offers, accepts them and then exchanges messages with the
 customer until it closes the conversation. Each conversation's events reach the agent in seq
 order exactly once, across reconnects (``resume``). The contract is in docs/protocol.md.
+
+An ``auth`` is one unit: either the new connection is fully in place (then the agent's previous
+one is closed with 4409) or the desk is exactly as it was. While it replays, the new connection
+is *joining*: it gets live events too, so nothing falls between its replay and the live fan-out,
+but it replaces nobody and the dispatcher does not know of it until the replay has succeeded.
 """
 
 from __future__ import annotations
@@ -20,15 +25,15 @@ from .errors import frame_failure
 from .limits import RateLimited, seconds
 from .logs import about
 from .model import Author, Conversation, Event, EventKind
+from .agent_auth import AuthRequest, auth_request
 from .pipeline import ConversationError, Pipeline
-from .store import StoreUnavailable
-from .store.text import bad_identifier
+from .store import NotFound, StoreUnavailable
 from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError,
-                        FrameSender, frames, message_fields, prepare)
+                        FrameRejected, FrameSender, frames, message_fields, prepare, typing_active)
 
 log = logging.getLogger("contactgate.hub")
 
-AGENT_FRAMES = ("accept", "decline", "message", "transfer", "close")
+AGENT_FRAMES = ("accept", "decline", "message", "typing", "transfer", "close")
 
 
 class AgentConnection:
@@ -84,6 +89,8 @@ class AgentHub:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.connections: dict[str, AgentConnection] = {}
+        # Connections whose auth is still replaying (at most one per agent: the newest).
+        self.joining: dict[str, AgentConnection] = {}
         pipeline.subscribe(self.on_event)
         pipeline.subscribe_agent_notices(self.tell)
 
@@ -91,21 +98,26 @@ class AgentHub:
     def config(self) -> GatewayConfig:
         return self.pipeline.config  # follows hot reloads: new agents and tokens apply at once
 
+    def desks(self, agent_id: str) -> list[AgentConnection]:
+        """The agent's connection and the one joining, if any: both get what the agent is sent."""
+        return [c for c in (self.connections.get(agent_id), self.joining.get(agent_id)) if c is not None]
+
     def tell(self, agent_id: str, frame: dict[str, Any]) -> None:
-        connection = self.connections.get(agent_id)
-        if connection is None:
-            return
-        if frame["type"] == "removed":
-            del self.connections[agent_id]
-            asyncio.ensure_future(connection.sender.close(CLOSE_UNAUTHORIZED, frame["reason"]))
-            return
-        connection.sender.send(frame)
+        for connection in self.desks(agent_id):
+            if frame["type"] == "removed":
+                self.connections.pop(agent_id, None)
+                self.joining.pop(agent_id, None)
+                asyncio.ensure_future(connection.sender.close(CLOSE_UNAUTHORIZED, frame["reason"]))
+            elif frame["type"] == "typing":
+                connection.sender.send_if_idle(frame)  # a hint: a busy desk skips it
+            else:
+                connection.sender.send(frame)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/agent/ws", self.handle)]
 
     async def stop(self) -> None:
-        for connection in list(self.connections.values()):
+        for connection in [*self.connections.values(), *self.joining.values()]:
             await connection.sender.close(WSCloseCode.GOING_AWAY, "server shutdown")
 
     def authenticate(self, token: Any) -> str | None:
@@ -123,31 +135,26 @@ class AgentHub:
     # fan-out from the pipeline ---------------------------------------------------------------
     async def on_event(self, conversation: Conversation, event: Event) -> None:
         if event.kind is EventKind.OFFERED:
-            connection = self.connections.get(event.data.get("agent_id", ""))
-            if connection is not None:
+            for connection in self.desks(event.data.get("agent_id", "")):
                 await self._offer(connection, conversation, event)
             return
         if event.kind is EventKind.TRANSFERRED:
-            connection = self.connections.get(event.data.get("from_agent", ""))
-            if connection is not None and (delivery := connection.deliveries.get(conversation.id)) is not None:
-                await delivery.deliver(event)
+            for connection in self.desks(event.data.get("from_agent", "")):
+                if (delivery := connection.deliveries.get(conversation.id)) is not None:
+                    await delivery.deliver(event)
             return
         withdrawn_from = event.data.get("withdrawn_from") if event.kind is EventKind.QUEUED else None
         if withdrawn_from:
-            connection = self.connections.get(withdrawn_from)
-            if connection is not None:
+            for connection in self.desks(withdrawn_from):
                 connection.deliveries.pop(conversation.id, None)
                 connection.sender.send({"type": "offer_withdrawn", "conversation_id": conversation.id,
                                         "reason": event.data.get("reason")})
             return
         if conversation.agent_id is None:
             return
-        connection = self.connections.get(conversation.agent_id)
-        if connection is None:
-            return
-        delivery = connection.deliveries.get(conversation.id)
-        if delivery is not None:
-            await delivery.deliver(event)
+        for connection in self.desks(conversation.agent_id):
+            if (delivery := connection.deliveries.get(conversation.id)) is not None:
+                await delivery.deliver(event)
 
     async def _offer(self, connection: AgentConnection, conversation: Conversation, offered: Event) -> None:
         transcript = [event_frame(e) for e in await self.pipeline.events_after(conversation.id, 0, offered.seq)
@@ -182,16 +189,8 @@ class AgentHub:
                     sender.send(frame.frame())
                     continue
                 if connection is None:
-                    try:
-                        connection = await self._auth(sender, frame, address)
-                    except Exception as exc:
-                        # Half-authenticated: tell the agent why, then close so that it reconnects.
-                        sender.send(frame_failure(exc).frame())
-                        self._forget(sender)
-                        await sender.close(*((WSCloseCode.TRY_AGAIN_LATER, "storage unavailable; reconnect later")
-                                             if isinstance(exc, StoreUnavailable) else
-                                             (WSCloseCode.INTERNAL_ERROR, "auth failed; reconnect")))
-                        break
+                    auth_timer.cancel()  # the auth came in time, however long its replay takes
+                    connection = await self._auth(sender, frame, address)
                     if connection is None:
                         break
                     continue
@@ -212,13 +211,10 @@ class AgentHub:
                 await self.pipeline.agent_disconnected(connection.agent_id)
         return ws
 
-    def _forget(self, sender: FrameSender) -> None:
-        """Drop the registration an auth that failed half-way left behind for this socket."""
-        for agent_id, connection in list(self.connections.items()):
-            if connection.sender is sender:
-                del self.connections[agent_id]
-
     async def _auth(self, sender: FrameSender, frame: dict[str, Any], address: str) -> AgentConnection | None:
+        """Authenticate and put the new connection in place, or leave the desk as it was. Returns
+        the connection once it is the agent's (registered, previous one closed, dispatcher told),
+        None when the auth failed (the socket is then closed)."""
         if frame["type"] != "auth":
             await sender.close(CLOSE_UNAUTHORIZED, "auth required")
             return None
@@ -230,46 +226,91 @@ class AgentHub:
             await sender.close(CLOSE_RATE_LIMITED, "too many failed authentications; retry later")
             return None
         agent_id = self.authenticate(frame.get("token"))
-        resume = frame.get("resume") or {}
-        status = frame.get("status", "available")
         if agent_id is None:
             await limits.auth_failed("agent", address)  # logs the address, answers late
             await sender.close(CLOSE_UNAUTHORIZED, "invalid token")
             return None
         limits.auth_succeeded("agent", address)
-        if not isinstance(resume, dict) or not all(isinstance(v, int) and v >= 0 for v in resume.values()) \
-                or any(bad_identifier(k) for k in resume) or status not in ("available", "away"):
-            sender.send(FrameError("bad_auth", '"resume" must map conversation ids to last seen seqs; "status" is available or away').frame())
+        try:
+            request = auth_request(frame)
+        except FrameRejected as exc:
+            sender.send(exc.error.frame())
             await sender.close(CLOSE_UNAUTHORIZED, "bad auth frame")
             return None
-        previous = self.connections.get(agent_id)
         connection = AgentConnection(agent_id, sender, self.pipeline)
-        self.connections[agent_id] = connection
-        if previous is not None:
-            await previous.sender.close(CLOSE_REPLACED, "replaced by a newer connection")
-        agent = self.pipeline.dispatcher.agents[agent_id]
         with about(agent=agent_id):
-            log.info("agent connected", extra={"resumed": sorted(resume)})
-        sender.send({"type": "ready", "agent": {"id": agent_id, "name": agent.name},
-                     "conversations": sorted(agent.assigned)})
+            try:
+                await self._join(connection, request)
+            except Exception as exc:
+                self._leave(connection)
+                await self._refuse(sender, exc)
+                return None
+            except BaseException:
+                self._leave(connection)
+                raise
+            if self.joining.get(agent_id) is not connection or agent_id not in self.pipeline.dispatcher.agents:
+                # A newer auth of the same agent took over meanwhile, or a reload removed it
+                # (its socket is closed already then): this one changes nothing.
+                await sender.close(CLOSE_REPLACED, "replaced by a newer connection")
+                return None
+            # The unit's commit: from here on the new connection is the agent's.
+            del self.joining[agent_id]
+            previous = self.connections.get(agent_id)
+            self.connections[agent_id] = connection
+            log.info("agent connected", extra={"resumed": sorted(request.resume)})
+            if previous is not None:
+                await previous.sender.close(CLOSE_REPLACED, "replaced by a newer connection")
+            try:
+                await self.pipeline.agent_connected(agent_id, request.status)
+            except Exception as exc:
+                # The agent is connected with its status (that changes before any I/O); what
+                # failed is the desk moving on (withdrawing offers, new offers), which the
+                # next dispatch does again.
+                log.error("routing after agent connect failed", extra={"error": str(exc)})
+        return connection
+
+    async def _join(self, connection: AgentConnection, request: AuthRequest) -> None:
+        """Send ``ready`` and replay what the agent missed, on the new connection only."""
+        agent_id = connection.agent_id
+        agent = self.pipeline.dispatcher.agents[agent_id]
+        # No await between joining and ready: live events come after ready, never before it.
+        self.joining[agent_id] = connection
+        connection.sender.send({"type": "ready", "agent": {"id": agent_id, "name": agent.name},
+                                "conversations": sorted(agent.assigned)})
         for conversation_id in sorted(agent.assigned):
-            await connection.follow(conversation_id, resume.get(conversation_id, 0)).catch_up()
-        for conversation_id, seen in resume.items():
+            await connection.follow(conversation_id, request.resume.get(conversation_id, 0)).catch_up()
+        for conversation_id, seen in request.resume.items():
             if conversation_id not in agent.assigned:
                 await self._finish_replay(connection, conversation_id, seen)
         # Offers still open on a replaced connection are shown again; new ones follow.
         for conversation_id in self.pipeline.dispatcher.offers_for(agent_id):
-            await self._reoffer(connection, conversation_id)
-        await self.pipeline.agent_connected(agent_id, status)
-        return connection
+            if conversation_id not in connection.deliveries:  # not shown live while joining
+                await self._reoffer(connection, conversation_id)
+
+    def _leave(self, connection: AgentConnection) -> None:
+        if self.joining.get(connection.agent_id) is connection:
+            del self.joining[connection.agent_id]
+
+    @staticmethod
+    async def _refuse(sender: FrameSender, exc: Exception) -> None:
+        """A replay that failed: the new socket is told and closed; nothing else changed."""
+        if isinstance(exc, StoreUnavailable):
+            log.error("agent resume failed: store unavailable", extra={"error": str(exc)})
+            sender.send(FrameError("unavailable", "storage is unavailable; nothing changed, "
+                                   "reconnect and resume in a moment").frame())
+            await sender.close(WSCloseCode.TRY_AGAIN_LATER, "storage unavailable; reconnect and resume")
+        else:
+            sender.send(frame_failure(exc).frame())  # logs it (the traceback, for a bug)
+            await sender.close(WSCloseCode.INTERNAL_ERROR, "internal error; reconnect and resume")
 
     async def _finish_replay(self, connection: AgentConnection, conversation_id: str, seen: int) -> None:
         """A conversation the agent had, which ended (closed or transferred) while it was away:
-        replay what it missed up to that end. Only for conversations that really were its own."""
+        replay what it missed up to that end. Only for conversations that really were its own.
+        Storage errors other than an unknown conversation fail the auth."""
         try:
             events = await self.pipeline.events_after(conversation_id, seen)
-        except Exception:
-            return
+        except NotFound:
+            return  # an id that never was a conversation: nothing to replay
         was_mine = False
         for event in events:
             ends = (event.kind is EventKind.CLOSED
@@ -317,6 +358,8 @@ class AgentHub:
                 raise ConversationError("bad_transfer", '"to_agent", "to_queue" and "note" must be strings')
             await self.pipeline.transfer(connection.agent_id, conversation_id, to_agent=to_agent,
                                          to_queue=to_queue, note=note)
+        elif kind == "typing":
+            await self.pipeline.agent_typing(connection.agent_id, conversation_id, typing_active(frame))
         elif kind == "message":
             client_id, text = message_fields(frame)
             self.pipeline.limits.agent_message(connection.bucket, conversation_id, client_id)

@@ -622,6 +622,28 @@ class Pipeline:
             await self.dispatch()
             return event
 
+    # typing: transient, never stored -----------------------------------------------------------------
+    async def customer_typing(self, conversation_id: str, active: bool) -> None:
+        """The customer is typing (or stopped): the agent the conversation is assigned to hears
+        it. No store, no lock, no seq: a hint the next one supersedes, read from memory."""
+        agent_id = self.dispatcher.assignee(conversation_id)
+        if agent_id is not None:
+            self.notice(agent_id, {"type": "typing", "conversation_id": conversation_id,
+                                   "author": "customer", "active": active})
+
+    async def agent_typing(self, agent_id: str, conversation_id: str, active: bool) -> None:
+        """The agent is typing (or stopped) in a conversation assigned to it: the customer's
+        live sessions hear it. Raises ConversationError("not_assigned") otherwise."""
+        channel = self.dispatcher.assigned_channel(agent_id, conversation_id)
+        if channel is None:
+            raise ConversationError("not_assigned", f"conversation {conversation_id!r} is not assigned to you")
+        frame = {"type": "typing", "author": "agent", "active": active}
+        for subscriber in self._status_subscribers:
+            try:
+                await subscriber(conversation_id, channel, frame)
+            except Exception:
+                log.exception("status delivery failed", extra={"conversation_id": conversation_id})
+
     # presence ------------------------------------------------------------------------------------
     async def set_presence(self, agent_id: str, status: Presence) -> None:
         with about(agent=agent_id):
@@ -634,6 +656,8 @@ class Pipeline:
             await self.dispatch()
 
     async def agent_connected(self, agent_id: str, status: Presence) -> None:
+        """The agent's connection is in place. Connected and status change before any await, so
+        a storage failure afterwards (withdrawing offers, dispatching) leaves it connected."""
         self.scheduler.cancel(("grace", agent_id))
         self.dispatcher.set_connected(agent_id, True)
         await self.set_presence(agent_id, status)

@@ -75,6 +75,14 @@ def close_limit(max_frame_bytes: int) -> int:
     return max_frame_bytes * 4
 
 
+def typing_active(frame: dict[str, Any]) -> bool:
+    """Whether a ``typing`` frame from a customer or an agent says typing (the default) or stopped."""
+    active = frame.get("active", True)
+    if not isinstance(active, bool):
+        raise FrameRejected("bad_typing", '"active" must be true or false (or left out: true)')
+    return active
+
+
 async def prepare(request: web.Request, max_frame_bytes: int) -> web.WebSocketResponse:
     # aiohttp itself closes with 1009 on a frame of max_msg_size bytes or more (its reader
     # compares with >=), so one byte more lets a frame of exactly 4x the limit through, to get
@@ -157,6 +165,15 @@ class FrameSender:
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame without waiting (the live fan-out must never wait on one client)."""
         self._enqueue(orjson.dumps(frame))
+
+    def send_if_idle(self, frame: dict[str, Any]) -> None:
+        """Send a frame that the next of its kind supersedes (typing) only when nothing waits
+        ahead of it and the socket's buffer is empty; else drop it. A flood of them then costs a
+        busy client nothing, and never delays the frames that matter."""
+        busy = (self._writing or not self._queue.empty()
+                or (self._transport is not None and self._transport.get_write_buffer_size()))  # type: ignore[attr-defined]
+        if not busy:
+            self._enqueue(orjson.dumps(frame))
 
     def _enqueue(self, data: bytes | None) -> None:
         if self.ws.closed or self._overflowed:
