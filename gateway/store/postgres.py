@@ -20,7 +20,7 @@ from asyncpg import exceptions as pgexc
 from ..model import (
     Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
-from .base import NotFound, StoreError, StoreUnavailable
+from .base import ConversationKey, NotFound, StoreError, StoreUnavailable
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_postgres
 
@@ -329,6 +329,32 @@ class PostgresStore:
                 raise NotFound(f"conversation {conversation_id!r} not found")
         return [_event(r) for r in rows]
 
+
+    async def list_conversations(
+        self, *, state: ConversationState | None = None, queue: str | None = None,
+        customer_id: str | None = None, channel: str | None = None, limit: int = 50,
+        before: ConversationKey | None = None,
+    ) -> Sequence[Conversation]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("state", None if state is None else ConversationState(state).value),
+                              ("queue", queue), ("customer_id", customer_id), ("channel", channel)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{column} = ${len(params)}")
+        if before is not None:
+            # A row comparison, so the (created_at, id) index is walked from the key on.
+            params.extend((before.created_at, before.id))
+            where.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
+        sql = f"SELECT {_CONVERSATION_COLS} FROM conversations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        params.append(limit)
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql + f" ORDER BY created_at DESC, id DESC LIMIT ${len(params)}", *params)
+        return [_conversation(r) for r in rows]
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """Pool release without asyncpg's default RESET ALL / UNLISTEN / CLOSE ALL round trip: this
