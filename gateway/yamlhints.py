@@ -27,6 +27,9 @@ def hint(text: str, exc: yaml.YAMLError) -> str | None:
     lines = text.splitlines()
     if "'\\t'" in problem:
         return "a tab character: YAML indents with spaces only; replace the tab with spaces"
+    if problem.startswith("expected ',' or ']'") or problem.startswith("expected ',' or '}'"):
+        opened = f" opened on line {context_mark.line + 1}" if context_mark is not None else ""
+        return f"the [ ] or {{ }} list{opened} is not closed before the next key or the end of the file"
     if mark.line >= len(lines):  # end of the file
         if context_mark is not None and "quoted scalar" in (getattr(exc, "context", None) or ""):
             return f"the quote opened on line {context_mark.line + 1} is never closed"
@@ -50,9 +53,6 @@ def hint(text: str, exc: yaml.YAMLError) -> str | None:
                 return (f"this line is indented more than line {number + 1} above it, which already has a "
                         f"value: indent it by {_indent(before)} spaces, like its sibling keys")
         return "a key in the middle of a value: check the indentation and any ': ' in an unquoted value"
-    if problem.startswith("expected ',' or ']'") or problem.startswith("expected ',' or '}'"):
-        opened = f" opened on line {context_mark.line + 1}" if context_mark is not None else ""
-        return f"the [ ] or {{ }} list{opened} is not closed before the next key"
     if problem.startswith("expected <block end>") or problem.startswith("did not find expected"):
         indent = _indent(line)
         above = ", ".join(str(a) for a in sorted({_indent(lines[i]) for i in range(mark.line) if _meaningful(lines[i])}))
