@@ -108,3 +108,11 @@ class ConversationKey:
     @classmethod
     def of(cls, conversation: Conversation) -> "ConversationKey":
         return cls(conversation.created_at, conversation.id)
+
+
+def conversation_filters(state: ConversationState | None, queue: str | None, customer_id: str | None,
+                         channel: str | None) -> list[tuple[str, Any]]:
+    """(column, value) of each listing filter given, for both engines' WHERE clauses."""
+    given = (("state", None if state is None else ConversationState(state).value), ("queue", queue),
+             ("customer_id", customer_id), ("channel", channel))
+    return [(column, value) for column, value in given if value is not None]

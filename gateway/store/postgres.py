@@ -20,7 +20,7 @@ from asyncpg import exceptions as pgexc
 from ..model import (
     Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
-from .base import ConversationKey, NotFound, StoreError, StoreUnavailable
+from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_postgres
 
@@ -337,13 +337,9 @@ class PostgresStore:
     ) -> Sequence[Conversation]:
         if limit < 0:
             raise ValueError("limit must be >= 0")
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (("state", None if state is None else ConversationState(state).value),
-                              ("queue", queue), ("customer_id", customer_id), ("channel", channel)):
-            if value is not None:
-                params.append(value)
-                where.append(f"{column} = ${len(params)}")
+        filters = conversation_filters(state, queue, customer_id, channel)
+        where = [f"{column} = ${number}" for number, (column, _) in enumerate(filters, start=1)]
+        params: list[Any] = [value for _, value in filters]
         if before is not None:
             # A row comparison, so the (created_at, id) index is walked from the key on.
             params.extend((before.created_at, before.id))

@@ -21,7 +21,7 @@ import aiosqlite
 from ..model import (
     Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
-from .base import ConversationKey, NotFound, StoreError, StoreUnavailable
+from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_sqlite
 
@@ -328,13 +328,9 @@ class SQLiteStore:
     ) -> Sequence[Conversation]:
         if limit < 0:
             raise ValueError("limit must be >= 0")
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (("state", None if state is None else ConversationState(state).value),
-                              ("queue", queue), ("customer_id", customer_id), ("channel", channel)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        filters = conversation_filters(state, queue, customer_id, channel)
+        where = [f"{column} = ?" for column, _ in filters]
+        params: list[Any] = [value for _, value in filters]
         if before is not None:
             # A row value, so the (created_at, id) index is walked from the key on.
             where.append("(created_at, id) < (?, ?)")
