@@ -4,6 +4,8 @@
   (how a CRM pushes its VIP list); ``GET`` reads it back.
 - ``GET /api/queues``: service levels and live figures per queue; ``GET /api/agents``.
 - ``POST /api/config/reload``: validate config.yaml and swap it in, or say why not.
+- ``GET /api/conversations`` (filtered, newest first, paged) and ``GET /api/conversations/{id}``
+  with its events: what agents and supervisors read back (``gateway.transcripts``).
 - ``GET /metrics``: the same figures in Prometheus text format (no token: scrape it from inside).
 
 Every failure is a JSON answer ``{"error": code, "message": text}``: storage that cannot be
@@ -31,6 +33,8 @@ from .reload import ConfigReloader
 from .reports import GatewayCollector, LimitsCollector, agent_report, queue_report
 from .store import NotFound, StoreError, StoreUnavailable
 from .store.text import bad_identifier, dumps
+from .transcripts import (BadQuery, conversation_json, encode_cursor, event_json, parse_conversation_query,
+                          parse_event_query)
 
 log = logging.getLogger("contactgate.api")
 
@@ -80,6 +84,8 @@ class AdminApi:
             web.get("/api/queues", self._admin(self.queues)),
             web.get("/api/agents", self._admin(self.agents)),
             web.post("/api/config/reload", self._admin(self.reload)),
+            web.get("/api/conversations", self._admin(self.conversations)),
+            web.get("/api/conversations/{conversation_id}", self._admin(self.conversation)),
             web.get("/metrics", self.metrics),
         ]
 
@@ -180,3 +186,35 @@ class AdminApi:
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def conversations(self, request: web.Request) -> web.Response:
+        try:
+            query = parse_conversation_query(request.query)
+        except BadQuery as exc:
+            return error(400, exc.code, str(exc))
+        # One more than asked: whether a next page exists, without a count query.
+        found = await self.pipeline.store.list_conversations(
+            state=query.state, queue=query.queue, customer_id=query.customer_id, channel=query.channel,
+            limit=query.limit + 1, before=query.before)
+        page = list(found[:query.limit])
+        more = len(found) > query.limit
+        return web.json_response({"conversations": [conversation_json(c) for c in page],
+                                  "next": encode_cursor(page[-1]) if more else None})
+
+    async def conversation(self, request: web.Request) -> web.Response:
+        conversation_id = request.match_info["conversation_id"]
+        try:
+            query = parse_event_query(request.query)
+        except BadQuery as exc:
+            return error(400, exc.code, str(exc))
+        store = self.pipeline.store
+        try:
+            conversation = await store.get_conversation(conversation_id)
+            events = list(await store.events_after(conversation_id, query.after, query.limit + 1))
+        except NotFound:
+            return error(404, "unknown_conversation", f"no conversation {conversation_id!r}")
+        more = len(events) > query.limit
+        events = events[:query.limit]
+        return web.json_response({"conversation": conversation_json(conversation),
+                                  "events": [event_json(e) for e in events],
+                                  "next_after": events[-1].seq if more else None})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .config import ConfigError, GatewayConfig
+from .config import ConfigError, GatewayConfig, file_warnings
 from .selfservice import SelfService, load_gateway_config
 from .logs import setup_logging
 from .store import StoreError
@@ -56,8 +56,12 @@ def check_config(path: Path) -> int:
         print(f"{path}: invalid config", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
+    warnings = file_warnings(path, config)
     print(f"{path}: ok — {len(config.channels)} channel(s), {len(config.queues)} queue(s), "
-          f"{len(config.routing.rules)} routing rule(s), {len(config.agents)} agent(s)")
+          f"{len(config.routing.rules)} routing rule(s), {len(config.agents)} agent(s)"
+          + (f"; {len(warnings)} warning(s):" if warnings else ""))
+    for warning in warnings:
+        print(f"warning: {path}:{warning}")
     return 0
 
 
@@ -109,6 +113,8 @@ def run_serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
     setup_logging(config.server.log_level, config.server.log_format)
+    for warning in file_warnings(args.config, config):
+        log.warning("config warning", extra={"warning": f"{args.config}:{warning}"})
     loop_factory = _loop_factory(config.server.event_loop)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(_serve(config, selfservice, Path(args.config).resolve(), overrides))

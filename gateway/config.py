@@ -256,3 +256,49 @@ def _resolve_paths(config: GatewayConfig, base_dir: Path) -> GatewayConfig:
     elif url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite://:memory:":
         updates["store"] = StoreConfig(url="sqlite:////" + str(base_dir / url[len(prefix):]).lstrip("/"))
     return config.model_copy(update=updates) if updates else config
+
+
+def config_warnings(config: GatewayConfig, doc: YamlDocument | None = None) -> list[str]:
+    """What is valid but probably not meant: a queue no agent can take conversations from, a
+    routing step that offers to nobody. ``"LINE: key: message"`` like the errors (line 0 without
+    ``doc``). check-config prints them (exit 0); the gateway logs them at start and on reload."""
+    warnings: list[tuple[tuple[Any, ...], str]] = []
+
+    def served(queue: QueueConfig) -> bool:
+        return any(queue.name in agent.queues and all(agent.skills.get(skill, 0) >= level
+                                                     for skill, level in queue.skills.items())
+                   for agent in config.agents)
+
+    unserved: set[str] = set()
+    for index, queue in enumerate(config.queues):
+        if served(queue):
+            continue
+        unserved.add(queue.name)
+        listed = [agent.id for agent in config.agents if queue.name in agent.queues]
+        if listed:
+            needs = ", ".join(f"{skill} {level}" for skill, level in queue.skills.items())
+            why = f"no agent serving queue {queue.name!r} ({', '.join(listed)}) has the skills it needs ({needs})"
+        else:
+            why = f"no agent serves queue {queue.name!r} (add it to an agent's `queues`)"
+        warnings.append((("queues", index), why + ": conversations routed there wait until one does"))
+    for index, rule in enumerate(config.routing.rules):
+        for step_index, step in enumerate(rule.steps):
+            if step.queues and all(q in unserved for q in step.queues):
+                where = ("routing", "rules", index, "steps", step_index)
+                warnings.append((where, f"rule {rule.name or index!r} offers to nobody at this step: "
+                                        f"no agent can take conversations from {', '.join(repr(q) for q in step.queues)}"))
+
+    out = []
+    for path, message in warnings:
+        shown = _in_file(path, doc) if doc is not None else path  # a rule's `queue:` shorthand as written
+        out.append(f"{(doc.line_of(shown) if doc is not None else None) or 0}: {dotted(shown)}: {message}")
+    return out
+
+
+def file_warnings(path: str | Path, config: GatewayConfig) -> list[str]:
+    """:func:`config_warnings` for the config loaded from ``path``, with its lines."""
+    try:
+        doc = read_yaml_file(path)
+    except ConfigError:  # changed since it was loaded: the warnings without lines
+        doc = None
+    return config_warnings(config, doc)

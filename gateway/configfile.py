@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .yamlhints import hint
+
 Path_ = tuple[str | int, ...]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -60,6 +62,9 @@ def read_yaml(text: str, source: str, env: Mapping[str, str] | None = None) -> Y
         mark = getattr(exc, "problem_mark", None)
         where = f"{mark.line + 1}:{mark.column + 1}" if mark else "?"
         problem = getattr(exc, "problem", None) or str(exc)
+        probably = hint(text, exc)
+        if probably:
+            problem += f" (probably {probably})"
         raise ConfigError(source, [f"{where}: invalid YAML: {problem}"]) from None
     doc = YamlDocument(source=source, data=None)
     doc.data = _build(root, (), doc, env, doc.problems) if root is not None else {}

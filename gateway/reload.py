@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .config import ConfigError, file_warnings
 from .pipeline import Pipeline
 from .selfservice import load_gateway_config
 
@@ -64,6 +64,8 @@ class ConfigReloader:
             except ConfigError as exc:
                 log.warning("config reload refused; the running config stays", extra={"reason": reason, "problems": exc.problems})
                 return ReloadOutcome(False, f"{self.path} is invalid; the running config stays", [f"{exc.source}:{p}" for p in exc.problems])
+            for warning in file_warnings(self.path, config):
+                log.warning("config warning", extra={"warning": f"{self.path}:{warning}"})
             restart = await self.pipeline.reconfigure(config, selfservice)
             if restart:
                 log.warning("config reloaded; some changes need a restart", extra={"sections": restart})

@@ -529,3 +529,127 @@ def test_when_abandoned_names_an_existing_queue_and_needs_one_for_leave_message(
         "test.yaml:6: queues[0].when_abandoned: Value error, action leave_message needs `queue`: where the left messages wait"
     assert error_of(queue_with("{action: close, queue: general}").replace("abandon_after: 60", "abandon_after: -1")) == \
         "test.yaml:3: channels[0].abandon_after: Input should be greater than or equal to 0"
+
+
+# -- YAML slips: the line, and a hint of what is probably wrong ---------------------------------
+
+VALID_TAIL = MINIMAL  # the rest of a valid file, after the broken section
+
+
+@pytest.mark.parametrize("broken, line, hint", [
+    # a key indented deeper than its siblings
+    ("server:\n  host: 127.0.0.1\n   port: 8080\n", 3, "indented more than line 2"),
+    # a key indented by a number of spaces no block uses
+    ("server:\n  host: 127.0.0.1\n port: 8080\nstore: {}\n", 3, "indented 1 space(s), which matches no block"),
+    # a tab
+    ("server:\n\thost: 127.0.0.1\n", 2, "a tab character"),
+    # no space after the colon
+    ("server:\n  host:127.0.0.1\n  port: 8080\n", 3, "missing space after the colon on line 2: write `host: 127.0.0.1`"),
+    # an unquoted value with ": " in it
+    ("selfservice:\n  greeting: Hello: ask me anything\n", 2, 'quotes, e.g. greeting: "Hello: ask me anything"'),
+    # a list item deeper than its list
+    ("agents:\n  - id: a\n    name: A\n    token: a-token-123\n    queues: [general]\n      - id: b\n", 6, "a list item (`- `) at the wrong depth"),
+    # a list item shallower than its list
+    ("agents:\n  - id: a\n    queues: [general]\n - id: b\n", 4, "indented 1 space(s)"),
+    # a key of a list item at the depth of the `- `
+    ("agents:\n  - id: a\n  name: A\n", 3, "a key at the depth of the list's `- ` items"),
+    # a quote never closed
+    ('selfservice:\n  greeting: "Hello\n  min_score: 0.5\n', None, "the quote opened on line 2 is never closed"),
+    # a [ list never closed
+    ("selfservice:\n  handoff_phrases: [agent, human\n  min_score: 0.5\n", 3, "list opened on line 2 is not closed"),
+])
+def test_yaml_mistakes_get_a_hint(tmp_path: Path, broken: str, line: int | None, hint: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(broken + VALID_TAIL, encoding="utf-8")
+    result = check_config(path)
+    assert result.returncode == 2, result.stdout
+    message = result.stderr.splitlines()[1]
+    if line is not None:
+        assert message.startswith(f"{path}:{line}:"), message
+    assert "invalid YAML: " in message and "(probably " in message and hint in message, message
+
+
+# -- warnings: valid, but probably not meant ------------------------------------------------------
+
+WARNED = """\
+channels:
+  - type: webchat
+queues:
+  - name: general
+  - name: chinese
+    skills: {mandarin: 3}
+  - name: orphan
+routing:
+  rules:
+    - name: lonely
+      queue: orphan
+    - name: zh
+      steps:
+        - queues: [chinese, orphan]
+        - queues: [general]
+  default_queue: general
+agents:
+  - id: bob
+    name: Bob
+    token: bob-token-123
+    queues: [general, chinese]
+    skills: {mandarin: 2}
+"""
+
+
+def test_check_config_warns_about_queues_nobody_serves(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(WARNED, encoding="utf-8")
+    result = check_config(path)
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout and "4 warning(s)" in result.stdout
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: {path}:5: queues[1]: no agent serving queue 'chinese' (bob) has the skills it needs (mandarin 3): conversations routed there wait until one does",
+        f"warning: {path}:7: queues[2]: no agent serves queue 'orphan' (add it to an agent's `queues`): conversations routed there wait until one does",
+        f"warning: {path}:11: routing.rules[0].queue: rule 'lonely' offers to nobody at this step: no agent can take conversations from 'orphan'",
+        f"warning: {path}:14: routing.rules[1].steps[0]: rule 'zh' offers to nobody at this step: no agent can take conversations from 'chinese', 'orphan'",
+    ]
+
+
+def test_config_warnings_without_lines_and_none_for_the_shipped_config() -> None:
+    from gateway.config import config_warnings
+
+    assert config_warnings(load_config(SHIPPED, env={})) == []
+    assert config_warnings(parse_config(WARNED, "t.yaml", env={}))[1] == (
+        "0: queues[2]: no agent serves queue 'orphan' (add it to an agent's `queues`): "
+        "conversations routed there wait until one does")
+
+
+async def test_the_gateway_logs_warnings_at_start_and_on_reload(tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.support import GatewayProcess
+
+    served = WARNED.replace("queues: [general, chinese]", "queues: [general, chinese, orphan]").replace(
+        "{mandarin: 2}", "{mandarin: 3}")
+    path = tmp_path / "config.yaml"
+    path.write_text(served + f"server:\n  port: 0\n  reload_poll: 0.1\nstore:\n  url: sqlite:///{tmp_path / 'g.db'}\n",
+                    encoding="utf-8")
+    gateway = await GatewayProcess(path).start()
+    try:
+        assert not [r for r in gateway.logs if r.get("msg") == "config warning"]
+        path.write_text(path.read_text().replace("queues: [general, chinese, orphan]", "queues: [general, chinese]"))
+        # (the file watcher reloads it: a SIGHUP right after "listening" could come before the
+        # gateway installs its handler)
+        deadline = asyncio.get_running_loop().time() + 10
+        while not any(r.get("msg") == "config reloaded" for r in gateway.logs):
+            assert asyncio.get_running_loop().time() < deadline, gateway.log_text()
+            await asyncio.sleep(0.05)
+        warned = [r["warning"] for r in gateway.logs if r.get("msg") == "config warning"]
+        assert warned == [f"{path}:7: queues[2]: no agent serves queue 'orphan' (add it to an agent's `queues`): "
+                          "conversations routed there wait until one does",
+                          f"{path}:11: routing.rules[0].queue: rule 'lonely' offers to nobody at this step: "
+                          "no agent can take conversations from 'orphan'"]
+    finally:
+        await gateway.stop()
+    restarted = await GatewayProcess(path).start()
+    try:
+        assert [r["level"] for r in restarted.logs if r.get("msg") == "config warning"] == ["warning", "warning"]
+    finally:
+        await restarted.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from urllib.parse import urlsplit
@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from gateway.model import Author, Conversation, ConversationState, EventKind, StateChange
-from gateway.store import NotFound, Store, StoreError, StoreUnavailable, open_store
+from gateway.store import ConversationKey, NotFound, Store, StoreError, StoreUnavailable, open_store
 from gateway.store.migrations import MIGRATIONS
 
 ALL_VERSIONS = [m.version for m in MIGRATIONS]
@@ -505,3 +505,82 @@ def test_asyncpg_protocol_errors_of_a_lost_connection_are_unavailable() -> None:
         "cannot switch to state 12; another operation (2) is in progress"))
     assert _is_unavailable(asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"))
     assert not _is_unavailable(asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence"))
+
+
+# listing (admin API) ------------------------------------------------------------------------
+async def test_list_conversations_newest_first_with_filters(store: Store) -> None:
+    ada = await store.create_customer(name="Ada")
+    bo = await store.create_customer(name="Bo")
+    a = await store.create_conversation(ada.id, "webchat")
+    b = await store.create_conversation(ada.id, "email")
+    c = await store.create_conversation(bo.id, "webchat")
+    d = await store.create_conversation(bo.id, "webchat")
+    await store.append_event(b.id, author=Author.SYSTEM, kind=EventKind.QUEUED,
+                             change=StateChange(ConversationState.QUEUED, queue="general"))
+    await store.append_event(c.id, author=Author.SYSTEM, kind=EventKind.QUEUED,
+                             change=StateChange(ConversationState.QUEUED, queue="vip_desk"))
+    await store.append_event(d.id, author=Author.SYSTEM, kind=EventKind.CLOSED,
+                             change=StateChange(ConversationState.CLOSED, queue="general"))
+
+    def ids(conversations) -> list[str]:  # type: ignore[no-untyped-def]
+        return [x.id for x in conversations]
+
+    everything = await store.list_conversations()
+    assert ids(everything) == [d.id, c.id, b.id, a.id]
+    assert everything[0] == await store.get_conversation(d.id)  # the whole row, closed_at included
+    assert everything[0].closed_at is not None
+    assert ids(await store.list_conversations(state=ConversationState.QUEUED)) == [c.id, b.id]
+    assert ids(await store.list_conversations(queue="general")) == [d.id, b.id]
+    assert ids(await store.list_conversations(customer_id=ada.id)) == [b.id, a.id]
+    assert ids(await store.list_conversations(channel="webchat")) == [d.id, c.id, a.id]
+    assert ids(await store.list_conversations(channel="webchat", customer_id=bo.id,
+                                              state=ConversationState.CLOSED)) == [d.id]
+    assert await store.list_conversations(queue="nowhere") == []
+    assert await store.list_conversations(limit=0) == []
+
+
+async def test_list_conversations_pages_by_key(store: Store) -> None:
+    customer = await store.create_customer(name="Ada")
+    made = [await store.create_conversation(customer.id, "webchat") for _ in range(5)]
+    newest_first = [c.id for c in reversed(made)]
+    seen: list[str] = []
+    before = None
+    while True:
+        page = await store.list_conversations(limit=2, before=before)
+        if not page:
+            break
+        seen += [c.id for c in page]
+        before = ConversationKey.of(page[-1])
+        # A conversation created while paging is newer than every key: it never shows up late.
+        await store.create_conversation(customer.id, "webchat")
+    assert seen == newest_first
+    with pytest.raises(ValueError):
+        await store.list_conversations(limit=-1)
+
+
+async def set_created_at(url: str, conversation_ids: list[str], at: datetime) -> None:
+    """Give conversations one creation time with the raw driver (two created in the same
+    microsecond would have it)."""
+    if url.startswith("sqlite:"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            db.executemany("UPDATE conversations SET created_at = ? WHERE id = ?",
+                           [(at.isoformat(timespec="microseconds"), cid) for cid in conversation_ids])
+        return
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.executemany("UPDATE conversations SET created_at = $1 WHERE id = $2",
+                               [(at, cid) for cid in conversation_ids])
+    finally:
+        await conn.close()
+
+
+async def test_list_conversations_breaks_time_ties_by_id(store: Store) -> None:
+    customer = await store.create_customer(name="Ada")
+    made = [await store.create_conversation(customer.id, "webchat") for _ in range(3)]
+    at = made[0].created_at
+    await set_created_at(store.url, [c.id for c in made], at)
+    expected = sorted((c.id for c in made), reverse=True)
+    first = await store.list_conversations(limit=1)
+    rest = await store.list_conversations(limit=5, before=ConversationKey.of(first[0]))
+    assert [c.id for c in first + list(rest)] == expected
+    assert all(c.created_at == at for c in rest)

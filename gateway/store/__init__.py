@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .base import Store, StoreError, StoreUnavailable, NotFound
+from .base import ConversationKey, Store, StoreError, StoreUnavailable, NotFound
 
 
 def make_store(url: str) -> Store:
@@ -34,4 +34,4 @@ async def open_store(url: str) -> Store:
     return store
 
 
-__all__ = ["Store", "StoreError", "StoreUnavailable", "NotFound", "open_store", "make_store"]
+__all__ = ["ConversationKey", "Store", "StoreError", "StoreUnavailable", "NotFound", "open_store", "make_store"]

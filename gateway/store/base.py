@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, Sequence
 
-from ..model import Author, Conversation, Customer, Event, EventKind, Identity, StateChange
+from ..model import Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange
 
 
 class StoreError(Exception):
@@ -83,3 +85,34 @@ class Store(Protocol):
         self, conversation_id: str, seq: int, limit: int | None = None
     ) -> Sequence[Event]:
         """Events with seq > ``seq`` in seq order."""
+
+    # listing (admin API) --------------------------------------------------------------------
+    async def list_conversations(
+        self, *, state: ConversationState | None = None, queue: str | None = None,
+        customer_id: str | None = None, channel: str | None = None, limit: int = 50,
+        before: ConversationKey | None = None,
+    ) -> Sequence[Conversation]:
+        """Conversations matching every filter given, newest first (``created_at``, then ``id``,
+        both descending), at most ``limit``. ``before`` is the key of the last one of the
+        previous page: only conversations after it in that order are returned, so a page is
+        stable however many conversations are created meanwhile."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Where a conversation sits in the newest-first listing."""
+
+    created_at: datetime
+    id: str
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> "ConversationKey":
+        return cls(conversation.created_at, conversation.id)
+
+
+def conversation_filters(state: ConversationState | None, queue: str | None, customer_id: str | None,
+                         channel: str | None) -> list[tuple[str, Any]]:
+    """(column, value) of each listing filter given, for both engines' WHERE clauses."""
+    given = (("state", None if state is None else ConversationState(state).value), ("queue", queue),
+             ("customer_id", customer_id), ("channel", channel))
+    return [(column, value) for column, value in given if value is not None]

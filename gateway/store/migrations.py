@@ -195,6 +195,10 @@ _APPEND_FUNCTION_POSTGRES = (
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "customers, identities, conversations, events", _INITIAL_SQLITE, _INITIAL_POSTGRES),
     Migration(2, "PostgreSQL: append events in one round trip", (), _APPEND_FUNCTION_POSTGRES),
+    # list_conversations(): newest first, keyset-paged on (created_at, id).
+    Migration(3, "conversations listed newest first",
+              ("CREATE INDEX conversations_recent ON conversations (created_at, id)",),
+              ("CREATE INDEX conversations_recent ON conversations (created_at, id)",)),
 )
 
 # Bookkeeping table; created before anything else, outside the versioned list.

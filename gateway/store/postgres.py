@@ -21,7 +21,7 @@ from asyncpg import exceptions as pgexc
 from ..model import (
     Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
-from .base import NotFound, StoreError, StoreUnavailable
+from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_postgres
 from .text import cannot_hold, dumps, identifier, storable, storable_json
@@ -370,6 +370,29 @@ class PostgresStore:
                     "SELECT 1 FROM conversations WHERE id = $1", conversation_id) is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
         return [_event(r) for r in rows]
+
+
+    async def list_conversations(
+        self, *, state: ConversationState | None = None, queue: str | None = None,
+        customer_id: str | None = None, channel: str | None = None, limit: int = 50,
+        before: ConversationKey | None = None,
+    ) -> Sequence[Conversation]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        filters = conversation_filters(state, queue, customer_id, channel)
+        where = [f"{column} = ${number}" for number, (column, _) in enumerate(filters, start=1)]
+        params: list[Any] = [value for _, value in filters]
+        if before is not None:
+            # A row comparison, so the (created_at, id) index is walked from the key on.
+            params.extend((before.created_at, before.id))
+            where.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
+        sql = f"SELECT {_CONVERSATION_COLS} FROM conversations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        params.append(limit)
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql + f" ORDER BY created_at DESC, id DESC LIMIT ${len(params)}", *params)
+        return [_conversation(r) for r in rows]
 
 
 def _text(value: str | None) -> str | None:

@@ -21,7 +21,7 @@ import aiosqlite
 from ..model import (
     Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
 )
-from .base import NotFound, StoreError, StoreUnavailable
+from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_sqlite
 from .text import cannot_hold, dumps, identifier, storable, storable_json
@@ -341,6 +341,28 @@ class SQLiteStore:
                     db, "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)) is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
         return [_event(r) for r in rows]
+
+
+    async def list_conversations(
+        self, *, state: ConversationState | None = None, queue: str | None = None,
+        customer_id: str | None = None, channel: str | None = None, limit: int = 50,
+        before: ConversationKey | None = None,
+    ) -> Sequence[Conversation]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        filters = conversation_filters(state, queue, customer_id, channel)
+        where = [f"{column} = ?" for column, _ in filters]
+        params: list[Any] = [value for _, value in filters]
+        if before is not None:
+            # A row value, so the (created_at, id) index is walked from the key on.
+            where.append("(created_at, id) < (?, ?)")
+            params.extend((_ts(before.created_at), before.id))
+        sql = f"SELECT {_CONVERSATION_COLS} FROM conversations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        async with self._session() as db:
+            rows = await db.execute_fetchall(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit))
+        return [_conversation(r) for r in rows]
 
 
 def _text(value: str | None) -> str | None:
