@@ -23,7 +23,8 @@ from .model import Conversation, Event
 from .pipeline import Pipeline
 from .selfservice import SelfService
 from .store import Store, StoreError, make_store
-from .websocket import OPEN_WEBSOCKETS, close_all
+from .tasks import TaskSet
+from .websocket import OPEN_WEBSOCKETS, SEND_BUFFER_BYTES, SENDER_TASKS, close_all
 
 log = logging.getLogger("contactgate.app")
 
@@ -63,6 +64,7 @@ def create_app(config: GatewayConfig, config_path: Path | None = None,
 
     app[CONFIG], app[STORE], app[PIPELINE], app[HUB], app[ADAPTERS] = config, store, pipeline, hub, adapters
     app[OPEN_WEBSOCKETS] = weakref.WeakSet()
+    app[SEND_BUFFER_BYTES], app[SENDER_TASKS] = config.server.max_send_buffer_bytes, TaskSet()
     app[RELOADER] = reloader = ConfigReloader(config_path, pipeline, server_overrides)
     app.router.add_routes(AdminApi(pipeline, reloader).routes())
     app.router.add_get("/healthz", healthz)

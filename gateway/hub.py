@@ -93,7 +93,7 @@ class AgentHub:
             return
         if frame["type"] == "removed":
             del self.connections[agent_id]
-            asyncio.ensure_future(connection.sender.close(CLOSE_UNAUTHORIZED, frame["reason"]))
+            connection.sender.close_soon(CLOSE_UNAUTHORIZED, frame["reason"])
             return
         connection.sender.send(frame)
 
@@ -163,11 +163,11 @@ class AgentHub:
     # one agent socket --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = await prepare(request, self.config.server.max_frame_bytes)
-        sender = FrameSender(ws, request.transport)
+        sender = FrameSender.for_request(ws, request)
         connection: AgentConnection | None = None
         auth_timer = asyncio.get_running_loop().call_later(
             self.config.server.auth_timeout,
-            lambda: connection is None and asyncio.ensure_future(sender.close(CLOSE_AUTH_TIMEOUT, "auth timeout")))
+            lambda: connection is None and sender.close_soon(CLOSE_AUTH_TIMEOUT, "auth timeout"))
         try:
             async for frame in frames(ws, self.config.server.max_frame_bytes):
                 if isinstance(frame, FrameError):
