@@ -16,6 +16,7 @@ from adapters import registry
 from adapters.base import Adapter
 
 from .config import GatewayConfig
+from .connections import ConnectionGate, ConnectionLimits, current_file_limit
 from .api import AdminApi
 from .hub import AgentHub
 from .reload import ConfigReloader
@@ -34,6 +35,7 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 HUB = web.AppKey("hub", AgentHub)
 ADAPTERS = web.AppKey("adapters", dict)
 RELOADER = web.AppKey("reloader", ConfigReloader)
+CONNECTIONS = web.AppKey("connections", ConnectionGate)
 
 
 def create_app(config: GatewayConfig, config_path: Path | None = None,
@@ -66,7 +68,11 @@ def create_app(config: GatewayConfig, config_path: Path | None = None,
     app[OPEN_WEBSOCKETS] = weakref.WeakSet()
     app[SEND_BUFFER_BYTES], app[SENDER_TASKS] = config.server.max_send_buffer_bytes, TaskSet()
     app[RELOADER] = reloader = ConfigReloader(config_path, pipeline, server_overrides)
-    app.router.add_routes(AdminApi(pipeline, reloader).routes())
+    app[CONNECTIONS] = gate = ConnectionGate(ConnectionLimits.for_server(config.server, current_file_limit()))
+    app.middlewares.append(gate.middleware)
+    api = AdminApi(pipeline, reloader)
+    api.registry.register(gate)
+    app.router.add_routes(api.routes())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(hub.routes())

@@ -71,7 +71,12 @@ async def prepare(request: web.Request, max_frame_bytes: int) -> web.WebSocketRe
     # aiohttp itself closes with 1009 above 4x the limit; between the two a frame gets a
     # frame_too_large error and the socket stays usable.
     ws = web.WebSocketResponse(max_msg_size=max_frame_bytes * 4, heartbeat=30.0)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionError as exc:
+        # The client vanished during the handshake ("Cannot write to closing transport"): there
+        # is nobody to answer, and an HTTPException is what aiohttp drops without a traceback.
+        raise web.HTTPBadRequest(text="connection closed during the websocket handshake") from exc
     request.app[OPEN_WEBSOCKETS].add(ws)
     return ws
 
