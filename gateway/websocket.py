@@ -4,8 +4,9 @@ errors, and an outbound side where a slow client only slows itself.
 Every frame a server sends goes through :class:`FrameSender`. A small frame goes straight onto
 the socket when nothing is waiting ahead of it and the socket's send buffer is empty (the common
 case, and it costs no task switch); otherwise it queues, and one writer task sends the queue in
-order. The pipeline never waits on a client's network; a client more than ``server.max_send_buffer_bytes`` behind is
-disconnected (1013) and resumes from its last seq on reconnect, so nothing is lost.
+order. The pipeline never waits on a client's network; a client more than
+``server.max_send_buffer_bytes`` behind is disconnected (1013, or reset when it does not take the
+close) and resumes from its last seq on reconnect, so nothing is lost.
 
 Frames are JSON text, encoded and decoded with orjson.
 """
