@@ -127,11 +127,11 @@ class WebChatAdapter:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = await prepare(request, self.gateway.max_frame_bytes)
         limits = self.gateway.limits
-        session = CustomerSession(FrameSender(ws, request.transport), limits.client_address(request),
+        session = CustomerSession(FrameSender.for_request(ws, request), limits.client_address(request),
                                   limits.connection_bucket())
         hello_timer = asyncio.get_running_loop().call_later(
-            self.settings.hello_timeout, lambda: session.conversation_id is None and asyncio.ensure_future(
-                session.sender.close(WSCloseCode.POLICY_VIOLATION, "no hello")))
+            self.settings.hello_timeout, lambda: session.conversation_id is None and
+            session.sender.close_soon(WSCloseCode.POLICY_VIOLATION, "no hello"))
         try:
             async for frame in frames(ws, self.gateway.max_frame_bytes):
                 if isinstance(frame, FrameError):

@@ -16,6 +16,7 @@ from adapters import registry
 from adapters.base import Adapter
 
 from .config import GatewayConfig
+from .connections import ConnectionGate, ConnectionLimits, current_file_limit
 from .api import AdminApi
 from .hub import AgentHub
 from .reload import ConfigReloader
@@ -23,7 +24,8 @@ from .model import Conversation, Event
 from .pipeline import Pipeline
 from .selfservice import SelfService
 from .store import Store, StoreError, make_store
-from .websocket import OPEN_WEBSOCKETS, close_all
+from .tasks import TaskSet
+from .websocket import OPEN_WEBSOCKETS, SEND_BUFFER_BYTES, SENDER_TASKS, close_all
 
 log = logging.getLogger("contactgate.app")
 
@@ -33,6 +35,7 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 HUB = web.AppKey("hub", AgentHub)
 ADAPTERS = web.AppKey("adapters", dict)
 RELOADER = web.AppKey("reloader", ConfigReloader)
+CONNECTIONS = web.AppKey("connections", ConnectionGate)
 
 
 def create_app(config: GatewayConfig, config_path: Path | None = None,
@@ -63,8 +66,13 @@ def create_app(config: GatewayConfig, config_path: Path | None = None,
 
     app[CONFIG], app[STORE], app[PIPELINE], app[HUB], app[ADAPTERS] = config, store, pipeline, hub, adapters
     app[OPEN_WEBSOCKETS] = weakref.WeakSet()
+    app[SEND_BUFFER_BYTES], app[SENDER_TASKS] = config.server.max_send_buffer_bytes, TaskSet()
     app[RELOADER] = reloader = ConfigReloader(config_path, pipeline, server_overrides)
-    app.router.add_routes(AdminApi(pipeline, reloader).routes())
+    app[CONNECTIONS] = gate = ConnectionGate(ConnectionLimits.for_server(config.server, current_file_limit()))
+    app.middlewares.append(gate.middleware)
+    api = AdminApi(pipeline, reloader)
+    api.registry.register(gate)
+    app.router.add_routes(api.routes())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(hub.routes())

@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .config import ConfigError, GatewayConfig, file_warnings
+from .connections import GatedSite, QuietBadRequests, raise_file_limit
 from .selfservice import SelfService, load_gateway_config
 from .logs import setup_logging
 from .store import StoreError
@@ -136,11 +137,17 @@ async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path:
                  server_overrides: dict[str, object]) -> int:
     from .app import create_app
 
-    from .app import RELOADER
+    from .app import CONNECTIONS, RELOADER
 
+    raise_file_limit()
+    logging.getLogger("aiohttp.server").addFilter(QuietBadRequests())
     app = create_app(config, config_path, selfservice, server_overrides)
+    gate = app[CONNECTIONS]
+    # keepalive_timeout runs from the moment a connection is made and is not reset by partial
+    # data: it is the header timeout, for new and for idle keep-alive connections alike.
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=config.server.shutdown_timeout)
+                           shutdown_timeout=config.server.shutdown_timeout,
+                           keepalive_timeout=config.server.header_timeout)
     try:
         # Bind first: a second gateway on a taken port must not touch the store (its recovery
         # would re-queue conversations the running one is serving).
@@ -150,18 +157,21 @@ async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path:
         return 1
     try:
         await runner.setup()
-        site = web.SockSite(runner, sock)
+        site = GatedSite(runner, sock, gate)
         await site.start()
     except (StoreError, OSError) as exc:
         # A database that is down or a port that is taken: say so in one line, exit non-zero.
         log.error("cannot start", extra={"error": str(exc)})
         await runner.cleanup()
         return 1
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(gate.exception_handler)
     for host, port in (a[:2] for a in runner.addresses):
         log.info("listening", extra={"url": f"http://{host}:{port}", "port": port,
-                                     "loop": type(asyncio.get_running_loop()).__module__})
+                                     "loop": type(asyncio.get_running_loop()).__module__,
+                                     "max_connections": gate.limits.max_connections,
+                                     "connection_reserve": gate.limits.reserve})
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reloader = app[RELOADER]
@@ -169,6 +179,7 @@ async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path:
     await stop.wait()
     log.info("shutting down: closing websockets, finishing in-flight writes")
     await runner.cleanup()
+    gate.close()
     log.info("stopped")
     return 0
 

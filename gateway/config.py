@@ -36,6 +36,17 @@ class ServerConfig(Strict):
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # Seconds between checks of config.yaml for changes (0: reload only on SIGHUP or the API).
     reload_poll: float = Field(default=2.0, ge=0)
+    # Connections and slow clients (docs/configuration.md#connections).
+    # Bytes one websocket client may have waiting to be sent (queue and socket buffer); a client
+    # that falls further behind is closed with 1013 and resumes from its last seq.
+    max_send_buffer_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    # Seconds a new connection (or an idle keep-alive one) has to send complete request headers.
+    header_timeout: float = Field(default=10.0, gt=0)
+    # Open connections at most (null: the file limit minus 64 descriptors kept for the store,
+    # logs and config), and how many of them are kept for /healthz, /readyz, /metrics, /api/
+    # and /agent/ws (null: a tenth, at least 16).
+    max_connections: int | None = Field(default=None, ge=1)
+    connection_reserve: int | None = Field(default=None, ge=0)
 
 
 class StoreConfig(Strict):

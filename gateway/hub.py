@@ -107,7 +107,7 @@ class AgentHub:
             if frame["type"] == "removed":
                 self.connections.pop(agent_id, None)
                 self.joining.pop(agent_id, None)
-                asyncio.ensure_future(connection.sender.close(CLOSE_UNAUTHORIZED, frame["reason"]))
+                connection.sender.close_soon(CLOSE_UNAUTHORIZED, frame["reason"])
             elif frame["type"] == "typing":
                 connection.sender.send_if_idle(frame)  # a hint: a busy desk skips it
             else:
@@ -177,12 +177,12 @@ class AgentHub:
     # one agent socket --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = await prepare(request, self.config.server.max_frame_bytes)
-        sender = FrameSender(ws, request.transport)
+        sender = FrameSender.for_request(ws, request)
         address = self.pipeline.limits.client_address(request)
         connection: AgentConnection | None = None
         auth_timer = asyncio.get_running_loop().call_later(
             self.config.server.auth_timeout,
-            lambda: connection is None and asyncio.ensure_future(sender.close(CLOSE_AUTH_TIMEOUT, "auth timeout")))
+            lambda: connection is None and sender.close_soon(CLOSE_AUTH_TIMEOUT, "auth timeout"))
         try:
             async for frame in frames(ws, self.config.server.max_frame_bytes):
                 if isinstance(frame, FrameError):

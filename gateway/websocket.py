@@ -4,8 +4,9 @@ errors, and an outbound side where a slow client only slows itself.
 Every frame a server sends goes through :class:`FrameSender`. A small frame goes straight onto
 the socket when nothing is waiting ahead of it and the socket's send buffer is empty (the common
 case, and it costs no task switch); otherwise it queues, and one writer task sends the queue in
-order. The pipeline never waits on a client's network; a client that falls too far behind is
-disconnected (1013) and resumes from its last seq on reconnect, so nothing is lost.
+order. The pipeline never waits on a client's network; a client more than
+``server.max_send_buffer_bytes`` behind is disconnected (1013, or reset when it does not take the
+close) and resumes from its last seq on reconnect, so nothing is lost.
 
 Frames are JSON text, encoded and decoded with orjson.
 """
@@ -13,6 +14,7 @@ Frames are JSON text, encoded and decoded with orjson.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import weakref
@@ -23,6 +25,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .store.text import bad_identifier
+from .tasks import TaskSet
 
 log = logging.getLogger("contactgate.websocket")
 
@@ -88,7 +91,12 @@ async def prepare(request: web.Request, max_frame_bytes: int) -> web.WebSocketRe
     # compares with >=), so one byte more lets a frame of exactly 4x the limit through, to get
     # a frame_too_large error like any frame between the two; the socket stays usable.
     ws = web.WebSocketResponse(max_msg_size=close_limit(max_frame_bytes) + 1, heartbeat=30.0)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionError as exc:
+        # The client vanished during the handshake ("Cannot write to closing transport"): there
+        # is nobody to answer, and an HTTPException is what aiohttp drops without a traceback.
+        raise web.HTTPBadRequest(text="connection closed during the websocket handshake") from exc
     request.app[OPEN_WEBSOCKETS].add(ws)
     return ws
 
@@ -129,32 +137,61 @@ async def frames(ws: web.WebSocketResponse, max_frame_bytes: int) -> AsyncIterat
 # below the transport's high-water mark (64 KiB), so the write can never wait on the client.
 DIRECT_MAX_BYTES = 16 * 1024
 
+DEFAULT_SEND_BUFFER_BYTES = 1024 * 1024
+# Seconds a close frame may take to reach a client; after that the socket is aborted (a client
+# that stopped reading never takes it, and a close that waits for it would hold the socket).
+CLOSE_TIMEOUT = 2.0
+
+SEND_BUFFER_BYTES = web.AppKey("send_buffer_bytes", int)
+SENDER_TASKS = web.AppKey("sender_tasks", TaskSet)
+
 
 class FrameSender:
+    """The outbound side of one socket. What it holds for a client that does not read is bounded
+    in bytes (``max_bytes``: its queue plus the socket's send buffer, and at most one frame
+    more); beyond that the client is closed with 1013, and aborted if even the close cannot be
+    written within CLOSE_TIMEOUT, so its handler ends and everything it held is freed."""
+
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
-                 max_pending: int = 2000) -> None:
+                 max_bytes: int = DEFAULT_SEND_BUFFER_BYTES, tasks: TaskSet | None = None) -> None:
         self.ws = ws
         # The socket's transport (request.transport): its send buffer says whether a frame can
         # be written at once. None: every frame queues.
         self._transport = transport
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(max_pending)
+        self._max_bytes = max_bytes
+        self._tasks = tasks if tasks is not None else TaskSet()
+        self._queue: collections.deque[bytes | None] = collections.deque()
+        self._queued_bytes = 0
+        self._ready = asyncio.Event()  # something is in the queue for the writer task
         self._room = asyncio.Event()
         self._room.set()
         self._overflowed = False
+        self._closing = False
         self._writing = False  # the writer task holds a frame it is sending
         self._task: asyncio.Task[None] | None = None  # started when the first frame queues
+
+    @classmethod
+    def for_request(cls, ws: web.WebSocketResponse, request: web.Request) -> "FrameSender":
+        """The sender for a socket prepared for ``request``, with the app's limit and tasks."""
+        app = request.app
+        return cls(ws, request.transport, app.get(SEND_BUFFER_BYTES, DEFAULT_SEND_BUFFER_BYTES),
+                   app.get(SENDER_TASKS))
 
     @property
     def queued(self) -> int:
         """Frames waiting for the writer task (0 while the client keeps up)."""
-        return self._queue.qsize()
+        return sum(1 for data in self._queue if data is not None)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
 
     async def write(self, frame: dict[str, Any]) -> None:
         """Send now when nothing is ahead of this frame and the socket takes it at once (it
         never waits then); else queue it like :meth:`send`."""
         data = orjson.dumps(frame)
         transport = self._transport
-        if (transport is None or len(data) > DIRECT_MAX_BYTES or self._writing or not self._queue.empty()
+        if (transport is None or len(data) > DIRECT_MAX_BYTES or self._writing or self._queue
                 or self._overflowed or self.ws.closed
                 or transport.get_write_buffer_size()):  # type: ignore[attr-defined]
             self._enqueue(data)
@@ -170,25 +207,47 @@ class FrameSender:
         """Send a frame that the next of its kind supersedes (typing) only when nothing waits
         ahead of it and the socket's buffer is empty; else drop it. A flood of them then costs a
         busy client nothing, and never delays the frames that matter."""
-        busy = (self._writing or not self._queue.empty()
+        busy = (self._writing or bool(self._queue)
                 or (self._transport is not None and self._transport.get_write_buffer_size()))  # type: ignore[attr-defined]
         if not busy:
             self._enqueue(orjson.dumps(frame))
 
-    def _enqueue(self, data: bytes | None) -> None:
-        if self.ws.closed or self._overflowed:
+    def _buffered(self) -> int:
+        transport = self._transport
+        in_socket = transport.get_write_buffer_size() if transport is not None else 0  # type: ignore[attr-defined]
+        return self._queued_bytes + in_socket
+
+    def _enqueue(self, data: bytes) -> None:
+        if self.ws.closed or self._overflowed or self._closing:
             return
-        try:
-            self._queue.put_nowait(data)
-        except asyncio.QueueFull:
-            self._overflowed = True
-            log.warning("client too slow; disconnecting so it resumes later")
-            asyncio.create_task(self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow; reconnect and resume"))
+        # At least one frame is always taken, so a frame larger than the limit still goes out.
+        if (self._queue or self._writing) and self._buffered() + len(data) > self._max_bytes:
+            self._overflow()
             return
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        self._ready.set()
         if self._task is None:
             self._task = asyncio.create_task(self._write())
-        if self._queue.qsize() >= self._queue.maxsize // 2:
+        if self._queued_bytes >= self._max_bytes // 2:
             self._room.clear()
+
+    def _overflow(self) -> None:
+        self._overflowed = True
+        log.warning("client too slow; disconnecting so it resumes later",
+                    extra={"buffered_bytes": self._buffered(), "limit_bytes": self._max_bytes})
+        self._drop_queue()
+        self.close_soon(WSCloseCode.TRY_AGAIN_LATER, "too slow; reconnect and resume")
+
+    def _drop_queue(self) -> None:
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._room.set()
+        # A writer in the middle of a frame is left to finish or fail: cancelling it would also
+        # cancel the transport's drain waiter, which the close frame then waits on.
+        if self._task is not None and not self._writing:
+            self._task.cancel()
+        self._task = None
 
     async def room(self) -> None:
         """Wait until the queue is at most half full: a replay of a long backlog paces itself
@@ -197,28 +256,52 @@ class FrameSender:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._room.wait(), 1.0)
 
+    def close_soon(self, code: int, message: str) -> None:
+        """Close in a task of its own (kept, so a failure is logged and shutdown waits for it)."""
+        self._tasks.spawn(self.close(code, message), name=f"close:{code}")
+
     async def close(self, code: int = WSCloseCode.OK, message: str = "") -> None:
-        """Flush queued frames, then close the socket."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
-            self._task.cancel()
-        await self.ws.close(code=code, message=message.encode())
+        """Flush queued frames (for up to 5 s), then close the socket; a client that does not
+        take the close within CLOSE_TIMEOUT is aborted."""
+        if self._closing:
+            return
+        self._closing = True
+        task = self._task
+        if task is not None and not task.done():
+            self._queue.append(None)
+            self._ready.set()
+            await asyncio.wait([task], timeout=5)
+        self._drop_queue()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_TIMEOUT
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError, RuntimeError):
+            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), CLOSE_TIMEOUT)
+        # A closed transport still holds the socket until its send buffer is written; a client
+        # that does not read would keep it (and its file descriptor) open for good.
+        transport = self._transport
+        while transport is not None and transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            if loop.time() >= deadline:
+                transport.abort()  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.05)
 
     def stop(self) -> None:
         """The socket is gone: nothing more can be written."""
-        if self._task is not None:
-            self._task.cancel()
+        self._closing = True
+        self._drop_queue()
 
     async def _write(self) -> None:
-        while True:
-            data = await self._queue.get()
-            if self._queue.qsize() < self._queue.maxsize // 4:
-                self._room.set()
+        while self._task is asyncio.current_task():  # a dropped queue ends its writer
+            if not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            data = self._queue.popleft()
             if data is None:
                 return
+            self._queued_bytes -= len(data)
+            if self._queued_bytes <= self._max_bytes // 4:
+                self._room.set()
             self._writing = True
             try:
                 await self.ws.send_frame(data, WSMsgType.TEXT)
@@ -232,4 +315,6 @@ async def close_all(app: web.Application) -> None:
     """on_shutdown: tell every client we are going away (1001) so it reconnects elsewhere."""
     for ws in list(app[OPEN_WEBSOCKETS]):
         with contextlib.suppress(Exception):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+            await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown"), CLOSE_TIMEOUT)
+    if SENDER_TASKS in app:
+        await app[SENDER_TASKS].close(timeout=CLOSE_TIMEOUT + 1)

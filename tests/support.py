@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import websockets
 import yaml
@@ -81,11 +81,13 @@ class GatewayProcess:
         path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
         return cls(path)
 
-    async def start(self) -> "GatewayProcess":
+    async def start(self, preexec_fn: Callable[[], None] | None = None) -> "GatewayProcess":
+        """``preexec_fn`` runs in the child before the gateway (e.g. to lower its file limit)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_path),
-            cwd=str(REPO), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            cwd=str(REPO), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=preexec_fn)
         listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read_logs(listening))
         try:

@@ -79,12 +79,12 @@ class SlowReader:
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, asyncio.Queue[FrameSender], dict[str, int]]]:
     senders: asyncio.Queue[FrameSender] = asyncio.Queue()
-    settings = {"max_pending": 2000}
+    settings = {"max_bytes": 64 * 1024 * 1024}
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        sender = FrameSender(ws, request.transport, max_pending=settings["max_pending"])
+        sender = FrameSender(ws, request.transport, max_bytes=settings["max_bytes"])
         senders.put_nowait(sender)
         async for _ in ws:
             pass
@@ -121,7 +121,7 @@ async def test_a_client_that_stops_reading_gets_every_frame_in_order_later(serve
 
 async def test_a_client_too_far_behind_is_closed_with_1013(server) -> None:  # type: ignore[no-untyped-def]
     url, senders, settings = server
-    settings["max_pending"] = 10
+    settings["max_bytes"] = 10 * 65536
     async with SlowReader(url) as client:
         sender = await senders.get()
         for i in range(300):
