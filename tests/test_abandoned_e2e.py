@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
-import pytest
 import pytest_asyncio
 
 from gateway.model import ConversationState, EventKind
@@ -39,18 +38,6 @@ LEAVE_MESSAGE = {
     "agents": [{"id": "alice", "name": "Alice", "token": ALICE_TOKEN, "capacity": 2, "queues": ["general"]},
                {"id": "bob", "name": "Bob", "token": BOB_TOKEN, "capacity": 1, "queues": ["messages"]}],
 }
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.db'}"
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'gateway.db'}"
 
 
 @pytest_asyncio.fixture

@@ -15,20 +15,12 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import asyncpg
-import pytest
 import pytest_asyncio
 
 from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config
 
 ADMIN_TOKEN = "auth-test-admin-token"
 FRAME = 8.0  # upper bound for a frame that must come
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 def config(store_url: str) -> dict[str, Any]:

@@ -11,20 +11,12 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import asyncpg
-import pytest
 import pytest_asyncio
 
 from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config
 
 ADMIN_TOKEN = "admin-test-token-0123"
 FRAME = 10.0
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest_asyncio.fixture

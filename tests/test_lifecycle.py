@@ -12,13 +12,6 @@ from gateway.store import open_store
 from tests.support import ALICE_TOKEN, BOB_TOKEN, Agent, Customer, GatewayProcess, gateway_config
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.db'}"
-    return request.getfixturevalue("pg_url")
-
-
 async def test_sigterm_closes_websockets_with_1001_and_exits_cleanly(tmp_path: Path) -> None:
     gateway = await GatewayProcess.write_config(tmp_path, gateway_config(f"sqlite:///{tmp_path / 'g.db'}")).start()
     customer = await Customer.connect(gateway)

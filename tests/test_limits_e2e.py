@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
-import pytest
 import pytest_asyncio
 import websockets
 import yaml
@@ -37,18 +36,6 @@ def limits(**overrides: Any) -> dict[str, Any]:
     }
     section.update(overrides)
     return section
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.db'}"
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'gateway.db'}"
 
 
 @contextlib.asynccontextmanager

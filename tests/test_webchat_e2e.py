@@ -9,19 +9,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-import pytest
 import pytest_asyncio
 
 from gateway.model import Author, ConversationState, EventKind
 from gateway.store import open_store
 from tests.support import ALICE_TOKEN, BOB_TOKEN, Agent, Customer, GatewayProcess, gateway_config
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest_asyncio.fixture
