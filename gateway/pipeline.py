@@ -462,13 +462,17 @@ class Pipeline:
             if self._last_status.get(cid) == status:
                 continue
             self._last_status[cid] = status
-            frame = {"type": "position", "position": status[0], "estimated_wait": status[1]}
-            for subscriber in self._status_subscribers:
-                try:
-                    await subscriber(cid, entry.channel, frame)
-                except Exception:
-                    log.exception("status delivery failed", extra={"conversation_id": cid})
+            await self._tell_customer(cid, entry.channel,
+                                      {"type": "position", "position": status[0], "estimated_wait": status[1]})
         self._schedule_positions()
+
+    async def _tell_customer(self, conversation_id: str, channel: str, frame: dict[str, Any]) -> None:
+        """Transient news for the customer's live sessions (not stored, no seq)."""
+        for subscriber in self._status_subscribers:
+            try:
+                await subscriber(conversation_id, channel, frame)
+            except Exception:
+                log.exception("status delivery failed", extra={"conversation_id": conversation_id})
 
     # routing -----------------------------------------------------------------------------------
     async def dispatch(self) -> None:
@@ -637,12 +641,7 @@ class Pipeline:
         channel = self.dispatcher.assigned_channel(agent_id, conversation_id)
         if channel is None:
             raise ConversationError("not_assigned", f"conversation {conversation_id!r} is not assigned to you")
-        frame = {"type": "typing", "author": "agent", "active": active}
-        for subscriber in self._status_subscribers:
-            try:
-                await subscriber(conversation_id, channel, frame)
-            except Exception:
-                log.exception("status delivery failed", extra={"conversation_id": conversation_id})
+        await self._tell_customer(conversation_id, channel, {"type": "typing", "author": "agent", "active": active})
 
     # presence ------------------------------------------------------------------------------------
     async def set_presence(self, agent_id: str, status: Presence) -> None:
