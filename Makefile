@@ -38,11 +38,11 @@ $(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml $(VENV)/pyvenv.cfg
-	$(PIP_INSTALL) -e '.[fast]'
+	$(PIP_INSTALL) -e '.[fast,demo]'
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml $(VENV)/pyvenv.cfg
-	$(PIP_INSTALL) -e '.[dev,fast]'
+	$(PIP_INSTALL) -e '.[dev,fast,demo]'
 	@touch $@
 
 run: $(RUN_STAMP)
