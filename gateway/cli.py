@@ -17,6 +17,7 @@ from .connections import GatedSite, QuietBadRequests, raise_file_limit
 from .selfservice import SelfService, load_gateway_config
 from .logs import setup_logging
 from .store import StoreError
+from .tasks import TaskSet
 
 log = logging.getLogger("contactgate")
 
@@ -166,18 +167,21 @@ async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path:
         return 1
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(gate.exception_handler)
+    # Signals before "listening": whoever waits for that line may send SIGHUP or SIGTERM at once.
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reloader = app[RELOADER]
+    reloads = TaskSet()
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloads.spawn(reloader.reload(reason="SIGHUP"), name="reload:SIGHUP"))
     for host, port in (a[:2] for a in runner.addresses):
         log.info("listening", extra={"url": f"http://{host}:{port}", "port": port,
                                      "loop": type(asyncio.get_running_loop()).__module__,
                                      "max_connections": gate.limits.max_connections,
                                      "connection_reserve": gate.limits.reserve})
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    reloader = app[RELOADER]
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload(reason="SIGHUP")))
     await stop.wait()
     log.info("shutting down: closing websockets, finishing in-flight writes")
+    await reloads.close(timeout=5)
     await runner.cleanup()
     gate.close()
     log.info("stopped")

@@ -635,8 +635,7 @@ async def test_the_gateway_logs_warnings_at_start_and_on_reload(tmp_path: Path) 
     try:
         assert not [r for r in gateway.logs if r.get("msg") == "config warning"]
         path.write_text(path.read_text().replace("queues: [general, chinese, orphan]", "queues: [general, chinese]"))
-        # (the file watcher reloads it: a SIGHUP right after "listening" could come before the
-        # gateway installs its handler)
+        # (the file watcher reloads it)
         deadline = asyncio.get_running_loop().time() + 10
         while not any(r.get("msg") == "config reloaded" for r in gateway.logs):
             assert asyncio.get_running_loop().time() < deadline, gateway.log_text()
