@@ -27,8 +27,7 @@ _WIDER: dict[str, str] = {
     "x-gbk": "gb18030", "gb_2312-80": "gb18030", "csgb2312": "gb18030", "chinese": "gb18030",
     "big5": "big5hkscs", "x-big5": "big5hkscs", "cn-big5": "big5hkscs", "csbig5": "big5hkscs",
     "ks_c_5601-1987": "cp949", "euc-kr": "cp949", "ks_c_5601": "cp949",
-    "iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "us-ascii": "cp1252",
-    "ascii": "cp1252", "iso_8859-1": "cp1252",
+    "iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "iso_8859-1": "cp1252",
     "utf8": "utf-8", "unicode-1-1-utf-8": "utf-8",
 }
 
@@ -49,15 +48,22 @@ def codec_for(label: str | None) -> str | None:
 def decode_bytes(data: bytes, label: str | None) -> str:
     """``data`` as text. Pure ASCII is ASCII; bytes that are valid UTF-8 are UTF-8 whatever the
     label says (legacy text is practically never valid multi-byte UTF-8 by chance, while mail
-    labelled Latin-1 or GB2312 that is really UTF-8 is common); else the labelled charset; bad
-    bytes become U+FFFD."""
+    labelled Latin-1 or GB2312 that is really UTF-8 is common); else the labelled charset. Text
+    labelled UTF-8 or ASCII that is neither, or with no usable label, is most often GBK from a
+    Chinese mailer (our customers'), so GB18030 is tried before giving up. Bad bytes become
+    U+FFFD."""
     if data.isascii():
         return data.decode("ascii")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    codec = codec_for(label) or "utf-8"
+    codec = codec_for(label)
+    if codec in (None, "utf-8", "ascii"):
+        try:
+            return data.decode("gb18030")
+        except UnicodeDecodeError:
+            return data.decode("utf-8", errors="replace")
     return data.decode(codec, errors="replace")
 
 
@@ -130,7 +136,8 @@ def html_to_text(markup: str) -> str:
 def tidy(text: str) -> str:
     """Unix line ends, no trailing spaces, at most one blank line in a row, no control
     characters (tab and newline stay), no blank lines at either end."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
+    # U+FEFF: Apple Mail writes a byte-order mark into quoted lines; no reader wants it.
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ").replace("\ufeff", "")
     text = _CONTROL.sub("", text)
     text = "\n".join(line.rstrip() for line in text.split("\n"))
     return _BLANK_RUN.sub("\n\n", text).strip("\n")

@@ -75,15 +75,15 @@ def classify(mail: ParsedMail, own_addresses: Collection[str] = (), *,
     if (mail.header("x-auto-response-suppress") or "").lower() in ("all", "oof") and \
             mail.subject.lower().startswith(("automatic reply", "out of office", "自动回复")):
         return Verdict("auto_reply", _answered(mail), "Outlook automatic reply")
-    precedence = (mail.header("precedence") or "").strip().lower()
-    if precedence in ("bulk", "junk", "list"):
-        kind: Kind = "list" if precedence == "list" else "auto_reply"
-        if kind == "list" and not lists_are_noise:
-            return Verdict("person", None, "list mail let through")
-        return Verdict(kind, _answered(mail) if kind == "auto_reply" else None,
-                       f"Precedence: {precedence}")
+    # List headers first: a newsletter says "Precedence: bulk" too, and "list" is what it is.
     if lists_are_noise and (mail.header("list-id") or mail.header("list-unsubscribe")):
         return Verdict("list", None, "List-Id or List-Unsubscribe header")
+    precedence = (mail.header("precedence") or "").strip().lower()
+    if precedence == "list" and lists_are_noise:
+        return Verdict("list", None, "Precedence: list")
+    if precedence in ("bulk", "junk"):
+        # RFC 3834 2: never answer these, whether a list lets its mail through or not.
+        return Verdict("auto_reply", _answered(mail), f"Precedence: {precedence}")
     return Verdict("person", None, "no machine signal")
 
 
