@@ -113,10 +113,7 @@ class WebChatAdapter:
 
     async def notify(self, conversation_id: str, status: dict[str, Any]) -> None:
         for session in list(self._sessions.get(conversation_id, ())):
-            if status["type"] == "typing":
-                session.sender.send_if_idle(status)  # a hint: a busy client skips it
-            else:
-                session.sender.send(status)
+            session.sender.notify(status)
 
     async def send(self, conversation: Conversation, event: Event) -> None:
         for session in list(self._sessions.get(conversation.id, ())):

@@ -108,10 +108,8 @@ class AgentHub:
                 self.connections.pop(agent_id, None)
                 self.joining.pop(agent_id, None)
                 connection.sender.close_soon(CLOSE_UNAUTHORIZED, frame["reason"])
-            elif frame["type"] == "typing":
-                connection.sender.send_if_idle(frame)  # a hint: a busy desk skips it
             else:
-                connection.sender.send(frame)
+                connection.sender.notify(frame)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/agent/ws", self.handle)]

@@ -146,6 +146,10 @@ SEND_BUFFER_BYTES = web.AppKey("send_buffer_bytes", int)
 SENDER_TASKS = web.AppKey("sender_tasks", TaskSet)
 
 
+# Transient frames that only say the latest state: dropped for a busy client, never queued.
+SUPERSEDED = frozenset({"typing"})
+
+
 class FrameSender:
     """The outbound side of one socket. What it holds for a client that does not read is bounded
     in bytes (``max_bytes``: its queue plus the socket's send buffer, and at most one frame
@@ -202,6 +206,14 @@ class FrameSender:
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame without waiting (the live fan-out must never wait on one client)."""
         self._enqueue(orjson.dumps(frame))
+
+    def notify(self, frame: dict[str, Any]) -> None:
+        """Transient news (not a conversation event): queued like :meth:`send`, except a hint the
+        next of its kind supersedes (``typing``), which goes only to an idle client."""
+        if frame["type"] in SUPERSEDED:
+            self.send_if_idle(frame)
+        else:
+            self.send(frame)
 
     def send_if_idle(self, frame: dict[str, Any]) -> None:
         """Send a frame that the next of its kind supersedes (typing) only when nothing waits
