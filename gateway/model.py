@@ -42,6 +42,8 @@ class EventKind(str, enum.Enum):
     ASSIGNED = "assigned"  # an agent accepted; data: agent id and name
     TRANSFERRED = "transferred"  # back to a queue or to one agent; data: from_agent, to_queue/to_agent, note
     CLOSED = "closed"      # data: closed_by, disposition
+    NOTICE = "notice"      # mail the channel recorded without answering (an auto-reply); data: notice, from, subject
+    DELIVERY_FAILED = "delivery_failed"  # an outbound message did not reach the customer; data: seq, reason, attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +107,57 @@ class StateChange:
     agent_id: str | None = KEEP
 
 
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file that came with, or went out with, a conversation's message. The bytes are kept
+    apart (``Store.get_attachment``); events carry :meth:`summary`."""
+
+    id: str
+    conversation_id: str
+    name: str
+    content_type: str
+    size: int       # bytes
+    sha256: str     # hex digest of the bytes
+    created_at: datetime
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "content_type": self.content_type, "size": self.size,
+                "sha256": self.sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    """A name a channel knows a conversation (and one of its events) by: a provider's message
+    id (an email Message-ID we sent or received), a subject token. Unique per channel."""
+
+    channel: str
+    ref: str
+    conversation_id: str
+    seq: int | None
+    created_at: datetime
+
+
+class OutboxStatus(str, enum.Enum):
+    PENDING = "pending"  # to be sent (again) at next_attempt_at
+    SENT = "sent"
+    FAILED = "failed"    # the last attempt failed, or the channel refused it for good
+    SKIPPED = "skipped"  # the channel decided not to send it (a bot answer inside the bot interval)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One outbound event (``seq`` of ``conversation_id``) a channel without live sessions must
+    deliver. Written in the transaction that appends the event; retried until sent or failed."""
+
+    id: str
+    conversation_id: str
+    seq: int
+    channel: str
+    status: OutboxStatus
+    attempts: int             # claims so far (a claim is one attempt, even if the process died in it)
+    next_attempt_at: datetime
+    last_error: str | None
+    sent_ref: str | None      # the provider's id of what was sent (an email Message-ID)
+    created_at: datetime

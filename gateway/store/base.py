@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, Sequence
 
-from ..model import Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange
+from ..model import (
+    Attachment, Author, ChannelRef, Conversation, ConversationState, Customer, Event, EventKind, Identity,
+    OutboxItem, OutboxStatus, StateChange,
+)
 
 
 class StoreError(Exception):
@@ -71,7 +74,7 @@ class Store(Protocol):
     async def append_event(
         self, conversation_id: str, *, author: Author, kind: EventKind, text: str | None = None,
         client_id: str | None = None, data: dict[str, Any] | None = None,
-        change: StateChange | None = None,
+        change: StateChange | None = None, outbox: str | None = None,
     ) -> tuple[Event, bool]:
         """Durably append the next event (seq = last_seq + 1) and apply ``change`` atomically.
 
@@ -79,12 +82,60 @@ class Store(Protocol):
         exists in the conversation, nothing is written and ``(existing, False)`` is returned.
         Otherwise returns ``(event, True)`` once committed. Raise NotFound for an unknown
         conversation.
+
+        ``outbox``: a channel name. When given and the event is created, a pending
+        :class:`OutboxItem` for (conversation, seq) on that channel, due now, is written in the
+        same transaction: the event is never stored without its delivery.
         """
 
     async def events_after(
         self, conversation_id: str, seq: int, limit: int | None = None
     ) -> Sequence[Event]:
         """Events with seq > ``seq`` in seq order."""
+
+    # attachments ---------------------------------------------------------------------------
+    async def put_attachment(self, conversation_id: str, *, name: str, content_type: str,
+                             data: bytes) -> Attachment:
+        """Store the bytes durably (size and SHA-256 are computed here) under a new id. Free
+        text follows the text rule. Raise NotFound for an unknown conversation."""
+
+    async def get_attachment(self, attachment_id: str) -> tuple[Attachment, bytes]:
+        """Raise NotFound when absent (an id no store can hold names nothing)."""
+
+    # channel references: provider message ids and subject tokens -----------------------------
+    async def add_ref(self, channel: str, ref: str, conversation_id: str, seq: int | None = None) -> bool:
+        """Record that ``ref`` names the conversation (and its event ``seq``) on ``channel``.
+        First writer wins: False when the ref was already recorded (nothing changes then)."""
+
+    async def find_ref(self, channel: str, refs: Sequence[str]) -> ChannelRef | None:
+        """The first of ``refs``, in the order given, that is recorded on ``channel``."""
+
+    async def conversation_refs(self, conversation_id: str, channel: str | None = None) -> Sequence[ChannelRef]:
+        """Every ref of the conversation (of one channel, when given), oldest first."""
+
+    # the outbox (gateway/outbox.py drives it) -------------------------------------------------
+    async def claim_outbox(self, channel: str, *, now: datetime, lease: float, limit: int = 20) -> Sequence[OutboxItem]:
+        """Pending items of ``channel`` due at ``now`` (next_attempt_at <= now) whose claim, if
+        any, expired; oldest first, at most ``limit``. Each is claimed until now + ``lease``
+        seconds and its ``attempts`` counted up, atomically, so no other process (or task)
+        claims it meanwhile. The items come back as claimed (attempts already counted)."""
+
+    async def finish_outbox(self, item_id: str, status: OutboxStatus, *, error: str | None = None,
+                            sent_ref: str | None = None) -> None:
+        """End an item: SENT (with the provider's id), FAILED or SKIPPED (with why). The claim
+        is released. Raise NotFound when absent."""
+
+    async def retry_outbox(self, item_id: str, *, error: str, next_attempt_at: datetime) -> None:
+        """The attempt failed for now: pending again from ``next_attempt_at``, claim released."""
+
+    async def outbox_item(self, item_id: str) -> OutboxItem:
+        """Raise NotFound when absent."""
+
+    async def outbox_items(self, conversation_id: str) -> Sequence[OutboxItem]:
+        """The conversation's items in seq order (for the admin API and tests)."""
+
+    async def outbox_counts(self) -> dict[tuple[str, OutboxStatus], int]:
+        """(channel, status) -> items, for /metrics."""
 
     # listing (admin API) --------------------------------------------------------------------
     async def list_conversations(
