@@ -9,7 +9,29 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from gateway.limits import Limits
-    from gateway.model import Conversation, Customer, Event
+    from gateway.model import Attachment, ChannelRef, Conversation, Customer, Event, OutboxItem
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFile:
+    """A file a customer sent (or an agent uploaded), before it is stored."""
+
+    name: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """Which conversation a message of a channel with threads (email) continues.
+
+    ``refs`` are the provider ids it answers, best first (In-Reply-To, then References): any
+    conversation they name is the one. ``token`` (from the subject) only counts when it names
+    a conversation of the same customer. A message matching neither opens a new conversation;
+    one that continues a closed conversation opens a new one that follows it."""
+
+    refs: tuple[str, ...] = ()
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,9 +41,59 @@ class Inbound:
     channel: str                    # the channel's configured name
     address: str                    # who, in the channel's own terms (email, chat id, web token hash)
     text: str
-    client_id: str | None = None    # the provider's or client's message id, for dedupe
+    client_id: str | None = None    # the provider's message id: a redelivery of it is stored once
     name: str | None = None
     profile: dict[str, Any] = field(default_factory=dict)  # email, phone, language, ...
+    files: tuple[IncomingFile, ...] = ()   # checked against the ``attachments:`` limits
+    original: IncomingFile | None = None   # the message as it arrived (an .eml), kept for agents
+    thread: Thread | None = None           # None: the customer's current conversation on the channel
+    details: dict[str, Any] = field(default_factory=dict)  # shown with the message (an email subject)
+
+
+class DeliveryError(Exception):
+    """An outbound message could not be delivered by the channel."""
+
+
+class TemporaryFailure(DeliveryError):
+    """Try again later (a 4xx reply, a refused or dropped connection, a timeout)."""
+
+
+class PermanentFailure(DeliveryError):
+    """Trying again will not help (a 5xx reply, an address that does not exist)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """The channel decided not to send this event (a bot answer too soon after the last one)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Delivered; ``ref`` is the provider's id of what went out (an email Message-ID), by which
+    replies and bounces find the conversation again."""
+
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPolicy:
+    """How the core's outbox retries a channel's deliveries (gateway/outbox.py)."""
+
+    attempts: int = 8          # tries in all, then the agent gets delivery_failed
+    backoff: float = 30.0      # seconds before the second try; doubled each time after
+    backoff_max: float = 3600.0
+    lease: float = 300.0       # seconds one process owns an item while it tries it
+
+
+class Deliver(Protocol):
+    """A channel's way of sending one outbound event (an agent's or the bot's message).
+
+    Return :class:`Sent` or :class:`Skipped`; raise :class:`TemporaryFailure` to be retried
+    (with backoff, up to the policy's attempts) or :class:`PermanentFailure` to fail at once."""
+
+    async def __call__(self, conversation: "Conversation", event: "Event", item: "OutboxItem") -> "Sent | Skipped": ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +137,37 @@ class GatewayPort(Protocol):
     async def customer_typing(self, conversation_id: str, active: bool) -> None:
         """The customer is typing (or stopped); its agent hears it. Never stored."""
 
-    async def receive(self, inbound: Inbound) -> Receipt: ...
+    async def receive(self, inbound: Inbound) -> Receipt:
+        """One message from a channel without live sessions, stored with its files; a
+        redelivery of the same ``client_id`` returns the first receipt (``created`` False)."""
+
+    async def record_notice(self, channel: str, refs: Sequence[str], notice: str, *,
+                            text: str | None = None, data: dict[str, Any] | None = None) -> "Event | None":
+        """Mail that must not start or continue a conversation (an auto-reply, a read receipt)
+        is recorded, for the agent, on the conversation one of ``refs`` names, if any."""
+
+    async def delivery_failed(self, channel: str, ref: str, reason: str) -> "Event | None":
+        """What we sent as ``ref`` did not arrive (a bounce): its conversation records a
+        ``delivery_failed`` for that message, if ``ref`` names one."""
+
+    async def use_outbox(self, channel: str, deliver: Deliver, policy: OutboxPolicy) -> None:
+        """From now on the agent's and the bot's messages on ``channel`` are written to the
+        durable outbox with the event, and ``deliver`` is called for each (in this or another
+        process) until it is sent or fails for good. Call it from ``start``."""
+
+    async def stop_outbox(self, channel: str) -> None:
+        """Stop delivering for ``channel`` in this process (call it from ``stop``); what is not
+        sent yet stays in the outbox for the next start, or another process."""
+
+    async def add_ref(self, channel: str, ref: str, conversation_id: str, seq: int | None = None) -> bool:
+        """Name a conversation (and one of its events) by a provider id or token. First
+        writer wins: False when ``ref`` already names something on the channel."""
+
+    async def conversation_refs(self, conversation_id: str, channel: str) -> "Sequence[ChannelRef]": ...
+
+    async def get_customer(self, customer_id: str) -> "Customer": ...
+
+    async def get_attachment(self, attachment_id: str) -> "tuple[Attachment, bytes]": ...
 
     async def track_sessions(self, channel: str, policy: SessionPolicy) -> None:
         """This channel has live customer sessions: from now on its open conversations count as

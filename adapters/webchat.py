@@ -22,7 +22,9 @@ from gateway.errors import frame_failure
 from gateway.limits import RateLimited, TokenBucket
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind
-from gateway.store import StoreError
+from gateway.attachments import attachment_response
+from gateway.pipeline import ConversationError
+from gateway.store import NotFound, StoreError, StoreUnavailable
 from gateway.websocket import (CLOSE_RATE_LIMITED, FrameError, FrameRejected, FrameSender, frames, message_fields,
                                prepare, typing_active)
 
@@ -37,6 +39,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str = Field(default="/webchat/ws", pattern=r"^/")
+    # Where the customer downloads a conversation's files (GET <path>/{id}, Authorization:
+    # Bearer <the token from welcome>).
+    attachments_path: str = Field(default="/webchat/attachments", pattern=r"^/[^{}]*[^/{}]$")
     # Seconds a new socket may take to say hello before it is closed.
     hello_timeout: float = Field(default=30.0, gt=0)
     # Seconds a conversation waiting for an agent may have no customer socket before it is
@@ -80,6 +85,8 @@ def customer_frame(event: Event, own: bool) -> dict[str, Any] | None:
                  "at": event.at.isoformat()}
         if event.author is Author.CUSTOMER:
             frame["id"] = event.client_id
+        if event.data.get("attachments"):
+            frame["attachments"] = event.data["attachments"]
         return frame
     if event.kind in (EventKind.QUEUED, EventKind.TRANSFERRED):
         return {"type": "queued", "seq": event.seq, "position": event.data.get("position"),
@@ -99,7 +106,30 @@ class WebChatAdapter:
         self._sessions: dict[str, set[CustomerSession]] = {}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get(self.settings.path, self.handle)]
+        return [web.get(self.settings.path, self.handle),
+                web.get(self.settings.attachments_path + "/{attachment_id}", self.download)]
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        """A file of the customer's own conversation; anything else is 404, whoever asks."""
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        missing = web.json_response({"error": "not_found", "message": "no such attachment"}, status=404)
+        if not token:
+            return web.json_response({"error": "unauthorized", "message": "send Authorization: Bearer <token from welcome>"},
+                                     status=401)
+        try:
+            customer = await self.gateway.identify_known(self.name, web_identity(token))
+            if customer is None:
+                return missing
+            attachment, data = await self.gateway.get_attachment(request.match_info["attachment_id"])
+            conversation = await self.gateway.get_conversation(attachment.conversation_id)
+        except (NotFound, ConversationError):
+            return missing
+        except StoreUnavailable:
+            return web.json_response({"error": "unavailable", "message": "storage is unavailable; retry later"},
+                                     status=503)
+        if conversation.customer_id != customer.id or conversation.channel != self.name:
+            return missing
+        return attachment_response(attachment, data)
 
     async def start(self) -> None:
         await self.gateway.track_sessions(self.name, SessionPolicy(self.settings.abandon_after,

@@ -8,8 +8,9 @@ few enough of them that the replay stays bounded (docs/protocol.md, "Authenticat
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from .store.text import bad_identifier
 from .websocket import FrameRejected
@@ -19,6 +20,20 @@ MAX_RESUME = 1000              # conversations one auth may resume
 MAX_CONVERSATION_ID = 128      # characters of a conversation id in ``resume``
 
 Status = Literal["available", "away"]
+
+
+def agent_for_token(agents: Iterable[Any], token: Any) -> str | None:
+    """The id of the agent (``agents:`` config) owning ``token``. Every agent's token is
+    compared, in constant time, so neither the answer's timing nor its position in the list
+    leaks which one matched."""
+    if not isinstance(token, str):
+        return None
+    given = token.encode()
+    found = None
+    for agent in agents:
+        if hmac.compare_digest(given, agent.token.get_secret_value().encode()):
+            found = agent.id
+    return found
 
 
 @dataclass(frozen=True, slots=True)

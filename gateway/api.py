@@ -6,6 +6,9 @@
 - ``POST /api/config/reload``: validate config.yaml and swap it in, or say why not.
 - ``GET /api/conversations`` (filtered, newest first, paged) and ``GET /api/conversations/{id}``
   with its events: what agents and supervisors read back (``gateway.transcripts``).
+- ``POST /api/attachments?conversation_id=..&name=..`` (an agent's token: a file for its reply;
+  the body is the file, its Content-Type the file's) and ``GET /api/attachments/{id}`` (the
+  bytes, for admins and the conversation's agents).
 - ``GET /metrics``: the same figures in Prometheus text format (no token: scrape it from inside).
 
 Every failure is a JSON answer ``{"error": code, "message": text}``: storage that cannot be
@@ -27,8 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routing.config import NAME
 
+from adapters.base import IncomingFile
+
+from .agent_auth import agent_for_token
+from .attachments import attachment_response
 from .limits import seconds
-from .pipeline import Pipeline
+from .pipeline import ConversationError, Pipeline
 from .reload import ConfigReloader
 from .reports import GatewayCollector, LimitsCollector, agent_report, queue_report
 from .store import NotFound, StoreError, StoreUnavailable
@@ -55,6 +62,9 @@ class CustomerIn(BaseModel):
     tier: str | None = Field(default=None, pattern=NAME)
     attributes: dict[str, Any] | None = None
     identities: list[IdentityIn] = []
+
+
+ADMIN = "\0admin"  # who a request is when it carries server.admin_token (no agent id can hold NUL)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -86,6 +96,8 @@ class AdminApi:
             web.post("/api/config/reload", self._admin(self.reload)),
             web.get("/api/conversations", self._admin(self.conversations)),
             web.get("/api/conversations/{conversation_id}", self._admin(self.conversation)),
+            web.post("/api/attachments", self._admin_or_agent(self.upload_attachment)),
+            web.get("/api/attachments/{attachment_id}", self._admin_or_agent(self.download_attachment)),
             web.get("/metrics", self.metrics),
         ]
 
@@ -94,29 +106,94 @@ class AdminApi:
             token = self.pipeline.config.server.admin_token
             if token is None or not token.get_secret_value():
                 return error(403, "admin_disabled", "set server.admin_token (e.g. from ${CONTACTGATE_ADMIN_TOKEN}) to use the admin API")
-            limits = self.pipeline.limits
-            address = limits.client_address(request)
-            if locked_for := limits.locked_for("admin", address):
-                return rate_limited(locked_for)
-            given = request.headers.get("Authorization", "")
-            expected = "Bearer " + token.get_secret_value()
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                await limits.auth_failed("admin", address)  # logs the address, answers late
-                return error(401, "unauthorized", "send Authorization: Bearer <server.admin_token>")
-            limits.auth_succeeded("admin", address)
-            try:
-                return await handler(request)
-            except web.HTTPException:
-                raise  # aiohttp's own answers (413 for a body over client_max_size, ...)
-            except StoreUnavailable as exc:
-                log.error("store unavailable", extra={"error": str(exc), "path": request.path})
-                return error(503, "unavailable", "storage is unavailable; nothing was changed, retry later")
-            except Exception as exc:
-                log.error("admin request failed", exc_info=exc,
-                          extra={"error": f"{type(exc).__name__}: {exc}", "path": request.path})
-                return error(500, "internal", "the gateway failed to handle this request; see its log")
+            who = await self._bearer(request, agents=False)
+            if isinstance(who, web.Response):
+                return who
+            return await self._answer(handler, request)
 
         return guarded
+
+    def _admin_or_agent(self, handler: Callable[[web.Request, str | None], Awaitable[web.StreamResponse]]) -> Handler:
+        """The admin token (agent None) or an agent's own token (its id)."""
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            who = await self._bearer(request, agents=True)
+            if isinstance(who, web.Response):
+                return who
+            return await self._answer(lambda r: handler(r, None if who == ADMIN else who), request)
+
+        return guarded
+
+    async def _bearer(self, request: web.Request, *, agents: bool) -> str | web.Response:
+        """Who the request's bearer token is (ADMIN or an agent id), or the 401/429 answer."""
+        limits = self.pipeline.limits
+        address = limits.client_address(request)
+        if locked_for := limits.locked_for("admin", address):
+            return rate_limited(locked_for)
+        given = request.headers.get("Authorization", "")
+        token = self.pipeline.config.server.admin_token
+        admin = token is not None and bool(token.get_secret_value()) and hmac.compare_digest(
+            given.encode(), ("Bearer " + token.get_secret_value()).encode())
+        agent = agent_for_token(self.pipeline.config.agents, given.removeprefix("Bearer ")) if agents else None
+        if not admin and agent is None:
+            await limits.auth_failed("admin", address)  # logs the address, answers late
+            wanted = "server.admin_token or your agent token" if agents else "server.admin_token"
+            return error(401, "unauthorized", f"send Authorization: Bearer <{wanted}>")
+        limits.auth_succeeded("admin", address)
+        return ADMIN if admin else agent  # type: ignore[return-value]
+
+    @staticmethod
+    async def _answer(handler: Handler, request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise  # aiohttp's own answers (413 for a body over client_max_size, ...)
+        except ConversationError as exc:
+            status = 413 if exc.code == "attachment_too_large" else 409
+            return error(status, exc.code, str(exc))
+        except StoreUnavailable as exc:
+            log.error("store unavailable", extra={"error": str(exc), "path": request.path})
+            return error(503, "unavailable", "storage is unavailable; nothing was changed, retry later")
+        except Exception as exc:
+            log.error("admin request failed", exc_info=exc,
+                      extra={"error": f"{type(exc).__name__}: {exc}", "path": request.path})
+            return error(500, "internal", "the gateway failed to handle this request; see its log")
+
+    # attachments ---------------------------------------------------------------------------
+    async def upload_attachment(self, request: web.Request, agent_id: str | None) -> web.Response:
+        if agent_id is None:
+            return error(403, "agents_only", "attachments are uploaded by the agent who sends them")
+        conversation_id = request.query.get("conversation_id", "")
+        name = request.query.get("name", "")
+        if not conversation_id or not name or bad_identifier(conversation_id):
+            return error(400, "bad_attachment", "give ?conversation_id=<id>&name=<file name>; the body is the file")
+        limit = self.pipeline.config.attachments.max_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return error(413, "attachment_too_large", f"files up to {limit} bytes are accepted")
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                return error(413, "attachment_too_large", f"files up to {limit} bytes are accepted")
+        content_type = request.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip().lower()
+        try:
+            attachment = await self.pipeline.upload(agent_id, conversation_id,
+                                                    IncomingFile(name, content_type or "application/octet-stream", bytes(body)))
+        except ConversationError as exc:
+            if exc.code == "unknown_conversation":
+                return error(404, exc.code, str(exc))
+            raise
+        return web.json_response(attachment.summary(), status=201)
+
+    async def download_attachment(self, request: web.Request, agent_id: str | None) -> web.StreamResponse:
+        attachment_id = request.match_info["attachment_id"]
+        try:
+            attachment, data = await self.pipeline.get_attachment(attachment_id)
+        except NotFound:
+            return error(404, "not_found", f"no attachment {attachment_id!r}")
+        if agent_id is not None and not await self.pipeline.agent_may_see(agent_id, attachment.conversation_id):
+            # The same answer as for a missing one: an agent learns nothing of other conversations.
+            return error(404, "not_found", f"no attachment {attachment_id!r}")
+        return attachment_response(attachment, data)
 
     async def put_customer(self, request: web.Request) -> web.Response:
         customer_id = request.match_info["customer_id"]

@@ -16,6 +16,7 @@ from routing.config import (NAME, AgentConfig, DeskConfig, HoursConfig, QueueCon
                             TiersConfig)
 
 from .configfile import ConfigError, YamlDocument, dotted, read_yaml, read_yaml_file
+from .attachments import AttachmentsConfig
 from .limits import LimitsConfig
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
@@ -71,11 +72,20 @@ class ChannelConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class ChannelSelfService(Strict):
+    """What differs for one channel: an answer by mail must be surer than one in a chat."""
+
+    min_score: float | None = Field(default=None, gt=0, le=1)
+    max_unanswered: int | None = Field(default=None, ge=1)
+
+
 class SelfServiceConfig(Strict):
     faq: Path | None = None  # relative paths are relative to config.yaml
     min_score: float = Field(default=0.35, gt=0, le=1)
     handoff_phrases: list[str] = ["agent", "human", "person", "representative", "人工", "转人工", "客服"]
     max_unanswered: int = Field(default=2, ge=1)
+    # Per channel name: min_score / max_unanswered for that channel's conversations.
+    channels: dict[str, ChannelSelfService] = {}
     greeting: str | None = "Hi! Ask me about your shipment, or type 'agent' to talk to a person."
     no_answer: str = "Sorry, I don't have an answer for that. Try other words, or type 'agent' to talk to a person."
     handoff: str = "Let me find you an agent. Please hold on."
@@ -93,6 +103,7 @@ class GatewayConfig(Strict):
     desk: DeskConfig = DeskConfig()
     agents: list[AgentConfig] = []
     limits: LimitsConfig = LimitsConfig()
+    attachments: AttachmentsConfig = AttachmentsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> "GatewayConfig":
@@ -148,6 +159,10 @@ class GatewayConfig(Strict):
                 problems.append((("channels", index, "path"), f"path {path!r} is already used by channels[{paths[path]}]"))
             if path is not None:
                 paths[path] = index
+        channel_names = {c.channel_name for c in self.channels}
+        for name in self.selfservice.channels:
+            if name not in channel_names:
+                problems.append((("selfservice", "channels", name), f"no channel named {name!r} (channels: {sorted(channel_names)})"))
         tiers = self.tiers.names
         for index, queue in enumerate(self.queues):
             for tier in queue.priority:

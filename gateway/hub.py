@@ -13,7 +13,6 @@ but it replaces nobody and the dispatcher does not know of it until the replay h
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from typing import Any
 
@@ -25,11 +24,11 @@ from .errors import frame_failure
 from .limits import RateLimited, seconds
 from .logs import about
 from .model import Author, Conversation, Event, EventKind
-from .agent_auth import AuthRequest, auth_request
+from .agent_auth import AuthRequest, agent_for_token, auth_request
 from .pipeline import ConversationError, Pipeline
 from .store import NotFound, StoreUnavailable
 from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError,
-                        FrameRejected, FrameSender, frames, message_fields, prepare, typing_active)
+                        FrameRejected, FrameSender, attachment_ids, frames, message_fields, prepare, typing_active)
 
 log = logging.getLogger("contactgate.hub")
 
@@ -75,6 +74,18 @@ class AgentConnection:
             await self.sender.write({"type": "closed", "conversation_id": cid, "seq": event.seq,
                                      "closed_by": event.data.get("closed_by")})
             self.deliveries.pop(cid, None)
+        elif event.kind is EventKind.DELIVERY_FAILED:
+            await self.sender.write({"type": "delivery_failed", "conversation_id": cid, "seq": event.seq,
+                                     "message_seq": event.data.get("seq"), "reason": event.data.get("reason"),
+                                     "bounce": bool(event.data.get("bounce"))})
+        elif event.kind is EventKind.NOTICE:
+            await self.sender.write({"type": "notice", "conversation_id": cid, **event_frame(event),
+                                     "notice": event.data.get("notice")})
+
+
+# What an event's data adds to its frame when present: the files, the mail's subject and
+# sender, the closed conversation this one follows, the original message.
+SHOWN_DATA = ("attachments", "original", "subject", "from", "follows")
 
 
 def event_frame(event: Event) -> dict[str, Any]:
@@ -82,6 +93,9 @@ def event_frame(event: Event) -> dict[str, Any]:
                              "at": event.at.isoformat()}
     if event.kind is not EventKind.MESSAGE:
         frame["kind"] = event.kind.value
+    for key in SHOWN_DATA:
+        if key in event.data:
+            frame[key] = event.data[key]
     return frame
 
 
@@ -119,16 +133,7 @@ class AgentHub:
             await connection.sender.close(WSCloseCode.GOING_AWAY, "server shutdown")
 
     def authenticate(self, token: Any) -> str | None:
-        """The agent id owning ``token``. Every agent's token is compared, in constant time, so
-        neither the answer's timing nor its position in the list leaks which one matched."""
-        if not isinstance(token, str):
-            return None
-        given = token.encode()
-        found = None
-        for agent in self.config.agents:
-            if hmac.compare_digest(given, agent.token.get_secret_value().encode()):
-                found = agent.id
-        return found
+        return agent_for_token(self.config.agents, token)
 
     # fan-out from the pipeline ---------------------------------------------------------------
     async def on_event(self, conversation: Conversation, event: Event) -> None:
@@ -359,12 +364,14 @@ class AgentHub:
         elif kind == "typing":
             await self.pipeline.agent_typing(connection.agent_id, conversation_id, typing_active(frame))
         elif kind == "message":
-            client_id, text = message_fields(frame)
+            attachments = attachment_ids(frame)
+            client_id, text = message_fields(frame, text_optional=bool(attachments))
             self.pipeline.limits.agent_message(connection.bucket, conversation_id, client_id)
             key = (conversation_id, client_id)
             connection.pending.add(key)
             try:
-                receipt = await self.pipeline.agent_message(connection.agent_id, conversation_id, text, client_id)
+                receipt = await self.pipeline.agent_message(connection.agent_id, conversation_id, text, client_id,
+                                                            attachments)
             except BaseException:
                 connection.pending.discard(key)
                 raise

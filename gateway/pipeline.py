@@ -19,13 +19,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
 
-from adapters.base import Inbound, Receipt, SessionPolicy
+from adapters.base import Deliver, IncomingFile, Inbound, OutboxPolicy, Receipt, SessionPolicy
 from routing import Contact, Offer, WaitingEntry, choose_queue, resolve_tier
 from routing.config import QueueConfig, Step
 from routing.hours import is_open, open_now
 from routing.rules import step_timeout
 from routing.servicelevel import ServiceLevels, estimated_wait
 
+from .attachments import Refused, clean_name, clean_type, refusal_note, screen
 from .config import GatewayConfig
 from .crm import CrmClient
 from .dispatcher import Dispatcher, Presence, Route
@@ -34,8 +35,9 @@ from .limits import Limits
 from .locks import KeyedLocks
 from .logs import about
 from .model import (
-    KEEP, Author, Conversation, ConversationState as S, Customer, Event, EventKind, StateChange, utcnow,
+    KEEP, Attachment, Author, ChannelRef, Conversation, ConversationState as S, Customer, Event, EventKind, StateChange, utcnow,
 )
+from .outbox import OutboxWorker
 from .presence import Absence, CustomerPresence, was_left_message
 from .scheduler import Scheduler
 from .selfservice import Answer, Handoff, SelfService
@@ -54,6 +56,7 @@ RESTART_ONLY = ("server", "store", "channels")  # config sections a hot reload c
 # customer's first wait only.
 NOT_A_FIRST_WAIT = ("transfer", "returned")
 POSITION_INTERVAL = 1.0  # seconds between position / estimated-wait updates to waiting customers
+OUTBOUND = (Author.AGENT, Author.BOT)  # whose messages a channel with an outbox delivers
 MAX_ROUTING_TEXT = 2000  # characters of the customer's bot-phase text kept for keyword rules
 
 
@@ -92,6 +95,8 @@ class Pipeline:
         # is exact, and a message costs one store call (the append) instead of two.
         self._open: dict[str, Conversation] = {}
         self._crm: CrmClient | None = None
+        self._outboxes: dict[str, OutboxWorker] = {}   # channel -> its worker in this process
+        self._arrivals = KeyedLocks()  # (channel, provider id): one delivery of a message at a time
         self._last_status: dict[str, tuple[int, int]] = {}
         self.limits = Limits(lambda: self.config.limits)  # reads the live config: reloads apply at once
 
@@ -200,6 +205,8 @@ class Pipeline:
         await self.scheduler.start()
 
     async def stop(self) -> None:
+        for channel in list(self._outboxes):
+            await self.stop_outbox(channel)
         await self.scheduler.stop()
         if self._crm is not None:
             await self._crm.close()
@@ -259,13 +266,72 @@ class Pipeline:
 
     # customer side -------------------------------------------------------------------------------
     async def receive(self, inbound: Inbound) -> Receipt:
-        """One message from a channel that has no session of its own (email, messaging apps)."""
-        customer = await self.identify(inbound.channel, inbound.address, name=inbound.name, profile=inbound.profile)
-        # Such channels have no "seen" cursor: a closed conversation is over, the next message opens a new one.
-        conversation, _ = await self.current_conversation(customer, inbound.channel, seen_seq=2**62)
-        return await self.customer_message(conversation.id, inbound.text, inbound.client_id)
+        """One message from a channel that has no session of its own (email, messaging apps).
 
-    async def customer_message(self, conversation_id: str, text: str, client_id: str | None) -> Receipt:
+        Its provider id (``client_id``) is recorded as a ref of the conversation it went to
+        before the message is stored, so a redelivery, even one whose first delivery died
+        half way, finds that conversation, where the store's client-id check makes it a no-op."""
+        if inbound.client_id is None:
+            return await self._receive(inbound, None)
+        async with self._arrivals(f"{inbound.channel}\n{inbound.client_id}"):
+            ref = await self.store.find_ref(inbound.channel, [inbound.client_id])
+            if ref is not None:
+                conversation = await self._conversation(ref.conversation_id)
+                existing = await self._existing(conversation, inbound.client_id)
+                if existing is not None:
+                    return Receipt(existing, False)
+                if conversation.state.is_open:
+                    return await self._receive(inbound, conversation)
+            return await self._receive(inbound, None)
+
+    async def _receive(self, inbound: Inbound, conversation: Conversation | None) -> Receipt:
+        customer = await self.identify(inbound.channel, inbound.address, name=inbound.name, profile=inbound.profile)
+        follows = None
+        if conversation is None:
+            conversation, follows = await self._thread(inbound, customer)
+            if inbound.client_id is not None and not await self.store.add_ref(
+                    inbound.channel, inbound.client_id, conversation.id):
+                # Another process stored the same message meanwhile: that one counts.
+                ref = await self.store.find_ref(inbound.channel, [inbound.client_id])
+                if ref is not None and ref.conversation_id != conversation.id:
+                    other = await self._conversation(ref.conversation_id)
+                    if other.state.is_open:
+                        conversation = other
+        details = dict(inbound.details)
+        if follows is not None:
+            details["follows"] = follows
+        return await self.customer_message(conversation.id, inbound.text, inbound.client_id, files=inbound.files,
+                                           original=inbound.original, details=details)
+
+    async def _thread(self, inbound: Inbound, customer: Customer) -> tuple[Conversation, str | None]:
+        """The conversation a message continues (adapters.base.Thread), and the closed one a new
+        conversation follows, if any."""
+        thread = inbound.thread
+        if thread is None:
+            # No threads on the channel: a closed conversation is over, the next message opens a new one.
+            conversation, _ = await self.current_conversation(customer, inbound.channel, seen_seq=2**62)
+            return conversation, None
+        found = None
+        ref = await self.store.find_ref(inbound.channel, thread.refs) if thread.refs else None
+        if ref is not None:
+            found = await self._conversation(ref.conversation_id)
+        elif thread.token:
+            ref = await self.store.find_ref(inbound.channel, [thread.token])
+            if ref is not None:
+                candidate = await self._conversation(ref.conversation_id)
+                if candidate.customer_id == customer.id:  # a token alone is a hint, not a key
+                    found = candidate
+        if found is not None and found.state.is_open:
+            return found, None
+        conversation = await self.store.create_conversation(customer.id, inbound.channel)
+        with about(conversation.id):
+            log.info("conversation opened", extra={"customer_id": customer.id, "channel": inbound.channel,
+                                                   "follows": found.id if found else None})
+        return conversation, (found.id if found is not None else None)
+
+    async def customer_message(self, conversation_id: str, text: str, client_id: str | None, *,
+                               files: Sequence[IncomingFile] = (), original: IncomingFile | None = None,
+                               details: dict[str, Any] | None = None) -> Receipt:
         routed = False
         with about(conversation_id):
             async with self._lock(conversation_id):
@@ -277,13 +343,40 @@ class Pipeline:
                         if existing is not None:
                             return Receipt(existing, False)
                     raise ConversationError("conversation_closed", "this conversation is closed; say hello again to start a new one")
+                data = dict(details or {})
+                refused = await self._store_files(conversation.id, files, original, data)
                 conversation, (event, created) = await self._append_receipt(
-                    conversation, Author.CUSTOMER, EventKind.MESSAGE, text=text, client_id=client_id)
+                    conversation, Author.CUSTOMER, EventKind.MESSAGE, text=text, client_id=client_id, data=data or None)
+                if created and refused:
+                    conversation, _ = await self._append(
+                        conversation, Author.BOT, EventKind.MESSAGE, text=refusal_note(refused, self.config.attachments),
+                        data={"refused": [{"name": r.name, "size": r.size, "reason": r.reason} for r in refused]})
                 if created and conversation.state is S.BOT:
                     routed = await self._self_service(conversation, text)
             if routed:
                 await self.dispatch()
             return Receipt(event, created)
+
+    async def _store_files(self, conversation_id: str, files: Sequence[IncomingFile], original: IncomingFile | None,
+                           data: dict[str, Any]) -> list[Refused]:
+        """Store the files the limits let through (their summaries go into ``data``); the
+        original message too, unless it is larger than a message may be or holds a refused
+        file (what is refused is not stored). Returns the refused files."""
+        if not files and original is None:
+            return []
+        config = self.config.attachments
+        kept, refused = screen(files, config)
+        stored = [await self.store.put_attachment(conversation_id, name=clean_name(f.name), content_type=clean_type(f.content_type),
+                                                  data=f.data) for f in kept]
+        if stored:
+            data["attachments"] = [a.summary() for a in stored]
+        if original is not None and not refused and len(original.data) <= config.max_message_bytes:
+            kept_original = await self.store.put_attachment(conversation_id, name=original.name,
+                                                            content_type=clean_type(original.content_type), data=original.data)
+            data["original"] = kept_original.summary()
+        if refused:
+            log.info("attachments refused", extra={"refused": [r.name for r in refused]})
+        return refused
 
     async def customer_leaves(self, conversation_id: str) -> None:
         with about(conversation_id):
@@ -298,7 +391,7 @@ class Pipeline:
         """Answer or hand off. Returns True when the conversation went to routing."""
         cid = conversation.id
         self._routing_text[cid] = (self._routing_text.get(cid, "") + "\n" + text)[-MAX_ROUTING_TEXT:]
-        reply = self.selfservice.reply(text, self._unanswered.get(cid, 0))
+        reply = self.selfservice.reply(text, self._unanswered.get(cid, 0), conversation.channel)
         if isinstance(reply, Answer):
             self._unanswered.pop(cid, None)
             self._topics.setdefault(cid, set()).add(reply.faq_id)
@@ -568,14 +661,51 @@ class Pipeline:
             await self.withdraw_offer(conversation_id, reason="declined", exclude=True)
         await self.dispatch()
 
-    async def agent_message(self, agent_id: str, conversation_id: str, text: str, client_id: str | None) -> Receipt:
+    async def agent_message(self, agent_id: str, conversation_id: str, text: str, client_id: str | None,
+                            attachments: Sequence[str] = ()) -> Receipt:
+        """``attachments``: ids the agent uploaded to this conversation (``upload``)."""
         with about(conversation_id, agent_id):
             async with self._lock(conversation_id):
                 conversation = await self._assigned_to(agent_id, conversation_id)
+                data: dict[str, Any] = {"agent_id": agent_id}
+                if attachments:
+                    data["attachments"] = [a.summary() for a in await self._own_attachments(conversation_id, attachments)]
                 _, (event, created) = await self._append_receipt(
-                    conversation, Author.AGENT, EventKind.MESSAGE, text=text, client_id=client_id,
-                    data={"agent_id": agent_id})
+                    conversation, Author.AGENT, EventKind.MESSAGE, text=text, client_id=client_id, data=data)
                 return Receipt(event, created)
+
+    async def _own_attachments(self, conversation_id: str, ids: Sequence[str]) -> list[Attachment]:
+        found = []
+        for attachment_id in dict.fromkeys(ids):
+            try:
+                attachment, _ = await self.store.get_attachment(attachment_id)
+            except NotFound:
+                attachment = None
+            if attachment is None or attachment.conversation_id != conversation_id:
+                raise ConversationError("unknown_attachment",
+                                        f"no attachment {attachment_id!r} in conversation {conversation_id!r}")
+            found.append(attachment)
+        return found
+
+    async def upload(self, agent_id: str, conversation_id: str, file: IncomingFile) -> Attachment:
+        """A file an agent will send with a reply in a conversation assigned to it."""
+        await self._assigned_to(agent_id, conversation_id)
+        limit = self.config.attachments.max_bytes
+        if len(file.data) > limit:
+            raise ConversationError("attachment_too_large", f"files up to {limit} bytes are accepted")
+        return await self.store.put_attachment(conversation_id, name=clean_name(file.name),
+                                               content_type=clean_type(file.content_type), data=file.data)
+
+    async def get_attachment(self, attachment_id: str) -> tuple[Attachment, bytes]:
+        return await self.store.get_attachment(attachment_id)
+
+    async def agent_may_see(self, agent_id: str, conversation_id: str) -> bool:
+        """Whether the agent works, is offered, or once worked this conversation."""
+        conversation = await self._conversation(conversation_id)
+        if conversation.agent_id == agent_id:
+            return True
+        return any(e.kind is EventKind.ASSIGNED and e.data.get("agent", {}).get("id") == agent_id
+                   for e in await self.store.events_after(conversation_id, 0))
 
     async def agent_close(self, agent_id: str, conversation_id: str, disposition: str | None = None) -> Event:
         desk = self.config.desk
@@ -828,6 +958,60 @@ class Pipeline:
                                data={"left_message": True})
         self._schedule_positions()
 
+    # channels that deliver through the outbox (gateway/outbox.py) -------------------------------
+    async def use_outbox(self, channel: str, deliver: Deliver, policy: OutboxPolicy) -> None:
+        worker = OutboxWorker(channel, self.store, deliver, policy, on_failed=self._undelivered,
+                              on_sent=self.store.add_ref, clock=self.clock)
+        self._outboxes[channel] = worker
+        worker.start()
+        log.info("outbox started", extra={"channel": channel})
+
+    async def stop_outbox(self, channel: str) -> None:
+        worker = self._outboxes.pop(channel, None)
+        if worker is not None:
+            await worker.stop()
+
+    async def add_ref(self, channel: str, ref: str, conversation_id: str, seq: int | None = None) -> bool:
+        return await self.store.add_ref(channel, ref, conversation_id, seq)
+
+    async def conversation_refs(self, conversation_id: str, channel: str) -> Sequence[ChannelRef]:
+        return await self.store.conversation_refs(conversation_id, channel)
+
+    async def get_customer(self, customer_id: str) -> Customer:
+        return await self.store.get_customer(customer_id)
+
+    async def _undelivered(self, conversation_id: str, seq: int, reason: str, attempts: int, *,
+                           bounce: bool = False) -> Event:
+        """Record that the message ``seq`` did not reach the customer: its agent sees it."""
+        with about(conversation_id):
+            async with self._lock(conversation_id):
+                conversation = await self._conversation(conversation_id)
+                data: dict[str, Any] = {"seq": seq, "reason": reason, "attempts": attempts}
+                if bounce:
+                    data["bounce"] = True
+                _, event = await self._append(conversation, Author.SYSTEM, EventKind.DELIVERY_FAILED,
+                                              text=f"Message {seq} was not delivered: {reason}", data=data)
+                return event
+
+    async def delivery_failed(self, channel: str, ref: str, reason: str) -> Event | None:
+        found = await self.store.find_ref(channel, [ref])
+        if found is None or found.seq is None:
+            return None
+        return await self._undelivered(found.conversation_id, found.seq, reason, 0, bounce=True)
+
+    async def record_notice(self, channel: str, refs: Sequence[str], notice: str, *, text: str | None = None,
+                            data: dict[str, Any] | None = None) -> Event | None:
+        found = await self.store.find_ref(channel, refs) if refs else None
+        if found is None:
+            return None
+        with about(found.conversation_id):
+            async with self._lock(found.conversation_id):
+                conversation = await self._conversation(found.conversation_id)
+                log.info("notice recorded", extra={"notice": notice})
+                _, event = await self._append(conversation, Author.SYSTEM, EventKind.NOTICE, text=text,
+                                              data={"notice": notice, **(data or {})})
+                return event
+
     # the one way events are written --------------------------------------------------------------
     async def _append(self, conversation: Conversation, author: Author, kind: EventKind, *,
                       text: str | None = None, data: dict[str, Any] | None = None,
@@ -839,10 +1023,14 @@ class Pipeline:
                               text: str | None = None, client_id: str | None = None,
                               data: dict[str, Any] | None = None, change: StateChange | None = None,
                               ) -> tuple[Conversation, tuple[Event, bool]]:
+        worker = self._outboxes.get(conversation.channel) if kind is EventKind.MESSAGE and author in OUTBOUND else None
         event, created = await self.store.append_event(
-            conversation.id, author=author, kind=kind, text=text, client_id=client_id, data=data, change=change)
+            conversation.id, author=author, kind=kind, text=text, client_id=client_id, data=data, change=change,
+            outbox=worker.channel if worker is not None else None)
         if not created:
             return conversation, (event, False)
+        if worker is not None:
+            worker.wake()
         conversation = _after(conversation, event, change)
         if conversation.state.is_open:
             self._open[conversation.id] = conversation

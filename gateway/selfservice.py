@@ -56,13 +56,19 @@ class SelfService:
             return True
         return any(phrase in text for phrase in self._cjk_phrases)
 
-    def reply(self, text: str, unanswered_before: int) -> Reply:
+    def reply(self, text: str, unanswered_before: int, channel: str | None = None) -> Reply:
+        """``channel``: the conversation's channel, whose ``selfservice.channels`` entry (if
+        any) sets its own ``min_score`` and ``max_unanswered``."""
         if self.asks_for_human(text):
             return Handoff(self.config.handoff, "asked")
-        match = self.faq.match(text, min_score=self.config.min_score) if self.faq else None
+        own = self.config.channels.get(channel) if channel is not None else None
+        min_score = own.min_score if own is not None and own.min_score is not None else self.config.min_score
+        max_unanswered = (own.max_unanswered if own is not None and own.max_unanswered is not None
+                          else self.config.max_unanswered)
+        match = self.faq.match(text, min_score=min_score) if self.faq else None
         if match is not None:
             return Answer(match.entry.answer, match.entry.id, match.score)
-        if unanswered_before + 1 >= self.config.max_unanswered:
+        if unanswered_before + 1 >= max_unanswered:
             return Handoff(self.config.handoff, "unanswered")
         return NoAnswer(self.config.no_answer)
 

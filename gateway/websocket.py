@@ -60,15 +60,28 @@ class FrameRejected(Exception):
 MAX_CLIENT_ID = 128  # characters of a client-chosen message id
 
 
-def message_fields(frame: dict[str, Any]) -> tuple[str, str]:
-    """(client id, text) of a ``message`` frame from a customer or an agent."""
-    client_id, text = frame.get("id"), frame.get("text")
+MAX_ATTACHMENTS = 20  # attachment ids one message frame may carry
+
+
+def attachment_ids(frame: dict[str, Any]) -> list[str]:
+    """The ``attachments`` of an agent's ``message`` frame: ids from ``POST /api/attachments``."""
+    ids = frame.get("attachments", [])
+    if (not isinstance(ids, list) or len(ids) > MAX_ATTACHMENTS
+            or not all(isinstance(i, str) and i and len(i) <= MAX_CLIENT_ID for i in ids)):
+        raise FrameRejected("bad_message", f'"attachments" must be a list of at most {MAX_ATTACHMENTS} attachment ids')
+    return ids
+
+
+def message_fields(frame: dict[str, Any], *, text_optional: bool = False) -> tuple[str, str]:
+    """(client id, text) of a ``message`` frame from a customer or an agent. ``text_optional``:
+    the frame carries attachments, so its text may be empty."""
+    client_id, text = frame.get("id"), frame.get("text", "" if text_optional else None)
     # An id is echoed back in its ack, so one the store could not hold as it is (text.py) is
     # refused rather than normalised.
     if (not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID
             or bad_identifier(client_id)):
         raise FrameRejected("bad_message", f'"id" must be a non-empty string of at most {MAX_CLIENT_ID} characters without control characters, unique per message')
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not (text.strip() or text_optional):
         raise FrameRejected("bad_message", '"text" must be a non-empty string')
     return client_id, text
 

@@ -1,0 +1,242 @@
+"""The email channel: mail in by our SMTP listener and/or IMAP mailboxes, replies out through
+the core's durable outbox and an SMTP relay.
+
+Mail in (``arrived``): parsed (``parse``), sorted (``guard``): a person's mail becomes an
+``Inbound`` that continues its thread (In-Reply-To/References against every Message-ID we sent
+or received, then the subject's ``[#TOKEN]`` for the same sender) or opens a new conversation;
+a bounce of our reply is a ``delivery_failed`` on its conversation; an auto-reply or list mail
+is only noted on the conversation it refers to; our own mail is dropped. It returns only once
+what must be stored is stored, so the listener says 250 (or 451) and IMAP sets \\Seen only then.
+
+Mail out (``deliver``, called by the outbox for the agent's and the bot's messages): "Re:
+<subject> [#TOKEN]", In-Reply-To the customer's last mail, References the thread, a Message-ID
+derived from the outbox item (the same on every retry), attachments; the bot's mail is marked
+``Auto-Submitted: auto-replied`` and goes out at most once per ``bot_interval`` per thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from adapters.base import (GatewayPort, IncomingFile, Inbound, OutboxPolicy, PermanentFailure, Sent, Skipped,
+                           TemporaryFailure, Thread)
+from gateway.logs import about
+from gateway.model import Author, Conversation, Event, EventKind, OutboxItem
+
+from .compose import OutgoingAttachment, compose_reply
+from .guard import classify
+from .imap import ImapMailbox, ImapSettings
+from .parse import MailRejected, ParsedMail, parse_message
+from .smtp_in import Envelope, ListenerSettings, MailRefused, SmtpListener
+from .smtp_out import PermanentFailure as RelayRefused, Relay, RelaySettings, TemporaryFailure as RelayLater
+from .threading import find_token, lookup_ids, new_token
+
+log = logging.getLogger("contactgate.email")
+
+_ADDRESS = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
+TOKEN_PREFIX = "#"      # a ref "#K7M3QX" is a conversation's subject token
+TOKEN_TRIES = 8
+
+
+class Retry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(default=8, ge=1, le=100)
+    backoff: float = Field(default=30.0, gt=0)        # seconds before the second try, doubled after
+    backoff_max: float = Field(default=3600.0, gt=0)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The channel's address: From of our replies; mail from it (or from also_own) is ignored.
+    address: str = Field(pattern=_ADDRESS)
+    display_name: str | None = Field(default="Customer Service", max_length=200)
+    also_own: list[str] = []
+    # Where mail comes in: our own SMTP listener, an IMAP mailbox, or both.
+    listen: ListenerSettings | None = None
+    imap: ImapSettings | None = None
+    # Where replies go out.
+    smtp: RelaySettings
+    retry: Retry = Retry()
+    # Seconds: at most one automatic mail (the bot's) per conversation in this time.
+    bot_interval: float = Field(default=300.0, ge=0)
+    # Mail with List-Id / List-Unsubscribe: "ignore" (recorded at most) or "accept" as a person's.
+    lists: str = Field(default="ignore", pattern="^(ignore|accept)$")
+
+    @model_validator(mode="after")
+    def _some_way_in(self) -> "Settings":
+        if self.listen is None and self.imap is None:
+            raise ValueError("give listen (our SMTP listener), imap (a mailbox to read), or both")
+        return self
+
+    @property
+    def own_addresses(self) -> set[str]:
+        return {self.address.lower(), *(a.lower() for a in self.also_own)}
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1].lower()
+
+
+def create(name: str, settings: Settings, gateway: GatewayPort) -> "EmailChannel":
+    return EmailChannel(name, settings, gateway)
+
+
+class EmailChannel:
+    def __init__(self, name: str, settings: Settings, gateway: GatewayPort) -> None:
+        self.name = name
+        self.settings = settings
+        self.gateway = gateway
+        self.relay = Relay(settings.smtp)
+        self.listener = SmtpListener(settings.listen, self._from_listener, name=name) if settings.listen else None
+        self.mailbox = ImapMailbox(settings.imap, self.arrived, name=name) if settings.imap else None
+        self._last_automatic: dict[str, float] = {}  # conversation -> monotonic time of the bot's last mail
+
+    def routes(self) -> list[web.RouteDef]:
+        return []
+
+    async def start(self) -> None:
+        policy = OutboxPolicy(attempts=self.settings.retry.attempts, backoff=self.settings.retry.backoff,
+                              backoff_max=self.settings.retry.backoff_max,
+                              lease=max(300.0, self.settings.smtp.timeout * 4))
+        await self.gateway.use_outbox(self.name, self.deliver, policy)
+        if self.listener is not None:
+            await self.listener.start()
+            log.info("email: SMTP listener up", extra={"channel": self.name, "host": self.settings.listen.host,
+                                                       "port": self.listener.port})
+        if self.mailbox is not None:
+            await self.mailbox.start()
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
+        if self.mailbox is not None:
+            await self.mailbox.stop()
+        await self.gateway.stop_outbox(self.name)
+
+    async def send(self, conversation: Conversation, event: Event) -> None:
+        """Nothing to do live: the outbox delivers what the customer must get."""
+
+    async def notify(self, conversation_id: str, status: dict[str, Any]) -> None:
+        """Positions and typing are for live sessions; mail has none."""
+
+    # mail in --------------------------------------------------------------------------------------
+    async def _from_listener(self, raw: bytes, envelope: Envelope) -> None:
+        try:
+            await self.arrived(raw)
+        except MailRejected as exc:
+            raise MailRefused(550, f"5.6.0 not a mail message: {exc}") from None
+
+    async def arrived(self, raw: bytes) -> None:
+        """One raw message, from the listener or a mailbox. Returns once it is stored (or
+        deliberately dropped); raises StoreUnavailable when it could not be (try again)."""
+        mail = parse_message(raw)
+        verdict = classify(mail, self.settings.own_addresses, lists_are_noise=self.settings.lists == "ignore")
+        sender = mail.sender.address if mail.sender else None
+        if verdict.kind == "own":
+            log.info("email: our own mail came back; ignored", extra={"channel": self.name, "message_id": mail.message_id})
+            return
+        if verdict.kind == "bounce":
+            event = (await self.gateway.delivery_failed(self.name, verdict.refers_to, _bounce_reason(mail))
+                     if verdict.refers_to else None)
+            log.info("email: bounce", extra={"channel": self.name, "refers_to": verdict.refers_to,
+                                             "recorded": event is not None, "reason": verdict.reason})
+            return
+        if verdict.kind != "person":
+            refs = [r for r in (verdict.refers_to, *lookup_ids(mail)) if r]
+            event = await self.gateway.record_notice(
+                self.name, refs, verdict.kind, text=mail.subject or None,
+                data={"from": sender, "subject": mail.subject, "why": verdict.reason})
+            log.info("email: not a person's mail; no answer", extra={
+                "channel": self.name, "kind": verdict.kind, "reason": verdict.reason, "recorded": event is not None})
+            return
+        if sender is None:
+            raise MailRejected("the message has no sender address")
+        receipt = await self.gateway.receive(self._inbound(mail, raw, sender))
+        with about(receipt.event.conversation_id):
+            log.info("email: stored" if receipt.created else "email: delivered again; stored once", extra={
+                "channel": self.name, "message_id": mail.message_id, "seq": receipt.event.seq})
+
+    def _inbound(self, mail: ParsedMail, raw: bytes, sender: str) -> Inbound:
+        text = mail.text.strip() or mail.full_text.strip() or mail.subject.strip() or "(no text)"
+        token = find_token(mail.subject)
+        # Without a Message-ID the bytes name the message: an MTA's retry or an IMAP re-fetch
+        # hands over the same ones.
+        client_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        return Inbound(
+            channel=self.name, address=sender, text=text, client_id=client_id,
+            name=mail.sender.name if mail.sender else None, profile={"email": sender},
+            files=tuple(IncomingFile(a.filename or "attachment", a.content_type, a.data) for a in mail.attachments),
+            original=IncomingFile("message.eml", "message/rfc822", raw),
+            thread=Thread(refs=lookup_ids(mail), token=TOKEN_PREFIX + token if token else None),
+            details={"subject": mail.subject, "from": sender})
+
+    # mail out (the outbox calls this) ----------------------------------------------------------------
+    async def deliver(self, conversation: Conversation, event: Event, item: OutboxItem) -> Sent | Skipped:
+        automatic = event.author is Author.BOT
+        if automatic and self._too_soon(conversation.id):
+            return Skipped("bot_interval")
+        customer = await self.gateway.get_customer(conversation.customer_id)
+        to_address = customer.attributes.get("email")
+        if not isinstance(to_address, str) or "@" not in to_address:
+            raise PermanentFailure("the customer has no email address")
+        refs = await self.gateway.conversation_refs(conversation.id, self.name)
+        token = next((r.ref[1:] for r in refs if r.ref.startswith(TOKEN_PREFIX)), None) or \
+            await self._new_token(conversation.id)
+        subject, answered = await self._answering(conversation.id, event.seq)
+        thread = [r.ref for r in refs if not r.ref.startswith(TOKEN_PREFIX)]
+        message_id = f"cg.{item.id}@{self.settings.domain}"
+        files = []
+        for summary in event.data.get("attachments", []):
+            attachment, data = await self.gateway.get_attachment(summary["id"])
+            files.append(OutgoingAttachment(attachment.name, attachment.content_type, data))
+        message = compose_reply(
+            from_name=self.settings.display_name, from_address=self.settings.address,
+            to_name=customer.name, to_address=to_address, original_subject=subject, token=token,
+            message_id=message_id, date=datetime.now(timezone.utc), text=event.text or "",
+            in_reply_to=answered, references=thread, attachments=files, automatic=automatic)
+        try:
+            await self.relay.send(message, sender=self.settings.address, recipients=[to_address])
+        except RelayLater as exc:
+            raise TemporaryFailure(str(exc)) from exc
+        except RelayRefused as exc:
+            raise PermanentFailure(str(exc)) from exc
+        if automatic:
+            self._last_automatic[conversation.id] = time.monotonic()
+        return Sent(ref=message_id)
+
+    def _too_soon(self, conversation_id: str) -> bool:
+        last = self._last_automatic.get(conversation_id)
+        return last is not None and time.monotonic() - last < self.settings.bot_interval
+
+    async def _new_token(self, conversation_id: str) -> str:
+        for _ in range(TOKEN_TRIES):
+            token = new_token()
+            if await self.gateway.add_ref(self.name, TOKEN_PREFIX + token, conversation_id):
+                return token
+        raise TemporaryFailure("no free conversation token; try again")
+
+    async def _answering(self, conversation_id: str, before: int) -> tuple[str, str | None]:
+        """(subject, Message-ID) of the customer's last mail before event ``before``."""
+        subject, answered = "", None
+        for event in await self.gateway.events_after(conversation_id, 0, before):
+            if event.author is Author.CUSTOMER and event.kind is EventKind.MESSAGE:
+                subject = event.data.get("subject") or subject
+                if event.client_id and not event.client_id.startswith("sha256:"):
+                    answered = event.client_id
+        return subject, answered
+
+
+def _bounce_reason(mail: ParsedMail) -> str:
+    report = mail.report
+    if report is not None and (report.status or report.recipient):
+        return " ".join(p for p in ("bounced:", report.status, report.recipient) if p)
+    return "bounced: " + (mail.subject or "delivery failure")

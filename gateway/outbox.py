@@ -1,0 +1,174 @@
+"""The durable outbox: how the agent's and the bot's messages reach channels without live
+sessions (email; messaging apps next), delivered or failed for good, never dropped silently.
+
+The pipeline writes an outbox item in the same transaction as the event it delivers
+(``Store.append_event(outbox=channel)``), so a stored message always has its delivery. One
+:class:`OutboxWorker` per channel and process claims due items (a claim is a lease in the
+store, so two processes never try the same item at once), loads the event and hands it to the
+channel's ``Deliver``:
+
+- ``Sent``: the item is done; the provider's id names the conversation from now on (replies
+  and bounces find it by that id);
+- ``Skipped``: done, not sent (the channel's own rule, e.g. the bot interval);
+- ``TemporaryFailure``: tried again after a backoff that doubles up to ``backoff_max``, until
+  the policy's ``attempts`` are spent;
+- ``PermanentFailure``, or the last attempt failing: the item fails and the conversation
+  records ``delivery_failed`` for that message, which its agent sees.
+
+A process that dies while trying an item leaves its claim to expire (``lease``); the item is
+then tried again, by whichever process claims it, with the same item id: a channel that derives
+the provider's id from it (the email Message-ID) sends the same message again, which the
+receiving side can recognise. That is the one case where a message may go out twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Awaitable, Callable
+
+from adapters.base import Deliver, OutboxPolicy, PermanentFailure, Sent, Skipped, TemporaryFailure
+
+from .logs import about
+from .model import Conversation, Event, OutboxItem, OutboxStatus, utcnow
+from .store import NotFound, Store, StoreUnavailable
+
+log = logging.getLogger("contactgate.outbox")
+
+POLL = 2.0           # seconds between looks for due items when nobody wakes the worker
+STORE_RETRY = 5.0    # seconds to wait after the store failed
+BATCH = 20
+
+# (conversation id, seq of the failed message, reason, attempts) -> the delivery_failed event
+OnFailed = Callable[[str, int, str, int], Awaitable[object]]
+# (channel, provider ref, conversation id, seq): remember what a sent message is called
+OnSent = Callable[[str, str, str, int], Awaitable[object]]
+
+
+def backoff(policy: OutboxPolicy, attempts: int) -> float:
+    """Seconds before the next try after ``attempts`` tries, with ±10 % jitter so many items
+    failing together do not retry together."""
+    base = min(policy.backoff * 2 ** max(attempts - 1, 0), policy.backoff_max)
+    return base * random.uniform(0.9, 1.1)
+
+
+class OutboxWorker:
+    def __init__(self, channel: str, store: Store, deliver: Deliver, policy: OutboxPolicy, *,
+                 on_failed: OnFailed, on_sent: OnSent, clock: Callable[[], datetime] = utcnow,
+                 poll: float = POLL) -> None:
+        self.channel = channel
+        self.store = store
+        self.deliver = deliver
+        self.policy = policy
+        self._on_failed = on_failed
+        self._on_sent = on_sent
+        self._clock = clock
+        self._poll = poll
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = self.failed = self.retried = self.skipped = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"outbox:{self.channel}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    def wake(self) -> None:
+        """An item was just written: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                worked = await self.run_once()
+            except StoreUnavailable as exc:
+                log.error("outbox: store unavailable; trying again", extra={"channel": self.channel,
+                                                                          "error": str(exc)})
+                await asyncio.sleep(STORE_RETRY)
+                continue
+            except Exception:
+                log.exception("outbox: unexpected failure; trying again", extra={"channel": self.channel})
+                await asyncio.sleep(STORE_RETRY)
+                continue
+            if worked:
+                continue  # there may be more due right away
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run_once(self) -> int:
+        """Claim the due items and try each once. Returns how many were claimed."""
+        items = await self.store.claim_outbox(self.channel, now=self._clock(), lease=self.policy.lease,
+                                              limit=BATCH)
+        for item in items:
+            with about(item.conversation_id):
+                await self._try(item)
+        return len(items)
+
+    async def _try(self, item: OutboxItem) -> None:
+        try:
+            conversation = await self.store.get_conversation(item.conversation_id)
+            events = await self.store.events_after(item.conversation_id, item.seq - 1, 1)
+        except NotFound:
+            await self.store.finish_outbox(item.id, OutboxStatus.FAILED, error="conversation not found")
+            return
+        if not events or events[0].seq != item.seq:
+            await self.store.finish_outbox(item.id, OutboxStatus.FAILED, error=f"event {item.seq} not found")
+            return
+        event = events[0]
+        try:
+            outcome = await self.deliver(conversation, event, item)
+        except TemporaryFailure as exc:
+            await self._temporary(item, str(exc) or type(exc).__name__)
+        except PermanentFailure as exc:
+            await self._failed(item, str(exc) or type(exc).__name__)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # a bug in the channel: counts as a temporary failure, logged whole
+            log.exception("outbox: delivery raised", extra={"channel": self.channel, "seq": item.seq})
+            await self._temporary(item, f"{type(exc).__name__}: {exc}")
+        else:
+            await self._done(item, conversation, event, outcome)
+
+    async def _done(self, item: OutboxItem, conversation: Conversation, event: Event, outcome: Sent | Skipped) -> None:
+        if isinstance(outcome, Skipped):
+            self.skipped += 1
+            log.info("outbox: skipped", extra={"channel": self.channel, "seq": item.seq, "reason": outcome.reason})
+            await self.store.finish_outbox(item.id, OutboxStatus.SKIPPED, error=outcome.reason)
+            return
+        self.sent += 1
+        log.info("outbox: sent", extra={"channel": self.channel, "seq": item.seq, "attempts": item.attempts,
+                                        "ref": outcome.ref})
+        if outcome.ref:
+            await self._on_sent(self.channel, outcome.ref, conversation.id, event.seq)
+        await self.store.finish_outbox(item.id, OutboxStatus.SENT, sent_ref=outcome.ref)
+
+    async def _temporary(self, item: OutboxItem, error: str) -> None:
+        if item.attempts >= self.policy.attempts:
+            await self._failed(item, f"gave up after {item.attempts} attempts: {error}")
+            return
+        delay = backoff(self.policy, item.attempts)
+        self.retried += 1
+        log.warning("outbox: attempt failed; retrying", extra={
+            "channel": self.channel, "seq": item.seq, "attempts": item.attempts, "retry_in": round(delay, 1),
+            "error": error})
+        await self.store.retry_outbox(item.id, error=error, next_attempt_at=self._clock() + timedelta(seconds=delay))
+
+    async def _failed(self, item: OutboxItem, error: str) -> None:
+        self.failed += 1
+        log.error("outbox: delivery failed", extra={"channel": self.channel, "seq": item.seq,
+                                                    "attempts": item.attempts, "error": error})
+        await self.store.finish_outbox(item.id, OutboxStatus.FAILED, error=error)
+        await self._on_failed(item.conversation_id, item.seq, error, item.attempts)
