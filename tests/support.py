@@ -156,6 +156,16 @@ class Client:
             assert frame.get(key) == value, f"expected {key}={value!r} in {frame}"
         return frame
 
+    async def next(self, type_: str, timeout: float = FRAME_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """The next frame of this type (and fields), skipping any other (bot answers, positions,
+        presence); an error frame that was not asked for fails at once."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if frame["type"] == type_ and all(frame.get(k) == v for k, v in fields.items()):
+                    return frame
+                assert frame["type"] != "error", f"waiting for {type_!r}, got {frame}"
+
     async def expect_nothing(self, within: float = 0.5) -> None:
         """No frame arrives: the check behind 'exactly once'."""
         try:
