@@ -24,6 +24,7 @@ from ..model import (
 from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_sqlite
+from .sqlite_channels import SQLiteChannelTables, insert_outbox_item
 from .sqlite_rows import execute, fetchone, parse_ts, ts
 from .text import cannot_hold, dumps, identifier, storable, storable_json
 
@@ -72,7 +73,9 @@ def _event(row: sqlite3.Row) -> Event:
                  at=datetime.fromisoformat(row["at"]))
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteChannelTables):
+    """The engine. Attachments, channel references and the outbox are in sqlite_channels.py."""
+
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
         self.url = url
         self._path = parse_sqlite_url(url)
@@ -302,10 +305,11 @@ class SQLiteStore:
     async def append_event(
         self, conversation_id: str, *, author: Author, kind: EventKind, text: str | None = None,
         client_id: str | None = None, data: dict[str, Any] | None = None,
-        change: StateChange | None = None,
+        change: StateChange | None = None, outbox: str | None = None,
     ) -> tuple[Event, bool]:
         return await self._batcher.append(AppendRequest(
-            conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}), change))
+            conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}), change,
+            outbox))
 
     async def _write_batch(self, batch: list[AppendRequest]) -> list[tuple[Event, bool] | Exception]:
         """One transaction for the batch. Only the waits run on aiosqlite's thread: taking the
@@ -423,6 +427,8 @@ def _append_one(conn: sqlite3.Connection, r: AppendRequest) -> tuple[Event, bool
     seq = row[0]
     conn.execute(f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                  (r.conversation_id, seq, r.author.value, r.kind.value, r.text, r.client_id, encoded, at))
+    if r.outbox is not None:
+        insert_outbox_item(conn, r.conversation_id, seq, r.outbox, at)
     return Event(conversation_id=r.conversation_id, seq=seq, author=r.author, kind=r.kind, text=r.text,
                  client_id=r.client_id, data=r.data, at=now), True
 
