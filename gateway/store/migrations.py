@@ -290,10 +290,18 @@ _CHANNEL_TABLES_POSTGRES = (
         r record;
     BEGIN
         FOR k IN SELECT t.ord FROM unnest(p_conversation) WITH ORDINALITY AS t(c, ord) ORDER BY t.c, t.ord LOOP
+            -- The common case keeps RETURN QUERY: the row-by-row loop below, which must see
+            -- the new seq, cost about 15% of a batch's time when every append took it.
+            IF p_outbox[k] IS NULL THEN
+                RETURN QUERY SELECT k, a.* FROM contactgate_append_event(
+                    p_conversation[k], p_at[k], p_state[k], p_set_queue[k], p_queue[k], p_set_agent[k],
+                    p_agent[k], p_author[k], p_kind[k], p_text[k], p_client_id[k], p_data[k]) AS a;
+                CONTINUE;
+            END IF;
             FOR r IN SELECT * FROM contactgate_append_event(
                     p_conversation[k], p_at[k], p_state[k], p_set_queue[k], p_queue[k], p_set_agent[k],
                     p_agent[k], p_author[k], p_kind[k], p_text[k], p_client_id[k], p_data[k]) LOOP
-                IF r.created AND p_outbox[k] IS NOT NULL THEN
+                IF r.created THEN
                     INSERT INTO outbox (id, conversation_id, seq, channel, status, attempts,
                                         next_attempt_at, created_at, updated_at)
                         VALUES (p_outbox_id[k], p_conversation[k], r.seq, p_outbox[k], 'pending', 0,
