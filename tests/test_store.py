@@ -353,6 +353,49 @@ async def test_migrations_are_idempotent(store: Store) -> None:
     assert await applied_versions(store.url) == ALL_VERSIONS
 
 
+async def test_a_database_at_version_3_upgrades(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.store import migrations
+
+    with monkeypatch.context() as at_version_3:
+        at_version_3.setattr(migrations, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version <= 3))
+        old = await open_store(store_url)
+        try:
+            conv = await new_conversation(old)
+            if store_url.startswith("sqlite"):  # the same SQL as before version 4
+                await say(old, conv, "written before the upgrade", client_id="m-1")
+        finally:
+            await old.close()
+    if store_url.startswith("postgres"):  # the batch function as version 3 code called it
+        conn = await asyncpg.connect(store_url)
+        try:
+            await conn.execute(
+                "SELECT * FROM contactgate_append_events($1::text[], $2::timestamptz[], $3::text[], $4::bool[], "
+                "$5::text[], $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], "
+                "$12::jsonb[])", [conv.id], [conv.created_at], [None], [False], [None], [False], [None],
+                ["customer"], ["message"], ["written before the upgrade"], ["m-1"], ["{}"])
+        finally:
+            await conn.close()
+    assert await applied_versions(store_url) == [1, 2, 3]
+
+    upgraded = await open_store(store_url)
+    try:
+        assert await applied_versions(store_url) == ALL_VERSIONS
+        [before] = await upgraded.events_after(conv.id, 0)
+        assert (before.seq, before.text) == (1, "written before the upgrade")
+        assert (await say(upgraded, conv, "resent", client_id="m-1")) == (before, False)
+        event, created = await say(upgraded, conv, "after", author=Author.AGENT, outbox="email")
+        assert created and [i.seq for i in await upgraded.outbox_items(conv.id)] == [event.seq]
+        if store_url.startswith("postgres"):  # one batch function, the one that writes the outbox
+            conn = await asyncpg.connect(store_url)
+            try:
+                assert await conn.fetchval(
+                    "SELECT count(*) FROM pg_proc WHERE proname = 'contactgate_append_events'") == 1
+            finally:
+                await conn.close()
+    finally:
+        await upgraded.close()
+
+
 async def test_concurrent_first_open_postgres(pg_url: str) -> None:
     # Without the advisory lock, racing CREATE TABLEs fail with unique violations.
     stores = await asyncio.gather(*(open_store(pg_url) for _ in range(4)))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.model import Author, EventKind
+from gateway.model import Author, EventKind, OutboxStatus
 from gateway.store import NotFound, Store, StoreUnavailable
 from gateway.store.batching import AppendBatcher, AppendRequest
 from gateway.store.text import REPLACEMENT as R, bad_identifier, storable
@@ -76,6 +76,49 @@ async def test_ids_no_store_can_hold_name_nothing(store: Store) -> None:
             await store.append_event(conversation.id, author=Author.CUSTOMER, kind=EventKind.MESSAGE,
                                      text="hi", client_id=bad)
     assert await store.events_after(conversation.id, 0) == []
+
+
+async def test_channel_tables_follow_the_text_rule(store: Store) -> None:
+    customer = await store.create_customer(name="Ada")
+    conversation = await store.create_conversation(customer.id, "email")
+    attachment = await store.put_attachment(conversation.id, name=f"a{NUL}b{LONE}.pdf",
+                                            content_type=f"application/pdf{NUL}", data=b"\x00pdf")
+    assert (attachment.name, attachment.content_type) == (f"a{R}b{R}.pdf", f"application/pdf{R}")
+    assert await store.get_attachment(attachment.id) == (attachment, b"\x00pdf")  # bytes are bytes: kept
+
+    # A ref is free text, like an identity's address: stored normalised, found as it was stored.
+    assert await store.add_ref(f"email{NUL}", f"<m{NUL}@x>", conversation.id, 1)
+    found = await store.find_ref(f"email{NUL}", [f"<m{NUL}@x>"])
+    assert found is not None and (found.channel, found.ref) == (f"email{R}", f"<m{R}@x>")
+    assert not await store.add_ref(f"email{R}", f"<m{LONE}@x>", conversation.id)  # the same ref, stored
+    assert [r.ref for r in await store.conversation_refs(conversation.id, f"email{NUL}")] == [f"<m{R}@x>"]
+
+    event, _ = await store.append_event(conversation.id, author=Author.AGENT, kind=EventKind.MESSAGE,
+                                        text="hi", outbox=f"email{NUL}")
+    [item] = await store.outbox_items(conversation.id)
+    assert (item.channel, item.seq) == (f"email{R}", event.seq)
+    [claimed] = await store.claim_outbox(f"email{NUL}", now=item.next_attempt_at, lease=60)
+    await store.retry_outbox(item.id, error=f"refused{NUL}", next_attempt_at=item.next_attempt_at)
+    assert (await store.outbox_item(item.id)).last_error == f"refused{R}"
+    await store.finish_outbox(item.id, OutboxStatus.SENT, sent_ref=f"<r{LONE}@x>")
+    assert (await store.outbox_item(item.id)).sent_ref == f"<r{R}@x>"
+    assert await store.outbox_counts() == {(f"email{R}", OutboxStatus.SENT): 1}
+
+    for bad in (f"x{NUL}", f"x{LONE}"):  # ids no store can hold name nothing
+        with pytest.raises(NotFound):
+            await store.get_attachment(bad)
+        with pytest.raises(NotFound):
+            await store.put_attachment(bad, name="a", content_type="text/plain", data=b"x")
+        with pytest.raises(NotFound):
+            await store.add_ref("email", "<n@x>", bad)
+        with pytest.raises(NotFound):
+            await store.outbox_item(bad)
+        with pytest.raises(NotFound):
+            await store.finish_outbox(bad, OutboxStatus.SENT)
+        with pytest.raises(NotFound):
+            await store.retry_outbox(bad, error="x", next_attempt_at=item.next_attempt_at)
+        assert await store.conversation_refs(bad) == []
+        assert await store.outbox_items(bad) == []
 
 
 async def test_unstorable_appends_in_one_group_commit_fail_alone(store: Store) -> None:

@@ -116,17 +116,21 @@ class Store(Protocol):
     # the outbox (gateway/outbox.py drives it) -------------------------------------------------
     async def claim_outbox(self, channel: str, *, now: datetime, lease: float, limit: int = 20) -> Sequence[OutboxItem]:
         """Pending items of ``channel`` due at ``now`` (next_attempt_at <= now) whose claim, if
-        any, expired; oldest first, at most ``limit``. Each is claimed until now + ``lease``
+        any, expired; longest due first (then oldest, then by conversation and seq), at most
+        ``limit``. Each is claimed until now + ``lease``
         seconds and its ``attempts`` counted up, atomically, so no other process (or task)
-        claims it meanwhile. The items come back as claimed (attempts already counted)."""
+        claims it meanwhile. The items come back as claimed (attempts already counted).
+        ValueError for a naive ``now``, a lease that is not positive or a negative limit."""
 
     async def finish_outbox(self, item_id: str, status: OutboxStatus, *, error: str | None = None,
                             sent_ref: str | None = None) -> None:
         """End an item: SENT (with the provider's id), FAILED or SKIPPED (with why). The claim
-        is released. Raise NotFound when absent."""
+        is released. Raise NotFound when absent; ValueError for PENDING. An item already
+        finished keeps its outcome (a twin whose lease ran out must not undo a send)."""
 
     async def retry_outbox(self, item_id: str, *, error: str, next_attempt_at: datetime) -> None:
-        """The attempt failed for now: pending again from ``next_attempt_at``, claim released."""
+        """The attempt failed for now: pending again from ``next_attempt_at``, claim released.
+        Raise NotFound when absent. An item already finished keeps its outcome (never resent)."""
 
     async def outbox_item(self, item_id: str) -> OutboxItem:
         """Raise NotFound when absent."""

@@ -35,6 +35,7 @@ class AppendRequest:
     client_id: str | None
     data: dict[str, Any]
     change: StateChange | None
+    outbox: str | None = None  # a channel: when the event is created, its pending outbox item is written with it
     future: asyncio.Future[Result] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def __post_init__(self) -> None:
@@ -42,6 +43,8 @@ class AppendRequest:
         if self.text is not None:
             self.text = storable(self.text)
         self.data = storable_json(self.data)
+        if self.outbox is not None:
+            self.outbox = storable(self.outbox)
 
     def encoded_data(self) -> str:
         """The data as JSON text, once the checks both engines make before writing anything of

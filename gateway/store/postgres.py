@@ -24,6 +24,8 @@ from ..model import (
 from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_postgres
+from .postgres_channels import PostgresChannelTables
+from .records import new_id
 from .text import cannot_hold, dumps, identifier, storable, storable_json
 
 # JSON goes in and out as text (text.dumps / json.loads) rather than through a jsonb codec, so a
@@ -111,7 +113,9 @@ def _event(row: asyncpg.Record) -> Event:
                  client_id=row["client_id"], data=json.loads(row["data"]), at=row["at"])
 
 
-class PostgresStore:
+class PostgresStore(PostgresChannelTables):
+    """The engine. Attachments, channel references and the outbox are in postgres_channels.py."""
+
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
                  connect_timeout: float = 10.0, close_timeout: float = 30.0) -> None:
         self.url = url
@@ -315,14 +319,15 @@ class PostgresStore:
     async def append_event(
         self, conversation_id: str, *, author: Author, kind: EventKind, text: str | None = None,
         client_id: str | None = None, data: dict[str, Any] | None = None,
-        change: StateChange | None = None,
+        change: StateChange | None = None, outbox: str | None = None,
     ) -> tuple[Event, bool]:
         return await self._batcher.append(AppendRequest(
-            conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}), change))
+            conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}), change,
+            outbox))
 
     async def _write_batch(self, batch: list[AppendRequest]) -> list[tuple[Event, bool] | Exception]:
         now = utcnow()
-        columns: list[list[Any]] = [[] for _ in range(12)]
+        columns: list[list[Any]] = [[] for _ in range(14)]
         results: list[tuple[Event, bool] | Exception] = []
         sent: list[tuple[int, AppendRequest]] = []  # (its place in results, request); row i is sent[i-1]
         for r in batch:
@@ -334,16 +339,18 @@ class PostgresStore:
             results.append(NotFound(f"conversation {r.conversation_id!r} not found"))  # unless a row comes back
             sent.append((len(results) - 1, r))
             values = (r.conversation_id, now, *r.change_columns(),
-                      r.author.value, r.kind.value, r.text, r.client_id, encoded)
+                      r.author.value, r.kind.value, r.text, r.client_id, encoded,
+                      r.outbox, None if r.outbox is None else new_id())
             for column, value in zip(columns, values):
                 column.append(value)
         if not sent:
             return results
         async with self._conn() as conn:
-            # One statement, so autocommit: committed when the rows come back.
+            # One statement, so autocommit: committed, outbox items included, when the rows come back.
             rows = await conn.fetch(
                 "SELECT * FROM contactgate_append_events($1::text[], $2::timestamptz[], $3::text[], $4::bool[], "
-                "$5::text[], $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])",
+                "$5::text[], $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[], "
+                "$13::text[], $14::text[])",
                 *columns)
         for row in rows:
             position, r = sent[row["i"] - 1]

@@ -12,9 +12,9 @@ import contextlib
 import json
 import sqlite3
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 import aiosqlite
 
@@ -24,6 +24,8 @@ from ..model import (
 from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_sqlite
+from .sqlite_channels import SQLiteChannelTables, insert_outbox_item
+from .sqlite_rows import execute, fetchone, parse_ts, ts
 from .text import cannot_hold, dumps, identifier, storable, storable_json
 
 _CUSTOMER_COLS = "id, name, tier, attributes, created_at"
@@ -49,15 +51,6 @@ def parse_sqlite_url(url: str) -> str:
     return url[len(prefix):]
 
 
-def _ts(at: datetime) -> str:
-    # Fixed width (always microseconds, always +00:00) so that text order equals time order.
-    return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _parse_ts(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
 def _customer(row: sqlite3.Row) -> Customer:
     return Customer(id=row["id"], name=row["name"], tier=row["tier"],
                     attributes=json.loads(row["attributes"]),
@@ -69,7 +62,7 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         id=row["id"], customer_id=row["customer_id"], channel=row["channel"],
         state=ConversationState(row["state"]), queue=row["queue"], agent_id=row["agent_id"],
         last_seq=row["last_seq"], created_at=datetime.fromisoformat(row["created_at"]),
-        updated_at=datetime.fromisoformat(row["updated_at"]), closed_at=_parse_ts(row["closed_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]), closed_at=parse_ts(row["closed_at"]),
     )
 
 
@@ -80,7 +73,9 @@ def _event(row: sqlite3.Row) -> Event:
                  at=datetime.fromisoformat(row["at"]))
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteChannelTables):
+    """The engine. Attachments, channel references and the outbox are in sqlite_channels.py."""
+
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
         self.url = url
         self._path = parse_sqlite_url(url)
@@ -179,9 +174,9 @@ class SQLiteStore:
         encoded = dumps(customer.attributes)
         try:
             async with self._transaction() as db:
-                await _execute(db, f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES (?, ?, ?, ?, ?)",
+                await execute(db, f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES (?, ?, ?, ?, ?)",
                                (customer.id, customer.name, customer.tier, encoded,
-                                _ts(customer.created_at)))
+                                ts(customer.created_at)))
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"customer {customer.id!r} already exists") from exc
         return customer
@@ -190,7 +185,7 @@ class SQLiteStore:
         if cannot_hold(customer_id):
             raise NotFound(f"customer {customer_id!r} not found")
         async with self._session() as db:
-            row = await _fetchone(db, f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?",
+            row = await fetchone(db, f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?",
                                   (customer_id,))
         if row is None:
             raise NotFound(f"customer {customer_id!r} not found")
@@ -213,7 +208,7 @@ class SQLiteStore:
             params.append(dumps(storable_json(attributes or {})))  # None clears to {}
         if sets and not cannot_hold(customer_id):
             async with self._transaction() as db:
-                changed = await _execute(
+                changed = await execute(
                     db, f"UPDATE customers SET {', '.join(sets)} WHERE id = ?", (*params, customer_id))
                 if changed == 0:
                     raise NotFound(f"customer {customer_id!r} not found")
@@ -224,9 +219,9 @@ class SQLiteStore:
             raise NotFound(f"customer {customer_id!r} not found")
         channel, address = storable(channel), storable(address)
         async with self._transaction() as db:
-            if await _fetchone(db, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
+            if await fetchone(db, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
                 raise NotFound(f"customer {customer_id!r} not found")
-            await _execute(
+            await execute(
                 db,
                 "INSERT INTO identities (channel, address, customer_id) VALUES (?, ?, ?) "
                 "ON CONFLICT (channel, address) DO UPDATE SET customer_id = excluded.customer_id",
@@ -236,7 +231,7 @@ class SQLiteStore:
     async def find_customer(self, channel: str, address: str) -> Customer | None:
         channel, address = storable(channel), storable(address)  # found as add_identity stored it
         async with self._session() as db:
-            row = await _fetchone(
+            row = await fetchone(
                 db,
                 f"SELECT {', '.join('c.' + c for c in _CUSTOMER_COLS.split(', '))} FROM identities i "
                 "JOIN customers c ON c.id = i.customer_id WHERE i.channel = ? AND i.address = ?",
@@ -264,13 +259,13 @@ class SQLiteStore:
                             state=ConversationState.BOT, queue=None, agent_id=None, last_seq=0,
                             created_at=now, updated_at=now)
         async with self._transaction() as db:
-            if await _fetchone(db, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
+            if await fetchone(db, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
                 raise NotFound(f"customer {customer_id!r} not found")
-            await _execute(
+            await execute(
                 db,
                 f"INSERT INTO conversations ({_CONVERSATION_COLS}) "
                 "VALUES (?, ?, ?, ?, NULL, NULL, 0, ?, ?, NULL)",
-                (conv.id, customer_id, channel, conv.state.value, _ts(now), _ts(now)),
+                (conv.id, customer_id, channel, conv.state.value, ts(now), ts(now)),
             )
         return conv
 
@@ -278,7 +273,7 @@ class SQLiteStore:
         if cannot_hold(conversation_id):
             raise NotFound(f"conversation {conversation_id!r} not found")
         async with self._session() as db:
-            row = await _fetchone(db, f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE id = ?",
+            row = await fetchone(db, f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE id = ?",
                                   (conversation_id,))
         if row is None:
             raise NotFound(f"conversation {conversation_id!r} not found")
@@ -290,7 +285,7 @@ class SQLiteStore:
         channel = storable(channel)
         async with self._session() as db:
             # rowid breaks ties between conversations created in the same microsecond.
-            row = await _fetchone(
+            row = await fetchone(
                 db,
                 f"SELECT {_CONVERSATION_COLS} FROM conversations WHERE customer_id = ? AND channel = ? "
                 "ORDER BY created_at DESC, rowid DESC LIMIT 1",
@@ -310,10 +305,11 @@ class SQLiteStore:
     async def append_event(
         self, conversation_id: str, *, author: Author, kind: EventKind, text: str | None = None,
         client_id: str | None = None, data: dict[str, Any] | None = None,
-        change: StateChange | None = None,
+        change: StateChange | None = None, outbox: str | None = None,
     ) -> tuple[Event, bool]:
         return await self._batcher.append(AppendRequest(
-            conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}), change))
+            conversation_id, Author(author), EventKind(kind), text, client_id, dict(data or {}), change,
+            outbox))
 
     async def _write_batch(self, batch: list[AppendRequest]) -> list[tuple[Event, bool] | Exception]:
         """One transaction for the batch. Only the waits run on aiosqlite's thread: taking the
@@ -337,7 +333,7 @@ class SQLiteStore:
                 "ORDER BY seq LIMIT ?",
                 (conversation_id, seq, -1 if limit is None else limit),  # -1: no limit
             )
-            if not rows and await _fetchone(
+            if not rows and await fetchone(
                     db, "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)) is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
         return [_event(r) for r in rows]
@@ -356,7 +352,7 @@ class SQLiteStore:
         if before is not None:
             # A row value, so the (created_at, id) index is walked from the key on.
             where.append("(created_at, id) < (?, ?)")
-            params.extend((_ts(before.created_at), before.id))
+            params.extend((ts(before.created_at), before.id))
         sql = f"SELECT {_CONVERSATION_COLS} FROM conversations"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -367,17 +363,6 @@ class SQLiteStore:
 
 def _text(value: str | None) -> str | None:
     return None if value is None else storable(value)
-
-
-async def _fetchone(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-    rows = list(await db.execute_fetchall(sql, tuple(params)))
-    return rows[0] if rows else None
-
-
-async def _execute(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> int:
-    """Run one statement, close its cursor (so no read stays open) and return the row count."""
-    async with db.execute(sql, tuple(params)) as cur:
-        return cur.rowcount
 
 
 def _is_unavailable(exc: sqlite3.Error) -> bool:
@@ -435,13 +420,15 @@ def _append_one(conn: sqlite3.Connection, r: AppendRequest) -> tuple[Event, bool
         if dup is not None:
             return _event(dup), False
     now = utcnow()
-    at = _ts(now)
+    at = ts(now)
     row = conn.execute(_APPEND_UPDATE, (at, *r.change_columns(), r.conversation_id)).fetchone()
     if row is None:
         raise NotFound(f"conversation {r.conversation_id!r} not found")
     seq = row[0]
     conn.execute(f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                  (r.conversation_id, seq, r.author.value, r.kind.value, r.text, r.client_id, encoded, at))
+    if r.outbox is not None:
+        insert_outbox_item(conn, r.conversation_id, seq, r.outbox, at)
     return Event(conversation_id=r.conversation_id, seq=seq, author=r.author, kind=r.kind, text=r.text,
                  client_id=r.client_id, data=r.data, at=now), True
 
