@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import aiosmtplib
 import pytest
@@ -100,6 +100,12 @@ def smtplib_send(port: int, raw: bytes, *, rcpt: tuple[str, ...] = (SUPPORT,), s
         if login:
             client.login(*login)
         return client.sendmail(sender, list(rcpt), raw)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 def free_port() -> int:
@@ -385,6 +391,7 @@ async def test_a_delivery_under_way_finishes_when_the_client_hangs_up() -> None:
             writer.write(line + b"\r\n")
         await asyncio.wait_for(mailbox.entered.wait(), 30)
         writer.transport.abort()
+        await eventually(lambda: listener.open_sessions == 0)     # the listener saw the hang-up
         mailbox.release.set()
         await asyncio.wait_for(mailbox.finished.wait(), 30)
     assert len(mailbox.mails) == 1

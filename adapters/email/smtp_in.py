@@ -167,6 +167,11 @@ class SmtpListener:
             raise RuntimeError(f"email channel {self.name!r}: the SMTP listener is not running")
         return self._server.sockets[0].getsockname()[1]
 
+    @property
+    def open_sessions(self) -> int:
+        """Clients connected now (for metrics, and for tests to see a hang-up arrive)."""
+        return len(self._sessions)
+
     async def start(self) -> None:
         if self._server is not None:
             return
