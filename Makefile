@@ -25,7 +25,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 
 help:
 	@echo 'make run            serve $(CONFIG) (embedded SQLite store; see the config for the address)'
-	@echo 'make test           start/find PostgreSQL + Redis, then run pytest (PYTEST_ARGS=... to pass options)'
+	@echo 'make test           start/find PostgreSQL, Redis and Dovecot, then run pytest (PYTEST_ARGS=...)'
 	@echo 'make bench          run the benchmarks (python -m bench; BENCH_ARGS=...)'
 	@echo 'make check-config   validate $(CONFIG) (CONFIG=path to pick another file)'
 	@echo "make simulate       which rule and queue would take a contact: ARGS='--email someone@vip.example --text agent'"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Make sure the PostgreSQL and Redis servers the test suite talks to are reachable, and write
-# .services/env (sourced by `make test`) with CONTACTGATE_TEST_PG_DSN and CONTACTGATE_TEST_REDIS_URL.
+# Make sure the PostgreSQL, Redis and IMAP (Dovecot) servers the test suite talks to are reachable,
+# and write .services/env (sourced by `make test`) with CONTACTGATE_TEST_PG_DSN,
+# CONTACTGATE_TEST_REDIS_URL and CONTACTGATE_TEST_IMAP_*.
 #
 # Usage: scripts/ensure-services.sh [ensure|stop|purge]
-#   ensure (default)  find or start both services, then write .services/env
+#   ensure (default)  find or start the services, then write .services/env
 #   stop              stop the throwaway servers this script started (never a system server)
 #   purge             stop them, then delete their data
 #
@@ -17,6 +18,13 @@
 #      Debian cluster configured on $CG_PG_PORT is started with pg_ctlcluster.
 #   5. A throwaway server is started: PostgreSQL in .services/pg (trust auth, user postgres),
 #      Redis with no persistence, both bound to 127.0.0.1 on the local ports above.
+# IMAP is always this script's own Dovecot unless CONTACTGATE_TEST_IMAP_HOST is set (then
+# CONTACTGATE_TEST_IMAP_PORT and CONTACTGATE_TEST_IMAP_PASSWORD too: that server must let any user
+# name log in with that password, as the throwaway one does). The throwaway Dovecot runs from its
+# own config in .services/dovecot (not the system's, not systemd's): plain IMAP on
+# 127.0.0.1:$CG_IMAP_LOCAL_PORT (51143) and IMAPS on $CG_IMAPS_LOCAL_PORT (51993, a self-signed
+# certificate in .services/dovecot/tls), static passdb (any user, password `secret`), maildirs in
+# .services/dovecot/mail/<user>, log in .services/dovecot/log. Package: dovecot-imapd.
 # A service that cannot be provided is an error (exit 1), never a silent skip.
 #
 # CG_PG_PORT / CG_REDIS_PORT exist so the fallback paths can be exercised on a machine whose
@@ -33,6 +41,11 @@ REDIS_LOCAL_PORT=${CG_REDIS_LOCAL_PORT:-56379}
 PG_DATADIR_RECORD="$SERVICES_DIR/pg.datadir"   # where the throwaway cluster lives (see pg_datadir)
 REDIS_PIDFILE="$SERVICES_DIR/redis.pid"
 REDIS_LOG="$SERVICES_DIR/redis.log"
+IMAP_LOCAL_PORT=${CG_IMAP_LOCAL_PORT:-51143}
+IMAPS_LOCAL_PORT=${CG_IMAPS_LOCAL_PORT:-51993}
+IMAP_PASSWORD=secret                          # the throwaway Dovecot's static passdb
+DOVECOT_DIR_RECORD="$SERVICES_DIR/dovecot.dir" # where the throwaway Dovecot lives (see dovecot_dir)
+IMAP_ENV=()                                   # name value ... for .services/env (see ensure_imap)
 
 say()  { printf '%s\n' "$*"; }
 info() { printf 'ensure-services: %s\n' "$*" >&2; }
@@ -377,6 +390,263 @@ ensure_redis() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# IMAP (Dovecot)
+
+# 0 if an IMAP server on $1:$2 greets and lets user $3 log in with password $4; 1 if nobody
+# greets there; 2 if a server greets but refuses the login.
+imap_login() {
+    local rc=0
+    # shellcheck disable=SC2016  # $0..$3 and $l expand in the inner bash
+    timeout 10 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        IFS= read -r l <&3 || exit 1
+        [[ $l == "* OK"* ]] || exit 1
+        pw=${3//\\/\\\\}; pw=${pw//\"/\\\"}
+        printf "a LOGIN \"%s\" \"%s\"\r\nb LOGOUT\r\n" "$2" "$pw" >&3
+        while IFS= read -r l <&3; do
+            case $l in "a OK"*) exit 0 ;; "a NO"*|"a BAD"*) exit 2 ;; esac
+        done
+        exit 2' "$1" "$2" "$3" "$4" 2>/dev/null || rc=$?
+    [[ $rc -le 2 ]] || rc=1   # timeout's 124 and friends: nobody answered in time
+    return $rc
+}
+
+# Wait up to $1 seconds for the throwaway Dovecot to let a probe user log in.
+imap_wait() {
+    local tries=$1 rc
+    while :; do
+        rc=0
+        imap_login "$HOST" "$IMAP_LOCAL_PORT" probe@example.test "$IMAP_PASSWORD" || rc=$?
+        [[ $rc -ne 0 ]] || return 0
+        [[ $rc -ne 2 ]] || return 1
+        tries=$((tries - 1))
+        [[ $tries -gt 0 ]] || return 1
+        sleep 1
+    done
+}
+
+# The user Dovecot's mail processes run as (they own the maildirs): `dovecot` when we are root
+# (Dovecot refuses to run them as root), else ourselves.
+dovecot_mail_user() { if is_root; then printf 'dovecot\n'; else id -un; fi; }
+
+# Run a command as that user, from /.
+as_mail_user() {
+    if ! is_root; then
+        "$@"
+    elif have runuser; then
+        (cd / && runuser -u dovecot -- "$@")
+    else
+        (cd / && su -s /bin/sh dovecot -c "$(printf '%q ' "$@")")
+    fi
+}
+
+# The throwaway Dovecot's directory: .services/dovecot, unless the mail user cannot reach the
+# checkout (one under /root, say); then a directory in /tmp.
+dovecot_dir() {
+    if [[ -s $DOVECOT_DIR_RECORD ]]; then
+        cat "$DOVECOT_DIR_RECORD"
+    elif ! is_root || ! id -u dovecot >/dev/null 2>&1 || as_mail_user test -x "$SERVICES_DIR"; then
+        printf '%s\n' "$SERVICES_DIR/dovecot"
+    else
+        printf '%s/contactgate-dovecot-%s\n' "${TMPDIR:-/tmp}" "$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)"
+    fi
+}
+
+dovecot_binary() {
+    local d
+    for d in "$(command -v dovecot 2>/dev/null)" /usr/sbin/dovecot; do
+        [[ -n $d && -x $d ]] && { printf '%s\n' "$d"; return 0; }
+    done
+    return 1
+}
+
+dovecot_has_imap() { [[ -x /usr/lib/dovecot/imap || -x /usr/libexec/dovecot/imap ]]; }
+
+# The master's pid if the throwaway Dovecot in $1 is running (its base_dir's master.pid).
+dovecot_pid() {
+    local pid
+    [[ -s $1/run/master.pid ]] || return 1
+    pid=$(cat "$1/run/master.pid")
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && grep -q dovecot /proc/"$pid"/comm 2>/dev/null \
+        && printf '%s\n' "$pid"
+}
+
+# A self-signed certificate for 127.0.0.1 / localhost, made once.
+dovecot_tls() {
+    local dir=$1/tls
+    [[ -s $dir/cert.pem && -s $dir/key.pem ]] && return 0
+    have openssl || apt_install openssl
+    mkdir -p "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" >/dev/null 2>&1 </dev/null \
+        || die "openssl could not make the throwaway Dovecot's certificate in $dir"
+    chmod 600 "$dir/key.pem"
+}
+
+write_dovecot_conf() {
+    local dir=$1 user group uid gid internal login
+    user=$(dovecot_mail_user)
+    uid=$(id -u "$user")
+    gid=$(id -g "$user")
+    group=$(id -gn "$user")
+    if is_root; then internal=dovecot; login=dovenull; else internal=$user; login=$user; fi
+    cat >"$dir/dovecot.conf" <<CONF
+# Written by scripts/ensure-services.sh: the test suite's throwaway Dovecot. Not the system's
+# /etc/dovecot: nothing there is read. Rewritten on every start.
+base_dir = $dir/run
+state_dir = $dir/state
+instance_name = contactgate-test
+protocols = imap
+listen = $HOST
+log_path = $dir/log
+info_log_path = $dir/log
+# Tests log in over plain IMAP on 127.0.0.1, and fail logins on purpose: no delay for them.
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+# Trusted: no growing delay after failed logins from 127.0.0.1 (Dovecot's auth penalty).
+login_trusted_networks = $HOST/32
+ssl = yes
+ssl_cert = <$dir/tls/cert.pem
+ssl_key = <$dir/tls/key.pem
+default_internal_user = $internal
+default_internal_group = $group
+default_login_user = $login
+first_valid_uid = $uid
+last_valid_uid = $uid
+first_valid_gid = $gid
+last_valid_gid = $gid
+mail_uid = $uid
+mail_gid = $gid
+mail_location = maildir:$dir/mail/%u
+mail_max_userip_connections = 1000
+# Any user name logs in with the one password; each test picks a fresh user, so a fresh mailbox.
+passdb {
+  driver = static
+  args = password=$IMAP_PASSWORD
+}
+userdb {
+  driver = static
+  args = uid=$uid gid=$gid home=$dir/mail/%u
+}
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+service imap-login {
+  inet_listener imap {
+    address = $HOST
+    port = $IMAP_LOCAL_PORT
+  }
+  inet_listener imaps {
+    address = $HOST
+    port = $IMAPS_LOCAL_PORT
+    ssl = yes
+  }
+}
+service anvil {
+  chroot =
+}
+service stats {
+  unix_listener stats-reader {
+    mode = 0600
+  }
+  unix_listener stats-writer {
+    mode = 0660
+  }
+}
+CONF
+}
+
+start_throwaway_dovecot() {
+    local bin dir
+    bin=$(dovecot_binary) || die "dovecot not found"
+    dovecot_has_imap || die "dovecot is installed but its imap server is not (install dovecot-imapd)"
+    dir=$(dovecot_dir)
+    mkdir -p "$dir/mail" "$dir/run" "$dir/state"
+    [[ $dir == "$SERVICES_DIR/dovecot" ]] || printf '%s\n' "$dir" >"$DOVECOT_DIR_RECORD"
+    touch "$dir/log"
+    if is_root; then
+        id -u dovecot >/dev/null 2>&1 && id -u dovenull >/dev/null 2>&1 \
+            || die "running as root, but the OS users dovecot and dovenull (from the dovecot-core package) are missing"
+        chown dovecot: "$dir/mail"
+        as_mail_user test -w "$dir/mail" || die "the dovecot user cannot write $dir/mail"
+    fi
+    dovecot_tls "$dir"
+    write_dovecot_conf "$dir"
+    info "starting a throwaway Dovecot on $HOST:$IMAP_LOCAL_PORT (IMAPS $IMAPS_LOCAL_PORT), config $dir/dovecot.conf (log: $dir/log)"
+    "$bin" -c "$dir/dovecot.conf" </dev/null >>"$dir/log" 2>&1 9>&- \
+        || { show_log "$dir/log"; die "dovecot failed to start (is port $IMAP_LOCAL_PORT or $IMAPS_LOCAL_PORT taken?)"; }
+    imap_wait 20 \
+        || { show_log "$dir/log"; die "the throwaway Dovecot started but does not let a user log in on $HOST:$IMAP_LOCAL_PORT"; }
+}
+
+stop_throwaway_dovecot() {
+    local dir pid
+    dir=$(dovecot_dir)
+    pid=$(dovecot_pid "$dir") || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    local tries=20
+    while kill -0 "$pid" 2>/dev/null; do
+        tries=$((tries - 1))
+        [[ $tries -gt 0 ]] || die "the throwaway Dovecot (pid $pid) did not stop"
+        sleep 0.5
+    done
+    say "Dovecot: stopped the throwaway server (pid $pid)"
+}
+
+ensure_imap() {
+    if [[ -n ${CONTACTGATE_TEST_IMAP_HOST:-} ]]; then
+        [[ -n ${CONTACTGATE_TEST_IMAP_PORT:-} && -n ${CONTACTGATE_TEST_IMAP_PASSWORD:-} ]] \
+            || die "CONTACTGATE_TEST_IMAP_HOST is set, so CONTACTGATE_TEST_IMAP_PORT and CONTACTGATE_TEST_IMAP_PASSWORD must be too"
+        local rc=0
+        imap_login "$CONTACTGATE_TEST_IMAP_HOST" "$CONTACTGATE_TEST_IMAP_PORT" probe@example.test \
+            "$CONTACTGATE_TEST_IMAP_PASSWORD" || rc=$?
+        case $rc in
+            0) ;;
+            2) die "the IMAP server at $CONTACTGATE_TEST_IMAP_HOST:$CONTACTGATE_TEST_IMAP_PORT refuses user probe@example.test with CONTACTGATE_TEST_IMAP_PASSWORD (the tests need any user name to log in with it)" ;;
+            *) die "CONTACTGATE_TEST_IMAP_HOST is set but no IMAP server greets at $CONTACTGATE_TEST_IMAP_HOST:$CONTACTGATE_TEST_IMAP_PORT" ;;
+        esac
+        IMAP_ENV=(CONTACTGATE_TEST_IMAP_HOST "$CONTACTGATE_TEST_IMAP_HOST"
+                  CONTACTGATE_TEST_IMAP_PORT "$CONTACTGATE_TEST_IMAP_PORT"
+                  CONTACTGATE_TEST_IMAP_PASSWORD "$CONTACTGATE_TEST_IMAP_PASSWORD")
+        local var
+        for var in CONTACTGATE_TEST_IMAPS_PORT CONTACTGATE_TEST_IMAP_CA_FILE CONTACTGATE_TEST_IMAP_DOVECOT_CONF; do
+            [[ -z ${!var:-} ]] || IMAP_ENV+=("$var" "${!var}")
+        done
+        say "IMAP: CONTACTGATE_TEST_IMAP_HOST from the environment ($CONTACTGATE_TEST_IMAP_HOST:$CONTACTGATE_TEST_IMAP_PORT)"
+        return
+    fi
+    local dir state=started
+    if imap_wait 1; then
+        state="already running"
+    else
+        dir=$(dovecot_dir)
+        # A master whose listener does not answer (say, a half-dead one) is stopped first.
+        if dovecot_pid "$dir" >/dev/null; then
+            info "the throwaway Dovecot in $dir runs but does not answer: restarting it"
+            stop_throwaway_dovecot
+        fi
+        if ! dovecot_binary >/dev/null || ! dovecot_has_imap; then
+            apt_install dovecot-imapd
+        fi
+        start_throwaway_dovecot
+    fi
+    dir=$(dovecot_dir)
+    # Tests restart the server through its config, so it must be this checkout's own.
+    dovecot_pid "$dir" >/dev/null && [[ -s $dir/dovecot.conf ]] \
+        || die "something answers IMAP on $HOST:$IMAP_LOCAL_PORT, but it is not this checkout's throwaway Dovecot (no live master in $dir/run/master.pid): stop it or set CG_IMAP_LOCAL_PORT"
+    IMAP_ENV=(CONTACTGATE_TEST_IMAP_HOST "$HOST"
+              CONTACTGATE_TEST_IMAP_PORT "$IMAP_LOCAL_PORT"
+              CONTACTGATE_TEST_IMAPS_PORT "$IMAPS_LOCAL_PORT"
+              CONTACTGATE_TEST_IMAP_PASSWORD "$IMAP_PASSWORD"
+              CONTACTGATE_TEST_IMAP_CA_FILE "$dir/tls/cert.pem"
+              CONTACTGATE_TEST_IMAP_DOVECOT_CONF "$dir/dovecot.conf")
+    say "IMAP: throwaway Dovecot $state on $HOST:$IMAP_LOCAL_PORT (IMAPS $IMAPS_LOCAL_PORT), any user, password $IMAP_PASSWORD ($dir)"
+}
+
+# ---------------------------------------------------------------------------------------------
 
 write_env() {
     local tmp
@@ -385,6 +655,10 @@ write_env() {
         printf '# Written by scripts/ensure-services.sh; sourced by make test.\n'
         printf 'export CONTACTGATE_TEST_PG_DSN=%q\n' "$PG_DSN"
         printf 'export CONTACTGATE_TEST_REDIS_URL=%q\n' "$REDIS_URL"
+        local i
+        for ((i = 0; i < ${#IMAP_ENV[@]}; i += 2)); do
+            printf 'export %s=%q\n' "${IMAP_ENV[i]}" "${IMAP_ENV[i + 1]}"
+        done
     } >"$tmp"
     chmod 644 "$tmp"
     mv -f "$tmp" "$SERVICES_DIR/env"
@@ -410,17 +684,22 @@ main() {
             rm -f "$SERVICES_DIR/env"   # a failed run must not leave an old answer behind
             ensure_pg
             ensure_redis
+            ensure_imap
             write_env
             ;;
         stop)
             stop_throwaway_pg
             stop_throwaway_redis
+            stop_throwaway_dovecot
             ;;
         purge)
             stop_throwaway_pg
             stop_throwaway_redis
-            local datadir
+            stop_throwaway_dovecot
+            local datadir dovecot
             datadir=$(pg_datadir)
+            dovecot=$(dovecot_dir)
+            rm -rf "$dovecot" "$DOVECOT_DIR_RECORD"
             rm -rf "$datadir" "$PG_DATADIR_RECORD" "$SERVICES_DIR/env"
             # The /tmp fallback directory is ours alone; .services itself is left to the caller.
             [[ $(dirname "$datadir") == "$SERVICES_DIR" ]] || rm -rf "$(dirname "$datadir")"

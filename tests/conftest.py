@@ -1,4 +1,4 @@
-"""Shared fixtures: real PostgreSQL and Redis (started by ``make test``), never mocks or skips.
+"""Shared fixtures: real PostgreSQL, Redis and IMAP (started by ``make test``), never mocks or skips.
 
 A missing service fails the run loudly: a green run that silently skipped the production engine
 would be worse than a red one.
@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from gateway.store import Store, open_store
+from tests import dovecot
 
 T = TypeVar("T")
 
@@ -161,3 +162,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'gateway.db'}"
+
+
+@pytest.fixture(scope="session")
+def imap_server() -> dovecot.ImapServer:
+    """The real IMAP server (the throwaway Dovecot of ``make test``); fails when it is missing."""
+    return dovecot.server_from_env()
+
+
+@pytest.fixture
+def imap_user() -> str:
+    """A user nobody has used: on the throwaway Dovecot, an empty mailbox of its own."""
+    return dovecot.new_user()
