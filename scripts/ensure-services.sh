@@ -535,6 +535,8 @@ namespace inbox {
   separator = /
 }
 service imap-login {
+  # No chroot: a server that is not root cannot, and this one serves only tests on 127.0.0.1.
+  chroot =
   inet_listener imap {
     address = $HOST
     port = $IMAP_LOCAL_PORT
