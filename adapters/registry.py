@@ -16,6 +16,7 @@ from .base import Adapter, GatewayPort
 
 ADAPTERS: dict[str, str] = {
     "webchat": "adapters.webchat",
+    "email": "adapters.email.channel",
 }
 
 

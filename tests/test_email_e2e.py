@@ -4,6 +4,7 @@ and the agent on the real websocket. On SQLite and on PostgreSQL where it matter
 
 from __future__ import annotations
 
+import asyncio
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -17,6 +18,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+import dovecot
 from support import ALICE_TOKEN, BOB_TOKEN, Agent, GatewayProcess, gateway_config
 from support_mail import MailSink
 
@@ -74,8 +76,8 @@ class Mailer:
         return message["Message-ID"]
 
     async def raw(self, data: bytes, sender: str = CUSTOMER) -> None:
-        await aiosmtplib.send(data, sender=sender, recipients=[SUPPORT], hostname="127.0.0.1", port=self.port,
-                              timeout=10)
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, timeout=10) as smtp:
+            await smtp.sendmail(sender, [SUPPORT], data)  # "" is the null sender of a bounce
 
     async def reply(self, timeout: float = 10.0) -> EmailMessage:
         """The next mail the gateway sent."""
@@ -139,6 +141,12 @@ async def test_mail_faq_answer_agent_and_threaded_replies(tmp_path: Path, store_
         texts = [e["text"] for e in offer["transcript"] if e["author"] == "customer"]
         assert texts == ["Hello, how do I track my parcel?", "agent please"]
         assert offer["transcript"][0]["subject"] == "Where is my parcel?"
+        # The whole mail as it arrived is kept, for the agent to read.
+        original = offer["transcript"][0]["original"]
+        assert original["content_type"] == "message/rfc822"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
+            async with http.get(f"{gateway.http}/api/attachments/{original['id']}") as response:
+                assert b"Message-ID: " + first.encode() in await response.read()
         await alice.send(type="accept", conversation_id=offer["id"])
         await alice.next("assigned")
         await alice.send(type="message", conversation_id=offer["id"], id="a1", text="Hi Mei, I'm Alice. Your number?")
@@ -263,7 +271,7 @@ async def test_attachments_kept_refused_and_downloaded_by_the_right_people(gatew
     first = next(e for e in offer["transcript"] if e["author"] == "customer")
     assert [a["name"] for a in first["attachments"]] == ["invoice.pdf"]
     assert first["attachments"][0]["size"] == len(invoice)
-    assert first["original"]["content_type"] == "message/rfc822" or "original" not in first
+    assert "original" not in first  # it holds the refused file: not kept either
     attachment_id = first["attachments"][0]["id"]
     url = f"{gateway.http}/api/attachments/{attachment_id}"
     async with aiohttp.ClientSession() as http:
@@ -340,3 +348,40 @@ async def test_reply_to_a_closed_conversation_opens_one_that_follows_it(gateway:
     again = (await alice.next("offer"))["conversation"]
     assert again["id"] != offer["id"]
     assert again["transcript"][0]["follows"] == offer["id"]
+
+
+async def wait_until(check: Any, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.1)
+
+
+async def test_imap_mailbox_mail_before_start_and_after_a_server_restart(
+        tmp_path: Path, sqlite_url: str, sink: MailSink, imap_server: dovecot.ImapServer, imap_user: str) -> None:
+    waiting_id, waiting = dovecot.mail("My parcel", "How do I track my parcel?", sender=CUSTOMER)
+    await imap_server.append(imap_user, waiting)  # arrived while the gateway was down
+    imap = {"host": imap_server.host, "port": imap_server.port, "username": imap_user,
+            "password": imap_server.password, "backoff_initial": 0.1, "backoff_max": 0.5, "timeout": 10}
+    config = email_config(sqlite_url, sink.port, channel={"imap": imap})
+    del config["channels"][1]["listen"]
+    gateway = await start(tmp_path, config)
+    try:
+        mail = Mailer(gateway, sink)
+        answer = await mail.reply(timeout=20)
+        assert answer["In-Reply-To"] == waiting_id and "track" in body(answer).lower()
+        await wait_until(lambda: _seen(imap_server, imap_user, waiting_id))
+
+        imap_server.stop_server()
+        imap_server.start_server()
+        reply_id, reply = dovecot.mail("Re: " + answer["Subject"], "agent please", sender=CUSTOMER)
+        reply = reply.replace(b"Subject:", f"In-Reply-To: {answer['Message-ID']}\nSubject:".encode(), 1)
+        await imap_server.append(imap_user, reply)
+        handoff = await mail.reply(timeout=30)  # the bot's note: the same thread, the same conversation
+        assert handoff["In-Reply-To"] == reply_id and handoff["Subject"] == answer["Subject"]
+        await wait_until(lambda: _seen(imap_server, imap_user, reply_id))
+    finally:
+        await gateway.stop()
+
+
+async def _seen(imap_server: dovecot.ImapServer, user: str, message_id: str) -> bool:
+    return message_id in await imap_server.message_ids(user, "SEEN")
