@@ -385,3 +385,17 @@ async def test_imap_mailbox_mail_before_start_and_after_a_server_restart(
 
 async def _seen(imap_server: dovecot.ImapServer, user: str, message_id: str) -> bool:
     return message_id in await imap_server.message_ids(user, "SEEN")
+
+
+async def test_mail_without_message_id_is_answered_and_known_by_its_bytes(gateway: GatewayProcess,
+                                                                         sink: MailSink) -> None:
+    mail = Mailer(gateway, sink)
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = CUSTOMER, SUPPORT, "No id"
+    message.set_content("How do I track my parcel?")
+    await mail.raw(message.as_bytes())
+    answer = await mail.reply()
+    assert answer["In-Reply-To"] is None and answer["References"] is None and "track" in body(answer).lower()
+    await mail.raw(message.as_bytes())  # the same bytes again: stored once, not answered again
+    with pytest.raises(AssertionError):
+        await sink.wait_for(2, timeout=1.5)

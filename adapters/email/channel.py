@@ -42,6 +42,7 @@ log = logging.getLogger("contactgate.email")
 
 _ADDRESS = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
 TOKEN_PREFIX = "#"      # a ref "#K7M3QX" is a conversation's subject token
+DIGEST_PREFIX = "sha256:"  # a ref naming a mail without Message-ID by its bytes (not a header value)
 TOKEN_TRIES = 8
 
 
@@ -170,7 +171,7 @@ class EmailChannel:
         token = find_token(mail.subject)
         # Without a Message-ID the bytes name the message: an MTA's retry or an IMAP re-fetch
         # hands over the same ones.
-        client_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        client_id = mail.message_id or DIGEST_PREFIX + hashlib.sha256(raw).hexdigest()
         return Inbound(
             channel=self.name, address=sender, text=text, client_id=client_id,
             name=mail.sender.name if mail.sender else None, profile={"email": sender},
@@ -192,7 +193,7 @@ class EmailChannel:
         token = next((r.ref[1:] for r in refs if r.ref.startswith(TOKEN_PREFIX)), None) or \
             await self._new_token(conversation.id)
         subject, answered = await self._answering(conversation.id, event.seq)
-        thread = [r.ref for r in refs if not r.ref.startswith(TOKEN_PREFIX)]
+        thread = [r.ref for r in refs if not r.ref.startswith((TOKEN_PREFIX, DIGEST_PREFIX))]
         message_id = f"cg.{item.id}@{self.settings.domain}"
         files = []
         for summary in event.data.get("attachments", []):
@@ -230,7 +231,7 @@ class EmailChannel:
         for event in await self.gateway.events_after(conversation_id, 0, before):
             if event.author is Author.CUSTOMER and event.kind is EventKind.MESSAGE:
                 subject = event.data.get("subject") or subject
-                if event.client_id and not event.client_id.startswith("sha256:"):
+                if event.client_id and not event.client_id.startswith(DIGEST_PREFIX):
                     answered = event.client_id
         return subject, answered
 
