@@ -92,10 +92,10 @@ class GatewayCollector(Collector):
         yield from families.values()
         yield agents
         deliveries = CounterMetricFamily("contactgate_outbox_deliveries",
-                                         "Outbound messages by outcome in this process since its start (sent, skipped, "
+                                         "Outbound messages by outcome in this process since its start (sent, skipped, deferred, "
                                          "retried, failed)", labels=["channel", "outcome"])
         for channel, worker in self.pipeline.outboxes.items():
-            for outcome in ("sent", "skipped", "retried", "failed"):
+            for outcome in ("sent", "skipped", "deferred", "retried", "failed"):
                 deliveries.add_metric([channel, outcome], getattr(worker, outcome))
         yield deliveries
 
