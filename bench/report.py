@@ -100,12 +100,14 @@ def email_lines(result: dict[str, Any]) -> list[str]:
             lines.append(f"\n{e['server']} {e['store'] or ''}: {n} × {kind}")
     checked = [e for e in result["email"] if e.get("checks")]
     if checked:
-        lines += ["", "| store | mails answered 250 | stored | threads opened | conversations | bot mails out |",
-                  "|---|--:|--:|--:|--:|--:|"]
+        lines += ["", "Counted in the store after the run (warm-up included), and at the sink:", "",
+                  "| store | mails answered 250 | stored | threads opened | conversations | bot mails out | gateway stopped in s (exit) |",
+                  "|---|--:|--:|--:|--:|--:|--:|"]
         for e in checked:
             c = e["checks"]
             lines.append(f"| {e['store']} | {_fmt(c['accepted'])} | {_fmt(c['stored'])} | {_fmt(c['new_threads'])} | "
-                         f"{_fmt(c['conversations'])} | {_fmt(c['bot_mails'])} |")
+                         f"{_fmt(c['conversations'])} | {_fmt(c['bot_mails'])} | {_fmt(c.get('stop_s'), 2)} "
+                         f"({c.get('exit_code')}) |")
     if result.get("email_ratios"):
         lines += ["", "Gateway / bare SMTP server:", "", "| store | loop | throughput | p50 | p99 | CPU/mail |",
                   "|---|---|--:|--:|--:|--:|"]
