@@ -10,6 +10,7 @@ the customer that sent it measures the round trip on its own clock:
 
 A worker is driven by commands over a pipe from the orchestrator (bench.run) so that all
 workers start each phase at the same monotonic instant (CLOCK_MONOTONIC is system-wide).
+The email figure's SMTP load runs in the same workers (``do_mail``, bench.mail_client).
 """
 
 from __future__ import annotations
