@@ -27,6 +27,7 @@ receiving side can recognise. That is the one case where a message may go out tw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from datetime import datetime, timedelta
@@ -106,10 +107,11 @@ class OutboxWorker:
             if worked:
                 continue  # there may be more due right away
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._poll)
-            except asyncio.TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the event fires, and stop() would then wait for this loop forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
 
     async def run_once(self) -> int:
         """Claim the due items and try each once. Returns how many were claimed."""

@@ -87,5 +87,8 @@ class Scheduler:
             await self.run_due()
             due = self.next_due()
             timeout = None if due is None else max(0.0, (due - self.clock()).total_seconds())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the event fires, and stop() would then wait for this loop forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()

@@ -278,8 +278,9 @@ class FrameSender:
         """Wait until the queue is at most half full: a replay of a long backlog paces itself
         on this instead of overflowing."""
         while not self._room.is_set() and not self.ws.closed and not (self._task and self._task.done()):
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._room.wait(), 1.0)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel (3.11)
+                async with asyncio.timeout(1.0):
+                    await self._room.wait()
 
     def close_soon(self, code: int, message: str) -> None:
         """Close in a task of its own (kept, so a failure is logged and shutdown waits for it)."""

@@ -201,3 +201,15 @@ async def test_deferred_is_not_an_attempt_and_retry_after_is_honoured(store: Sto
     assert await outbox.run_once() == 1
     item = await status(store, event)
     assert (item.status, item.attempts, outbox.deferred) == (OutboxStatus.SENT, 2, 5)
+
+
+async def test_stop_right_after_a_wake_ends_the_worker(store: Store) -> None:
+    """A message stored during shutdown wakes the worker as it is stopped: the stop must win
+    (Python 3.11's wait_for would swallow the cancel and the gateway would hang on SIGTERM)."""
+    for _ in range(3):
+        outbox = OutboxWorker("email", store, Channel(), FAST, on_failed=lambda *a: asyncio.sleep(0),
+                              on_sent=lambda *a: asyncio.sleep(0), poll=3600)
+        outbox.start()
+        await asyncio.sleep(0.05)  # it looked, found nothing, and waits
+        outbox.wake()
+        await asyncio.wait_for(outbox.stop(), 5)

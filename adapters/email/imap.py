@@ -24,6 +24,7 @@ further up that ladder. Nothing here retries in a busy loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -216,7 +217,6 @@ class ImapMailbox:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if the mailbox is stopped meanwhile."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel (3.11)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
