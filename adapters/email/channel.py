@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.base import (GatewayPort, IncomingFile, Inbound, OutboxPolicy, PermanentFailure, Sent, Skipped,
                            TemporaryFailure, Thread)
@@ -40,7 +41,7 @@ from .threading import find_token, lookup_ids, new_token
 
 log = logging.getLogger("contactgate.email")
 
-_ADDRESS = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
+_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 TOKEN_PREFIX = "#"      # a ref "#K7M3QX" is a conversation's subject token
 DIGEST_PREFIX = "sha256:"  # a ref naming a mail without Message-ID by its bytes (not a header value)
 TOKEN_TRIES = 8
@@ -58,7 +59,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # The channel's address: From of our replies; mail from it (or from also_own) is ignored.
-    address: str = Field(pattern=_ADDRESS)
+    address: str
     display_name: str | None = Field(default="Customer Service", max_length=200)
     also_own: list[str] = []
     # Where mail comes in: our own SMTP listener, an IMAP mailbox, or both.
@@ -70,7 +71,22 @@ class Settings(BaseModel):
     # Seconds: at most one automatic mail (the bot's) per conversation in this time.
     bot_interval: float = Field(default=300.0, ge=0)
     # Mail with List-Id / List-Unsubscribe: "ignore" (recorded at most) or "accept" as a person's.
-    lists: str = Field(default="ignore", pattern="^(ignore|accept)$")
+    lists: Literal["ignore", "accept"] = "ignore"
+
+    @field_validator("address")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        if not _ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not a mail address (like support@acme.example)")
+        return value
+
+    @field_validator("also_own")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not _ADDRESS.match(entry):
+                raise ValueError(f"{entry!r} is not a mail address (like bounces@acme.example)")
+        return value
 
     @model_validator(mode="after")
     def _some_way_in(self) -> "Settings":
