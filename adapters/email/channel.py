@@ -215,11 +215,14 @@ class EmailChannel:
         for summary in event.data.get("attachments", []):
             attachment, data = await self.gateway.get_attachment(summary["id"])
             files.append(OutgoingAttachment(attachment.name, attachment.content_type, data))
-        message = compose_reply(
-            from_name=self.settings.display_name, from_address=self.settings.address,
-            to_name=customer.name, to_address=to_address, original_subject=subject, token=token,
-            message_id=message_id, date=datetime.now(timezone.utc), text=event.text or "",
-            in_reply_to=answered, references=thread, attachments=files, automatic=automatic)
+        try:
+            message = compose_reply(
+                from_name=self.settings.display_name, from_address=self.settings.address,
+                to_name=customer.name, to_address=to_address, original_subject=subject, token=token,
+                message_id=message_id, date=datetime.now(timezone.utc), text=event.text or "",
+                in_reply_to=answered, references=thread, attachments=files, automatic=automatic)
+        except ValueError as exc:   # a value that cannot go into a mail: no retry will change it
+            raise PermanentFailure(f"cannot write this mail: {exc}") from exc
         try:
             await self.relay.send(message, sender=self.settings.address, recipients=[to_address])
         except RelayLater as exc:
