@@ -15,10 +15,11 @@ channel's ``Deliver``:
 - ``PermanentFailure``, or the last attempt failing: the item fails and the conversation
   records ``delivery_failed`` for that message, which its agent sees.
 
-A process that dies while trying an item leaves its claim to expire (``lease``); the item is
-then tried again, by whichever process claims it, with the same item id: a channel that derives
-the provider's id from it (the email Message-ID) sends the same message again, which the
-receiving side can recognise. That is the one case where a message may go out twice.
+A worker stopped while it tries an item hands the item back, due at once. A process that dies
+while trying one leaves its claim to expire (``lease``); the item is then tried again, by
+whichever process claims it, with the same item id: a channel that derives the provider's id
+from it (the email Message-ID) sends the same message again, which the receiving side can
+recognise. That is the one case where a message may go out twice.
 """
 
 from __future__ import annotations
@@ -130,6 +131,12 @@ class OutboxWorker:
         event = events[0]
         try:
             outcome = await self.deliver(conversation, event, item)
+        except asyncio.CancelledError:
+            # Stopped mid-try (a restart, a deploy): hand the item back, due now, instead of
+            # leaving it to its lease. The relay may already have taken it; then the next try
+            # sends the same mail again, as after a process that died.
+            await asyncio.shield(self._release(item))
+            raise
         except TemporaryFailure as exc:
             await self._temporary(item, str(exc) or type(exc).__name__)
         except PermanentFailure as exc:
@@ -141,6 +148,14 @@ class OutboxWorker:
             await self._temporary(item, f"{type(exc).__name__}: {exc}")
         else:
             await self._done(item, conversation, event, outcome)
+
+    async def _release(self, item: OutboxItem) -> None:
+        try:
+            await self.store.retry_outbox(item.id, error="interrupted: the gateway stopped mid-try",
+                                          next_attempt_at=self._clock())
+        except Exception as exc:  # noqa: BLE001 - stopping anyway: the lease still frees it, later
+            log.warning("outbox: could not hand back an item while stopping; it waits for its lease",
+                        extra={"channel": self.channel, "seq": item.seq, "error": repr(exc)})
 
     async def _done(self, item: OutboxItem, conversation: Conversation, event: Event, outcome: Sent | Skipped) -> None:
         if isinstance(outcome, Skipped):

@@ -163,3 +163,26 @@ async def test_the_worker_wakes_when_told_and_stops_cleanly(store: Store) -> Non
 @pytest.mark.parametrize("attempts, low, high", [(1, 9, 11), (2, 18, 22), (5, 18, 22)])
 def test_backoff_doubles_up_to_the_cap(attempts: int, low: float, high: float) -> None:
     assert all(low <= backoff(FAST, attempts) <= high for _ in range(50))
+
+
+async def test_a_worker_stopped_mid_attempt_hands_the_item_back_due_at_once(store: Store) -> None:
+    clock = Clock()
+    event = await reply(store)
+    trying = asyncio.Event()
+
+    async def slow_relay(conversation: Conversation, event: Event, item: OutboxItem) -> Sent:
+        trying.set()
+        await asyncio.Event().wait()   # the relay never answers
+        raise AssertionError("not reached")
+
+    outbox = OutboxWorker("email", store, slow_relay, FAST, on_failed=lambda *a: asyncio.sleep(0),
+                          on_sent=lambda *a: asyncio.sleep(0), clock=clock, poll=3600)
+    outbox.start()
+    await asyncio.wait_for(trying.wait(), 10)
+    await outbox.stop()
+    item = await status(store, event)
+    assert (item.status, item.attempts, item.next_attempt_at <= clock()) == (OutboxStatus.PENDING, 1, True)
+    # The next process claims it now, not after the lease.
+    channel = Channel(Sent("mid-3"))
+    assert await worker(store, channel, clock, [], []).run_once() == 1
+    assert (await status(store, event)).status is OutboxStatus.SENT
