@@ -11,7 +11,8 @@ what must be stored is stored, so the listener says 250 (or 451) and IMAP sets \
 Mail out (``deliver``, called by the outbox for the agent's and the bot's messages): "Re:
 <subject> [#TOKEN]", In-Reply-To the customer's last mail, References the thread, a Message-ID
 derived from the outbox item (the same on every retry), attachments; the bot's mail is marked
-``Auto-Submitted: auto-replied`` and goes out at most once per ``bot_interval`` per thread.
+``Auto-Submitted: auto-replied`` and answers at most one of the thread's mails per
+``bot_interval``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Settings(BaseModel):
     # Where replies go out.
     smtp: RelaySettings
     retry: Retry = Retry()
-    # Seconds: at most one automatic mail (the bot's) per conversation in this time.
+    # Seconds: the bot answers at most one of a conversation's mails by mail in this time.
     bot_interval: float = Field(default=300.0, ge=0)
     # Mail with List-Id / List-Unsubscribe: "ignore" (recorded at most) or "accept" as a person's.
     lists: Literal["ignore", "accept"] = "ignore"
@@ -115,7 +116,8 @@ class EmailChannel:
         self.relay = Relay(settings.smtp)
         self.listener = SmtpListener(settings.listen, self._from_listener, name=name) if settings.listen else None
         self.mailbox = ImapMailbox(settings.imap, self.arrived, name=name) if settings.imap else None
-        self._last_automatic: dict[str, float] = {}  # conversation -> monotonic time of the bot's last mail
+        # conversation -> (monotonic time of the bot's last mail, seq of the customer's mail it answered)
+        self._last_automatic: dict[str, tuple[float, int]] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return []
@@ -199,7 +201,8 @@ class EmailChannel:
     # mail out (the outbox calls this) ----------------------------------------------------------------
     async def deliver(self, conversation: Conversation, event: Event, item: OutboxItem) -> Sent | Skipped:
         automatic = event.author is Author.BOT
-        if automatic and self._too_soon(conversation.id):
+        subject, answered, mail_seq = await self._answering(conversation.id, event.seq)
+        if automatic and self._too_soon(conversation.id, mail_seq):
             return Skipped("bot_interval")
         customer = await self.gateway.get_customer(conversation.customer_id)
         to_address = customer.attributes.get("email")
@@ -208,7 +211,6 @@ class EmailChannel:
         refs = await self.gateway.conversation_refs(conversation.id, self.name)
         token = next((r.ref[1:] for r in refs if r.ref.startswith(TOKEN_PREFIX)), None) or \
             await self._new_token(conversation.id)
-        subject, answered = await self._answering(conversation.id, event.seq)
         thread = [r.ref for r in refs if not r.ref.startswith((TOKEN_PREFIX, DIGEST_PREFIX))]
         message_id = f"cg.{item.id}@{self.settings.domain}"
         files = []
@@ -230,12 +232,16 @@ class EmailChannel:
         except RelayRefused as exc:
             raise PermanentFailure(str(exc)) from exc
         if automatic:
-            self._last_automatic[conversation.id] = time.monotonic()
+            self._last_automatic[conversation.id] = (time.monotonic(), mail_seq)
         return Sent(ref=message_id)
 
-    def _too_soon(self, conversation_id: str) -> bool:
+    def _too_soon(self, conversation_id: str, mail_seq: int) -> bool:
+        """The bot mailed this conversation inside the interval, in answer to another mail of the
+        customer's. Its messages answering one mail (a note about a refused file and the answer)
+        all go out: a loop needs a new mail each round, and that is what the interval counts."""
         last = self._last_automatic.get(conversation_id)
-        return last is not None and time.monotonic() - last < self.settings.bot_interval
+        return (last is not None and last[1] != mail_seq
+                and time.monotonic() - last[0] < self.settings.bot_interval)
 
     async def _new_token(self, conversation_id: str) -> str:
         for _ in range(TOKEN_TRIES):
@@ -244,15 +250,15 @@ class EmailChannel:
                 return token
         raise TemporaryFailure("no free conversation token; try again")
 
-    async def _answering(self, conversation_id: str, before: int) -> tuple[str, str | None]:
-        """(subject, Message-ID) of the customer's last mail before event ``before``."""
-        subject, answered = "", None
+    async def _answering(self, conversation_id: str, before: int) -> tuple[str, str | None, int]:
+        """(subject, Message-ID, seq) of the customer's last mail before event ``before``."""
+        subject, answered, seq = "", None, 0
         for event in await self.gateway.events_after(conversation_id, 0, before):
             if event.author is Author.CUSTOMER and event.kind is EventKind.MESSAGE:
-                subject = event.data.get("subject") or subject
+                subject, seq = event.data.get("subject") or subject, event.seq
                 if event.client_id and not event.client_id.startswith(DIGEST_PREFIX):
                     answered = event.client_id
-        return subject, answered
+        return subject, answered, seq
 
 
 def _bounce_reason(mail: ParsedMail) -> str:
