@@ -695,3 +695,26 @@ async def test_with_listener_auth_only_a_logged_in_mta_may_hand_over_mail(
         assert not any("s3cret" in line for line in gateway.log_text().splitlines())
     finally:
         await gateway.stop()
+
+
+# -- a channel that cannot start --------------------------------------------------------------------
+
+@pytest.mark.parametrize("problem", ["port taken", "certificate missing"])
+async def test_a_listener_that_cannot_start_stops_the_gateway_with_one_clear_line(
+        tmp_path: Path, sqlite_url: str, problem: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen: dict[str, Any] = {"host": "127.0.0.1", "port": taken.getsockname()[1]}
+        if problem == "certificate missing":
+            listen = {"host": "127.0.0.1", "port": 0,
+                      "starttls": {"cert_file": str(tmp_path / "nope.pem"), "key_file": str(tmp_path / "nope.key")}}
+        gateway = GatewayProcess.write_config(tmp_path, email_config(sqlite_url, free_port(), channel={"listen": listen}))
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "gateway.cli", "serve", "--config", str(gateway.config_path)],
+            cwd=REPO, capture_output=True, text=True, timeout=60)   # it ends by itself, or this fails
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if '"level": "error"' in line]
+    assert len(errors) == 1 and '"cannot start"' in errors[0] and "email channel 'email'" in errors[0], errors
+    assert ("cannot listen for SMTP" if problem == "port taken" else "nope.pem") in errors[0]
+    assert "Traceback" not in result.stderr
