@@ -60,7 +60,12 @@ class DeliveryError(Exception):
 
 
 class TemporaryFailure(DeliveryError):
-    """Try again later (a 4xx reply, a refused or dropped connection, a timeout)."""
+    """Try again later (a 4xx reply, a refused or dropped connection, a timeout). ``retry_after``:
+    seconds the provider asked us to wait (a 429's), instead of the policy's backoff."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentFailure(DeliveryError):
@@ -72,6 +77,14 @@ class Skipped:
     """The channel decided not to send this event (a bot answer too soon after the last one)."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Not now: the channel's own flood limit says wait ``seconds``. Not an attempt: the item
+    keeps its place and its count of tries, and the worker goes on with other conversations."""
+
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +108,13 @@ class OutboxPolicy:
 class Deliver(Protocol):
     """A channel's way of sending one outbound event (an agent's or the bot's message).
 
-    Return :class:`Sent` or :class:`Skipped`; raise :class:`TemporaryFailure` to be retried
-    (with backoff, up to the policy's attempts) or :class:`PermanentFailure` to fail at once."""
+    Return :class:`Sent`, :class:`Skipped` or :class:`Deferred`; raise :class:`TemporaryFailure`
+    to be retried (after its ``retry_after``, else with backoff, up to the policy's attempts) or
+    :class:`PermanentFailure` to fail at once. A conversation's items are handed over in seq
+    order, one at a time: the next waits until the one before it is sent, skipped or failed."""
 
-    async def __call__(self, conversation: "Conversation", event: "Event", item: "OutboxItem") -> "Sent | Skipped": ...
+    async def __call__(self, conversation: "Conversation", event: "Event",
+                       item: "OutboxItem") -> "Sent | Skipped | Deferred": ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ the customer that sent it measures the round trip on its own clock:
 
 A worker is driven by commands over a pipe from the orchestrator (bench.run) so that all
 workers start each phase at the same monotonic instant (CLOCK_MONOTONIC is system-wide).
+The email figure's SMTP load runs in the same workers (``do_mail``, bench.mail_client).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType
 
+from . import mail_client
 from .relay import raise_nofile_limit
 
 FRAME_TIMEOUT = 60.0  # a setup step (hello, handoff) that takes longer is an error
@@ -288,6 +290,11 @@ class Worker:
     def _load_result(self, window: Window, errors_before: int) -> dict[str, Any]:
         return {"latencies": window.latencies, "sent": window.sent, "late": window.late,
                 "errors": sum(self.errors.values()) - errors_before, "error_kinds": dict(self.errors)}
+
+    async def do_mail(self, host: str, port: int, names: list[str], start: float, window_start: float,
+                      window_end: float) -> dict[str, Any]:
+        """The email figure: one SMTP connection per name, mails back to back (bench.mail_client)."""
+        return await mail_client.closed_loop(host, port, names, start, window_start, window_end)
 
     # capacity ------------------------------------------------------------------------------------
     async def do_idle(self, url: str, names: list[str], concurrency: int, deadline: float) -> dict[str, Any]:

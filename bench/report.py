@@ -61,6 +61,63 @@ def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def email_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Gateway / bare SMTP server, each gateway email run against the baseline's run."""
+    base = next((e["mails"] for e in result.get("email", []) if e["server"] == "smtp-baseline"), None)
+    if base is None:
+        return []
+    return [{"store": e["store"], "loop": e["loop"],
+             "throughput": _ratio(e["mails"]["mails_per_s"], base["mails_per_s"]),
+             "p50": _ratio(e["mails"]["latency_ms"]["p50"], base["latency_ms"]["p50"], 2),
+             "p99": _ratio(e["mails"]["latency_ms"]["p99"], base["latency_ms"]["p99"], 2),
+             "cpu_per_mail": _ratio(e["mails"]["server_cpu_us_per_mail"], base["server_cpu_us_per_mail"], 2)}
+            for e in result.get("email", []) if e["server"] == "gateway"]
+
+
+def email_lines(result: dict[str, Any]) -> list[str]:
+    o = result["options"]
+    connections = o["mail_clients"]
+    lines = [
+        f"### Email ingestion: {connections} SMTP connections, mails back to back",
+        "",
+        f"Through the gateway's SMTP listener (each mail parsed, threaded and stored before its 250) and "
+        f"through a bare aiosmtpd server that only says 250, with the same client ({o['mail_duration']:g} s "
+        f"measured after {o['warmup']:g} s warm-up). Latency: the whole transaction, MAIL FROM to the 250 "
+        "after the data. \"sink CPU\": the bare server the gateway's bot mails go to.",
+        "",
+        "| server | store | loop | mails/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/mail | server CPU | db CPU µs/mail | clients CPU | sink CPU | other CPU | errors |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for e in result["email"]:
+        m = e["mails"]
+        lines.append(
+            f"| {e['server']} | {e['store'] or '–'} | {e['loop']} | {_fmt(m['mails_per_s'])} | "
+            f"{_fmt(m['latency_ms']['p50'], 2)} | {_fmt(m['latency_ms']['p99'], 2)} | {_fmt(m['latency_ms']['p99.9'], 2)} | "
+            f"{_fmt(m['server_cpu_us_per_mail'])} | {m['server_cpu_util']:.0%} | {_fmt(m.get('db_cpu_us_per_mail'))} | "
+            f"{m['client_cpu_util']:.0%} | {m['sink_cpu_util']:.0%} | {m['other_cpu_util']:.0%} | {m['errors']} |")
+    for e in result["email"]:
+        for kind, n in e["mails"]["error_kinds"].items():
+            lines.append(f"\n{e['server']} {e['store'] or ''}: {n} × {kind}")
+    checked = [e for e in result["email"] if e.get("checks")]
+    if checked:
+        lines += ["", "Counted in the store after the run (warm-up included), and at the sink:", "",
+                  "| store | mails answered 250 | stored | threads opened | conversations | bot mails out | gateway stopped in s (exit) |",
+                  "|---|--:|--:|--:|--:|--:|--:|"]
+        for e in checked:
+            c = e["checks"]
+            lines.append(f"| {e['store']} | {_fmt(c['accepted'])} | {_fmt(c['stored'])} | {_fmt(c['new_threads'])} | "
+                         f"{_fmt(c['conversations'])} | {_fmt(c['bot_mails'])} | {_fmt(c.get('stop_s'), 2)} "
+                         f"({c.get('exit_code')}) |")
+    if result.get("email_ratios"):
+        lines += ["", "Gateway / bare SMTP server:", "", "| store | loop | throughput | p50 | p99 | CPU/mail |",
+                  "|---|---|--:|--:|--:|--:|"]
+        for r in result["email_ratios"]:
+            lines.append(f"| {r['store']} | {r['loop']} | {_fmt(r['throughput'], 3)} | {_fmt(r['p50'], 2)}× | "
+                         f"{_fmt(r['p99'], 2)}× | {_fmt(r['cpu_per_mail'], 2)}× |")
+    lines.append("")
+    return lines
+
+
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
@@ -112,13 +169,20 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         _source_line(result.get("gateway_source") or {}),
         "",
-        f"{o['pairs']} customer/agent pairs from {o['clients']} client processes. Closed loop: every customer "
-        f"sends, its agent answers, the customer receives the answer and sends again ({o['duration']:g} s measured "
-        f"after {o['warmup']:g} s warm-up). Open loop: {o['rate']:g} round trips/s offered in total at fixed times "
-        f"({o['open_duration']:g} s; latency from the scheduled send). A delivered message is one of the two "
-        "messages of a round trip; CPU is the server process's utime+stime over the measured window "
-        "(the database column: PostgreSQL backends serving the gateway). CPU columns are shares of one core; "
-        "\"other CPU\" is what the rest of the machine used meanwhile (noise from processes outside the bench).",
+    ]
+    if result["load"]:
+        lines += [
+            f"{o['pairs']} customer/agent pairs from {o['clients']} client processes. Closed loop: every customer "
+            f"sends, its agent answers, the customer receives the answer and sends again ({o['duration']:g} s measured "
+            f"after {o['warmup']:g} s warm-up). Open loop: {o['rate']:g} round trips/s offered in total at fixed times "
+            f"({o['open_duration']:g} s; latency from the scheduled send). A delivered message is one of the two "
+            "messages of a round trip.",
+            "",
+        ]
+    lines += [
+        "CPU is the server process's utime+stime over the measured window (the database column: PostgreSQL "
+        "backends serving the gateway). CPU columns are shares of one core; \"other CPU\" is what the rest of "
+        "the machine used meanwhile (noise from processes outside the bench).",
         "",
     ]
     for note in result.get("notes", []):
@@ -180,6 +244,8 @@ def markdown(result: dict[str, Any]) -> str:
             for kind, n in e["failures"].items():
                 lines.append(f"\n{e['server']}: {n} × {kind}")
         lines.append("")
+    if result.get("email"):
+        lines += email_lines(result)
     if result["targets"]:
         lines += ["### Targets (issue 4)", "", "| target | measured | wanted | met |", "|---|--:|--:|---|"]
         for t in result["targets"]:

@@ -1,4 +1,5 @@
-"""The benchmark run: throughput and latency of the gateway against the bare relay, then capacity.
+"""The benchmark run: throughput and latency of the gateway against the bare relay, then capacity,
+then email ingestion against a bare SMTP server (bench/email_ingest.py); ``--suites`` picks.
 
 ``run_bench(Options())`` does everything ``make bench`` does and returns the result dict (also
 written to ``bench/results/<timestamp>.json`` and ``.md``). docs/performance.md explains what is
@@ -13,8 +14,6 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import math
-import multiprocessing
 import os
 import platform
 import shlex
@@ -22,25 +21,26 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from . import profile, report
-from .client import TIME_LIMIT, worker_main
+from .client import TIME_LIMIT
+from .email_ingest import email_runs
+from .measure import Sampler, WorkerPool, log, ms, percentile, split
 from .relay import raise_nofile_limit
 from .servers import (
-    MEMORY_URL, REPO, ServerProcess, ThrowawayPostgres, agent_token, capacity_dir, cpu_seconds, export_revision,
-    gateway_process, machine_busy_seconds, main_thread_cpu_seconds, pg_admin_dsn, pg_available, relay_process,
-    rss_kib, sleep_until, source_info, sum_cpu,
+    MEMORY_URL, REPO, ServerProcess, ThrowawayPostgres, agent_token, capacity_dir, export_revision,
+    gateway_process, pg_admin_dsn, pg_available, relay_process, remove_sqlite, rss_kib, sleep_until,
+    source_info,
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 STORES = ("sqlite", "postgresql", "memory")  # memory: the storeless probe, never a default
 LOOPS = ("asyncio", "uvloop")
+SUITES = ("load", "capacity", "email")
 
 
 @dataclass
@@ -59,105 +59,16 @@ class Options:
     idle_timeout: float = 100.0      # capacity: give up opening after this many seconds
     hold: float = 3.0                # capacity: seconds the sockets are held before counting them
     capacity_loop: str = "uvloop"
+    mail_clients: int = 20           # email: SMTP connections sending at once (all client processes together)
+    mail_duration: float = 5.0       # email: measured seconds (after --warmup)
+    mail_loop: str = "uvloop"
+    suites: list[str] = field(default_factory=lambda: list(SUITES))
     # Where the gateway's code is run from (a checkout of this repo): benchmark another revision.
     gateway_dir: Path = field(default_factory=lambda: Path(os.environ.get("CONTACTGATE_BENCH_GATEWAY_DIR") or REPO))
     gateway_rev: str | None = None   # a git revision of this repo to export and run instead of gateway_dir
     results_dir: Path = RESULTS_DIR
     profile: bool = False            # sample the gateway with py-spy during each closed loop
     pg_dsn: str = field(default_factory=pg_admin_dsn)
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# client processes ------------------------------------------------------------------------------
-class WorkerPool:
-    """``size`` client processes (spawned, so nothing of ours is shared with them)."""
-
-    def __init__(self, size: int) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.pipes: list[Connection] = []
-        self.procs: list[Any] = []
-        for index in range(size):
-            parent, child = context.Pipe()
-            proc = context.Process(target=worker_main, args=(child, index), name=f"bench-client-{index}", daemon=True)
-            proc.start()
-            child.close()
-            self.pipes.append(parent)
-            self.procs.append(proc)
-        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="bench-pipe")
-
-    @property
-    def size(self) -> int:
-        return len(self.pipes)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    async def _call(self, index: int, command: str, args: dict[str, Any]) -> Any:
-        pipe = self.pipes[index]
-        pipe.send((command, args))
-        status, result = await asyncio.get_running_loop().run_in_executor(self._executor, pipe.recv)
-        if status != "ok":
-            raise RuntimeError(f"client process {index} failed in {command!r}:\n{result}")
-        return result
-
-    def start_all(self, command: str, args: list[dict[str, Any]] | dict[str, Any]) -> "asyncio.Future[list[Any]]":
-        per_worker = args if isinstance(args, list) else [args] * self.size
-        return asyncio.ensure_future(asyncio.gather(*(self._call(i, command, a) for i, a in enumerate(per_worker))))
-
-    async def all(self, command: str, args: list[dict[str, Any]] | dict[str, Any] | None = None) -> list[Any]:
-        return await self.start_all(command, {} if args is None else args)
-
-    def close(self) -> None:
-        for pipe in self.pipes:
-            with contextlib.suppress(Exception):
-                pipe.send(("quit", {}))
-        for proc in self.procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-        self._executor.shutdown(wait=False)
-
-
-def _split(items: list[Any], parts: int) -> list[list[Any]]:
-    return [items[i::parts] for i in range(parts)]
-
-
-# statistics ------------------------------------------------------------------------------------
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of already sorted values."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 3)
-
-
-class Sampler:
-    """CPU seconds of the server, the client processes and (PostgreSQL) the database backends."""
-
-    def __init__(self, server: ServerProcess, pool: WorkerPool, pg: ThrowawayPostgres | None) -> None:
-        self.server, self.pool, self.pg = server, pool, pg
-
-    async def sample(self) -> dict[str, Any]:
-        db = sum_cpu(await self.pg.pids()) if self.pg is not None else {}
-        return {"at": time.monotonic(), "server": cpu_seconds(self.server.pid),
-                "server_main": main_thread_cpu_seconds(self.server.pid), "machine": machine_busy_seconds(),
-                "clients": sum(sum_cpu(self.pool.pids).values()), "db": db}
-
-    @staticmethod
-    def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-        db = sum(cpu - before["db"].get(pid, 0.0) for pid, cpu in after["db"].items())
-        return {"seconds": after["at"] - before["at"], "server": after["server"] - before["server"],
-                "server_main": after["server_main"] - before["server_main"],
-                "machine": after["machine"] - before["machine"],
-                "clients": after["clients"] - before["clients"], "db": db}
 
 
 def _load_stats(results: list[dict[str, Any]], cpu: dict[str, float], duration: float,
@@ -176,10 +87,10 @@ def _load_stats(results: list[dict[str, Any]], cpu: dict[str, float], duration: 
         "errors": sum(r["errors"] for r in results),
         "error_kinds": errors,
         "round_trips_per_s": round(count / duration, 1),
-        "latency_ms": {"p50": _ms(percentile(latencies, 50)), "p99": _ms(percentile(latencies, 99)),
-                       "p99.9": _ms(percentile(latencies, 99.9)),
-                       "mean": _ms(sum(latencies) / count if count else None),
-                       "max": _ms(latencies[-1] if latencies else None)},
+        "latency_ms": {"p50": ms(percentile(latencies, 50)), "p99": ms(percentile(latencies, 99)),
+                       "p99.9": ms(percentile(latencies, 99.9)),
+                       "mean": ms(sum(latencies) / count if count else None),
+                       "max": ms(latencies[-1] if latencies else None)},
         "server_cpu_s": round(cpu["server"], 3),
         "server_cpu_util": round(cpu["server"] / cpu["seconds"], 3),
         "server_main_thread_cpu_util": round(cpu["server_main"] / cpu["seconds"], 3),
@@ -222,9 +133,9 @@ async def load_run(pool: WorkerPool, server: ServerProcess, options: Options,
     pairs = options.pairs
     started = time.monotonic()
     tokens = [agent_token(i) for i in range(pairs)]
-    await pool.all("agents", [{"url": server.url("/agent/ws"), "tokens": t} for t in _split(tokens, pool.size)])
+    await pool.all("agents", [{"url": server.url("/agent/ws"), "tokens": t} for t in split(tokens, pool.size)])
     names = [f"c{i}" for i in range(pairs)]
-    await pool.all("customers", [{"url": server.url("/webchat/ws"), "names": n} for n in _split(names, pool.size)])
+    await pool.all("customers", [{"url": server.url("/webchat/ws"), "names": n} for n in split(names, pool.size)])
     setup_s = time.monotonic() - started
     sampler = Sampler(server, pool, pg)
     closed = await _measure(pool, sampler, "closed", options.warmup, options.duration, {}, profile_to)
@@ -245,7 +156,7 @@ async def capacity_run(pool: WorkerPool, server: ServerProcess, options: Options
     before = await sampler.sample()
     opened = await pool.all("idle", [{"url": server.url("/webchat/ws"), "names": n, "deadline": deadline,
                                       "concurrency": max(1, options.idle_concurrency // pool.size)}
-                                     for n in _split(names, pool.size)])
+                                     for n in split(names, pool.size)])
     cpu = Sampler.delta(before, await sampler.sample())
     open_s = cpu["seconds"]
     await asyncio.sleep(options.hold)
@@ -296,13 +207,18 @@ def _check_options(options: Options) -> list[str]:
     for store in options.stores:
         if store not in STORES:
             raise SystemExit(f"unknown store {store!r} (known: {', '.join(STORES)})")
-    for loop in [*options.loops, options.capacity_loop]:
+    for suite in options.suites:
+        if suite not in SUITES:
+            raise SystemExit(f"unknown suite {suite!r} (known: {', '.join(SUITES)})")
+    for loop in [*options.loops, options.capacity_loop, options.mail_loop]:
         if loop not in LOOPS:
             raise SystemExit(f"unknown loop {loop!r} (known: {', '.join(LOOPS)})")
-    if "uvloop" in [*options.loops, options.capacity_loop] and importlib.util.find_spec("uvloop") is None:
+    if "uvloop" in [*options.loops, options.capacity_loop, options.mail_loop] and importlib.util.find_spec("uvloop") is None:
         notes.append("uvloop is not installed (pip install 'contactgate[fast]'): uvloop runs skipped")
         options.loops = [loop for loop in options.loops if loop != "uvloop"]
-        options.capacity_loop = "asyncio"
+        options.capacity_loop = options.mail_loop = "asyncio"
+    if "email" in options.suites and "memory" in options.stores:
+        notes.append("email: no run on the store memory (the storeless probe keeps no mail)")
     limit = raise_nofile_limit()
     # The server holds one descriptor per socket; each client process holds its share.
     ceiling = max(0, limit - 200)
@@ -335,6 +251,7 @@ async def _run_in(options: Options, command: str, notes: list[str], workdir: Pat
         "command": command,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items() if k != "pg_dsn"},
         "host": _host(), "gateway_source": source, "notes": notes, "load": [], "capacity": [],
+        "email": [],
     }
     began = time.monotonic()
     if "postgresql" in options.stores:
@@ -347,7 +264,7 @@ async def _run_in(options: Options, command: str, notes: list[str], workdir: Pat
     pool = WorkerPool(options.clients)
     try:
         await pool.all("ping")
-        if options.pairs > 0:
+        if "load" in options.suites and options.pairs > 0:
             for loop in options.loops:
                 targets: list[tuple[str, str | None]] = [("relay", None)] + [("gateway", s) for s in options.stores]
                 for kind, store in targets:
@@ -362,7 +279,7 @@ async def _run_in(options: Options, command: str, notes: list[str], workdir: Pat
                     entry.update(await _one_load(pool, options, kind, store, loop, workdir, profile_to))
                     result["load"].append(entry)
                     log(f"{label}: {report.load_line(entry)}")
-        if options.idle > 0:
+        if "capacity" in options.suites and options.idle > 0:
             for kind in ("relay", "gateway"):
                 label = f"{kind} capacity ({options.capacity_loop})"
                 log(f"{label}: opening {options.idle} idle customer websockets")
@@ -372,11 +289,14 @@ async def _run_in(options: Options, command: str, notes: list[str], workdir: Pat
                 result["capacity"].append(entry)
                 log(f"{label}: held {entry['held']}/{entry['target']}, "
                     f"{entry['rss_per_conn_kib']} KiB per connection, {entry['errors']} errors")
+        if "email" in options.suites and options.mail_clients > 0:
+            result["email"] = await email_runs(pool, options, workdir)
     finally:
         pool.close()
     result["host"]["loadavg_after"] = os.getloadavg()
     result["elapsed_s"] = round(time.monotonic() - began, 1)
     result["ratios"] = report.ratios(result)
+    result["email_ratios"] = report.email_ratios(result)
     result["targets"] = report.targets(result)
     return result
 
@@ -396,7 +316,7 @@ async def _one_load(pool: WorkerPool, options: Options, kind: str, store: str | 
             else:
                 db = workdir / f"load-{loop}.db"
                 url = "sqlite:///" + str(db)
-                stack.callback(_remove_sqlite, db)
+                stack.callback(remove_sqlite, db)
             server = gateway_process(url, loop, options.pairs, workdir, options.gateway_dir)
         await asyncio.get_running_loop().run_in_executor(None, server.start)
         stack.callback(server.stop)
@@ -426,18 +346,12 @@ async def _one_capacity(pool: WorkerPool, options: Options, kind: str, workdir: 
     finally:
         await asyncio.get_running_loop().run_in_executor(None, server.stop)
         if db is not None:
-            _remove_sqlite(db)
+            remove_sqlite(db)
 
 
 def _capacity_store_label() -> str:
     where = capacity_dir()
     return "sqlite (tmpfs)" if str(where).startswith("/dev/shm") else f"sqlite ({where})"
-
-
-def _remove_sqlite(db: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(OSError):
-            Path(str(db) + suffix).unlink()
 
 
 def run_bench(options: Options, command: str = "python -m bench") -> tuple[dict[str, Any], Path, Path]:
@@ -456,7 +370,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     defaults = Options()
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Load and capacity benchmark of the gateway against a bare websocket relay (docs/performance.md).")
+        description="Load, capacity and email ingestion benchmark of the gateway against bare baselines "
+                    "(docs/performance.md).")
     parser.add_argument("--pairs", type=int, default=defaults.pairs, help="customer/agent pairs (default %(default)s)")
     parser.add_argument("--clients", type=int, default=defaults.clients, help="client processes (default %(default)s)")
     parser.add_argument("--warmup", type=float, default=defaults.warmup, help="seconds before measuring (default %(default)s)")
@@ -471,6 +386,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout, help="capacity: seconds allowed to open them (default %(default)s)")
     parser.add_argument("--hold", type=float, default=defaults.hold, help="capacity: seconds to hold them (default %(default)s)")
     parser.add_argument("--capacity-loop", default=defaults.capacity_loop, choices=LOOPS, help="event loop of the capacity runs (default %(default)s)")
+    parser.add_argument("--mail-clients", type=int, default=defaults.mail_clients, help="email: SMTP connections sending at once, 0 to skip (default %(default)s)")
+    parser.add_argument("--mail-duration", type=float, default=defaults.mail_duration, help="email: measured seconds (default %(default)s)")
+    parser.add_argument("--mail-loop", default=defaults.mail_loop, choices=LOOPS, help="event loop of the email runs (default %(default)s)")
+    parser.add_argument("--suites", default=",".join(defaults.suites), help="comma-separated: load,capacity,email (default %(default)s)")
     parser.add_argument("--gateway-dir", type=Path, default=defaults.gateway_dir,
                         help="run the gateway from this checkout (default: this repo; env CONTACTGATE_BENCH_GATEWAY_DIR)")
     parser.add_argument("--gateway-rev", metavar="REV",
@@ -484,6 +403,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    stores=[s for s in args.stores.split(",") if s], loops=[s for s in args.loops.split(",") if s],
                    idle=args.idle, idle_concurrency=args.idle_concurrency, idle_timeout=args.idle_timeout,
                    hold=args.hold, capacity_loop=args.capacity_loop, results_dir=args.results_dir,
+                   mail_clients=args.mail_clients, mail_duration=args.mail_duration, mail_loop=args.mail_loop,
+                   suites=[s for s in args.suites.split(",") if s],
                    gateway_dir=args.gateway_dir.resolve(), gateway_rev=args.gateway_rev, profile=args.profile)
 
 

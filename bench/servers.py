@@ -111,15 +111,19 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} before it was ready:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
+            if self.ready():
+                return self
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.kind} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def ready(self) -> bool:
+        """Whether it serves yet: ``GET /healthz`` answers 200."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -280,6 +284,13 @@ def capacity_dir() -> Path:
     """Where the capacity run keeps its SQLite file: tmpfs when there is one (see docs/performance.md)."""
     shm = Path("/dev/shm")
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def remove_sqlite(db: Path) -> None:
+    """A SQLite database file and its companions (WAL, shared memory, journal)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(OSError):
+            Path(str(db) + suffix).unlink()
 
 
 def sum_cpu(pids: list[int]) -> dict[int, float]:

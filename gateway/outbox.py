@@ -4,14 +4,17 @@ sessions (email; messaging apps next), delivered or failed for good, never dropp
 The pipeline writes an outbox item in the same transaction as the event it delivers
 (``Store.append_event(outbox=channel)``), so a stored message always has its delivery. One
 :class:`OutboxWorker` per channel and process claims due items (a claim is a lease in the
-store, so two processes never try the same item at once), loads the event and hands it to the
+store, so two processes never try the same item at once; only the earliest pending item of a
+conversation is due, so its messages go out in order), loads the event and hands it to the
 channel's ``Deliver``:
 
 - ``Sent``: the item is done; the provider's id names the conversation from now on (replies
   and bounces find it by that id);
 - ``Skipped``: done, not sent (the channel's own rule, e.g. the bot interval);
-- ``TemporaryFailure``: tried again after a backoff that doubles up to ``backoff_max``, until
-  the policy's ``attempts`` are spent;
+- ``Deferred``: not tried (the channel's flood limit); due again after its seconds, its tries
+  not counted;
+- ``TemporaryFailure``: tried again after the provider's ``retry_after``, else after a backoff
+  that doubles up to ``backoff_max``, until the policy's ``attempts`` are spent;
 - ``PermanentFailure``, or the last attempt failing: the item fails and the conversation
   records ``delivery_failed`` for that message, which its agent sees.
 
@@ -30,7 +33,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
-from adapters.base import Deliver, OutboxPolicy, PermanentFailure, Sent, Skipped, TemporaryFailure
+from adapters.base import Deferred, Deliver, OutboxPolicy, PermanentFailure, Sent, Skipped, TemporaryFailure
 
 from .logs import about
 from .model import Conversation, Event, OutboxItem, OutboxStatus, utcnow
@@ -69,7 +72,7 @@ class OutboxWorker:
         self._poll = poll
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.sent = self.failed = self.retried = self.skipped = 0
+        self.sent = self.failed = self.retried = self.skipped = self.deferred = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -138,7 +141,7 @@ class OutboxWorker:
             await asyncio.shield(self._release(item))
             raise
         except TemporaryFailure as exc:
-            await self._temporary(item, str(exc) or type(exc).__name__)
+            await self._temporary(item, str(exc) or type(exc).__name__, exc.retry_after)
         except PermanentFailure as exc:
             await self._failed(item, str(exc) or type(exc).__name__)
         except StoreUnavailable:
@@ -157,7 +160,14 @@ class OutboxWorker:
             log.warning("outbox: could not hand back an item while stopping; it waits for its lease",
                         extra={"channel": self.channel, "seq": item.seq, "error": repr(exc)})
 
-    async def _done(self, item: OutboxItem, conversation: Conversation, event: Event, outcome: Sent | Skipped) -> None:
+    async def _done(self, item: OutboxItem, conversation: Conversation, event: Event,
+                    outcome: Sent | Skipped | Deferred) -> None:
+        if isinstance(outcome, Deferred):
+            self.deferred += 1
+            await self.store.retry_outbox(item.id, error=item.last_error or "deferred by the channel's flood limit",
+                                          next_attempt_at=self._clock() + timedelta(seconds=max(outcome.seconds, 0)),
+                                          attempted=False)
+            return
         if isinstance(outcome, Skipped):
             self.skipped += 1
             log.info("outbox: skipped", extra={"channel": self.channel, "seq": item.seq, "reason": outcome.reason})
@@ -170,11 +180,11 @@ class OutboxWorker:
             await self._on_sent(self.channel, outcome.ref, conversation.id, event.seq)
         await self.store.finish_outbox(item.id, OutboxStatus.SENT, sent_ref=outcome.ref)
 
-    async def _temporary(self, item: OutboxItem, error: str) -> None:
+    async def _temporary(self, item: OutboxItem, error: str, retry_after: float | None = None) -> None:
         if item.attempts >= self.policy.attempts:
             await self._failed(item, f"gave up after {item.attempts} attempts: {error}")
             return
-        delay = backoff(self.policy, item.attempts)
+        delay = backoff(self.policy, item.attempts) if retry_after is None else max(retry_after, 0.0)
         self.retried += 1
         log.warning("outbox: attempt failed; retrying", extra={
             "channel": self.channel, "seq": item.seq, "attempts": item.attempts, "retry_in": round(delay, 1),

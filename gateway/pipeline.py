@@ -966,6 +966,11 @@ class Pipeline:
         worker.start()
         log.info("outbox started", extra={"channel": channel})
 
+    @property
+    def outboxes(self) -> dict[str, OutboxWorker]:
+        """The outbox workers of this process, by channel (for /metrics)."""
+        return self._outboxes
+
     async def stop_outbox(self, channel: str) -> None:
         worker = self._outboxes.pop(channel, None)
         if worker is not None:

@@ -71,7 +71,7 @@ class GatewayCollector(Collector):
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         now = self.pipeline.clock()
         report = queue_report(self.pipeline, now)
         families = {
@@ -91,6 +91,13 @@ class GatewayCollector(Collector):
                 agents.add_metric([row["queue"], status], count)
         yield from families.values()
         yield agents
+        deliveries = CounterMetricFamily("contactgate_outbox_deliveries",
+                                         "Outbound messages by outcome in this process since its start (sent, skipped, deferred, "
+                                         "retried, failed)", labels=["channel", "outcome"])
+        for channel, worker in self.pipeline.outboxes.items():
+            for outcome in ("sent", "skipped", "deferred", "retried", "failed"):
+                deliveries.add_metric([channel, outcome], getattr(worker, outcome))
+        yield deliveries
 
 
 class LimitsCollector(Collector):

@@ -397,7 +397,7 @@ def test_several_problems_are_reported_in_line_order() -> None:
 
 def test_unknown_channel_type() -> None:
     message = error_of(MINIMAL.replace("type: webchat", "type: fax"))
-    assert message == "test.yaml:2: channels[0].type: unknown channel type 'fax' (known: ['webchat'])"
+    assert message == "test.yaml:2: channels[0].type: unknown channel type 'fax' (known: ['email', 'webchat'])"
 
 
 def test_bad_webchat_setting_value() -> None:
@@ -652,3 +652,33 @@ async def test_the_gateway_logs_warnings_at_start_and_on_reload(tmp_path: Path) 
         assert [r["level"] for r in restarted.logs if r.get("msg") == "config warning"] == ["warning", "warning"]
     finally:
         await restarted.stop()
+
+
+def shipped_email_example() -> str:
+    """config.yaml with its commented-out email channel (and its selfservice.channels) uncommented,
+    as docs/channels.md tells a newcomer to do."""
+    lines, out, inside = (REPO / "config.yaml").read_text(encoding="utf-8").splitlines(), [], False
+    for line in lines:
+        if line.startswith("  # - type: email"):
+            inside = True
+        elif inside and not line.startswith("  #"):
+            inside = False
+        if (inside and not line.startswith("  #   #")) or line.startswith(("  # channels:", "  #   email: {")):
+            line = "  " + line[4:]
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_the_shipped_email_example_is_valid_once_uncommented(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(shipped_email_example(), encoding="utf-8")
+    (tmp_path / "faq").symlink_to(REPO / "faq")
+    config = load_config(path)
+    email = next(c for c in config.channels if c.type == "email")
+    assert email.settings["listen"]["port"] == 2525 and email.settings["smtp"]["port"] == 1025
+    assert config.selfservice.channels["email"].max_unanswered == 1
+
+
+def test_selfservice_channels_must_name_a_channel() -> None:
+    text = MINIMAL + "selfservice:\n  channels:\n    email: {min_score: 0.5}\n"
+    assert "selfservice.channels.email: no channel named 'email'" in error_of(text)

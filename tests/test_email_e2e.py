@@ -399,3 +399,20 @@ async def test_mail_without_message_id_is_answered_and_known_by_its_bytes(gatewa
     await mail.raw(message.as_bytes())  # the same bytes again: stored once, not answered again
     with pytest.raises(AssertionError):
         await sink.wait_for(2, timeout=1.5)
+
+
+async def test_metrics_count_the_outbox(gateway: GatewayProcess, sink: MailSink) -> None:
+    mail = Mailer(gateway, sink)
+    sink.refuse_next(1, "451 4.3.0 later")
+    await mail.send("How do I track my parcel?")
+    await mail.reply()
+    expected = ['contactgate_outbox_deliveries_total{channel="email",outcome="sent"} 1.0',
+                'contactgate_outbox_deliveries_total{channel="email",outcome="retried"} 1.0']
+
+    async def counted() -> bool:  # the relay took it a moment before the worker counts it
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{gateway.http}/metrics") as response:
+                text = await response.text()
+        return all(line in text for line in expected)
+
+    await wait_until(counted)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from adapters.base import OutboxPolicy, PermanentFailure, Sent, Skipped, TemporaryFailure
+from adapters.base import Deferred, OutboxPolicy, PermanentFailure, Sent, Skipped, TemporaryFailure
 from gateway.model import Author, Conversation, Event, EventKind, OutboxItem, OutboxStatus, utcnow
 from gateway.outbox import OutboxWorker, backoff
 from gateway.store import Store
@@ -163,6 +163,44 @@ async def test_the_worker_wakes_when_told_and_stops_cleanly(store: Store) -> Non
 @pytest.mark.parametrize("attempts, low, high", [(1, 9, 11), (2, 18, 22), (5, 18, 22)])
 def test_backoff_doubles_up_to_the_cap(attempts: int, low: float, high: float) -> None:
     assert all(low <= backoff(FAST, attempts) <= high for _ in range(50))
+
+
+async def test_a_conversations_messages_go_out_in_order(store: Store) -> None:
+    """The second message waits while the first waits for its retry; other conversations don't."""
+    clock, failed, sent = Clock(), [], []
+    first = await reply(store)
+    second, _ = await store.append_event(first.conversation_id, author=Author.AGENT, kind=EventKind.MESSAGE,
+                                         text="and another thing", outbox="email")
+    elsewhere = await reply(store)
+    channel = Channel(TemporaryFailure("451 later"), Sent("mid-e"), Sent("mid-1"), Sent("mid-2"))
+    outbox = worker(store, channel, clock, failed, sent)
+    assert await outbox.run_once() == 2  # the first of each conversation
+    assert [(c, s) for c, s, _ in channel.calls] == [(first.conversation_id, 1), (elsewhere.conversation_id, 1)]
+    assert await outbox.run_once() == 0  # the second waits behind the first's retry
+    clock.advance(11)
+    await outbox.run_once()
+    await outbox.run_once()
+    assert [s for c, s, _ in channel.calls if c == first.conversation_id] == [1, 1, second.seq]
+
+
+async def test_deferred_is_not_an_attempt_and_retry_after_is_honoured(store: Store) -> None:
+    clock, failed, sent = Clock(), [], []
+    channel = Channel(*[Deferred(1.0)] * 5, TemporaryFailure("429", retry_after=42), Sent("mid-3"))
+    outbox = worker(store, channel, clock, failed, sent)
+    event = await reply(store)
+    for _ in range(5):
+        assert await outbox.run_once() == 1
+        assert await outbox.run_once() == 0  # deferred for a second
+        clock.advance(1.0)
+    item = await status(store, event)
+    assert (item.status, item.attempts) == (OutboxStatus.PENDING, 0)  # five deferrals, no try spent
+    await outbox.run_once()                  # the 429: its own wait, not the policy's 10 s
+    clock.advance(41)
+    assert await outbox.run_once() == 0
+    clock.advance(2)
+    assert await outbox.run_once() == 1
+    item = await status(store, event)
+    assert (item.status, item.attempts, outbox.deferred) == (OutboxStatus.SENT, 2, 5)
 
 
 async def test_a_worker_stopped_mid_attempt_hands_the_item_back_due_at_once(store: Store) -> None:

@@ -128,8 +128,11 @@ class Store(Protocol):
         is released. Raise NotFound when absent; ValueError for PENDING. An item already
         finished keeps its outcome (a twin whose lease ran out must not undo a send)."""
 
-    async def retry_outbox(self, item_id: str, *, error: str, next_attempt_at: datetime) -> None:
+    async def retry_outbox(self, item_id: str, *, error: str, next_attempt_at: datetime,
+                           attempted: bool = True) -> None:
         """The attempt failed for now: pending again from ``next_attempt_at``, claim released.
+        ``attempted=False``: it was not tried (the channel deferred it), so the claim's count of
+        ``attempts`` is taken back.
         Raise NotFound when absent. An item already finished keeps its outcome (never resent)."""
 
     async def outbox_item(self, item_id: str) -> OutboxItem:

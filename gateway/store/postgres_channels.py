@@ -68,6 +68,9 @@ WHERE o.id IN (
     SELECT id FROM outbox
     WHERE status = 'pending' AND channel = $3 AND next_attempt_at <= $4
       AND (claimed_until IS NULL OR claimed_until <= $4)
+      AND NOT EXISTS (SELECT 1 FROM outbox earlier
+                      WHERE earlier.conversation_id = outbox.conversation_id AND earlier.channel = outbox.channel
+                        AND earlier.status = 'pending' AND earlier.seq < outbox.seq)
     ORDER BY next_attempt_at, created_at, conversation_id, seq
     LIMIT $5
     FOR UPDATE SKIP LOCKED
@@ -152,9 +155,10 @@ class PostgresChannelTables:
             item_id, "status = $3, last_error = COALESCE($4, last_error), sent_ref = COALESCE($5, sent_ref)",
             status.value, optional_text(error), optional_text(sent_ref))
 
-    async def retry_outbox(self, item_id: str, *, error: str, next_attempt_at: datetime) -> None:
-        await self._update_pending(item_id, "next_attempt_at = $3, last_error = $4",
-                                   aware(next_attempt_at, "next_attempt_at"), storable(error))
+    async def retry_outbox(self, item_id: str, *, error: str, next_attempt_at: datetime,
+                           attempted: bool = True) -> None:
+        await self._update_pending(item_id, "next_attempt_at = $3, last_error = $4, attempts = attempts - $5",
+                                   aware(next_attempt_at, "next_attempt_at"), storable(error), 0 if attempted else 1)
 
     async def _update_pending(self, item_id: str, sets: str, *params: object) -> None:
         """Change a pending item and release its claim. A finished item keeps its outcome: a

@@ -134,6 +134,8 @@ class SQLiteChannelTables:
                 "UPDATE outbox SET attempts = attempts + 1, claimed_until = ?1, updated_at = ?2 "
                 "WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND channel = ?3 "
                 "AND next_attempt_at <= ?4 AND (claimed_until IS NULL OR claimed_until <= ?4) "
+                "AND NOT EXISTS (SELECT 1 FROM outbox earlier WHERE earlier.conversation_id = outbox.conversation_id "
+                "AND earlier.channel = outbox.channel AND earlier.status = 'pending' AND earlier.seq < outbox.seq) "
                 "ORDER BY next_attempt_at, created_at, conversation_id, seq LIMIT ?5) "
                 f"RETURNING {_OUTBOX_COLS}",
                 (ts(until), ts(utcnow()), storable(channel), ts(now), limit))
@@ -146,9 +148,10 @@ class SQLiteChannelTables:
             item_id, "status = ?, last_error = COALESCE(?, last_error), sent_ref = COALESCE(?, sent_ref)",
             (status.value, optional_text(error), optional_text(sent_ref)))
 
-    async def retry_outbox(self, item_id: str, *, error: str, next_attempt_at: datetime) -> None:
-        await self._update_pending(item_id, "next_attempt_at = ?, last_error = ?",
-                                   (ts(aware(next_attempt_at, "next_attempt_at")), storable(error)))
+    async def retry_outbox(self, item_id: str, *, error: str, next_attempt_at: datetime,
+                           attempted: bool = True) -> None:
+        await self._update_pending(item_id, "next_attempt_at = ?, last_error = ?, attempts = attempts - ?",
+                                   (ts(aware(next_attempt_at, "next_attempt_at")), storable(error), 0 if attempted else 1))
 
     async def _update_pending(self, item_id: str, sets: str, params: tuple[object, ...]) -> None:
         """Change a pending item and release its claim. A finished item keeps its outcome: a
