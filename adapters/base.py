@@ -50,6 +50,11 @@ class Inbound:
     details: dict[str, Any] = field(default_factory=dict)  # shown with the message (an email subject)
 
 
+class ChannelUnavailable(Exception):
+    """A channel cannot start (its port is taken, its certificate does not load); the message
+    names the channel and says why. The gateway then stops with that one line."""
+
+
 class DeliveryError(Exception):
     """An outbound message could not be delivered by the channel."""
 

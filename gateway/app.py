@@ -108,8 +108,8 @@ async def _adapters_ctx(app: web.Application) -> AsyncIterator[None]:
     started: list[Adapter] = []
     try:
         for adapter in app[ADAPTERS].values():
+            started.append(adapter)     # before start: one that fails half way is stopped too
             await adapter.start()
-            started.append(adapter)
         yield
     finally:
         for adapter in reversed(started):

@@ -79,10 +79,11 @@ def screen(files: Sequence[IncomingFile], config: AttachmentsConfig) -> tuple[li
 
 
 def clean_name(name: str | None, fallback: str = "attachment") -> str:
-    """A file name as shown and sent: no path, no control characters, at most MAX_NAME."""
+    """A file name as shown and sent: no path, no control characters, at most MAX_NAME; "." and
+    ".." (a directory to whoever saves the file by its name) become ``fallback``."""
     name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable()).strip()
-    return name[:MAX_NAME] or fallback
+    name = "".join(c for c in name if c.isprintable()).strip()[:MAX_NAME]
+    return name if name not in ("", ".", "..") else fallback
 
 
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from adapters.base import ChannelUnavailable
+
 from .config import ConfigError, GatewayConfig, file_warnings
 from .connections import GatedSite, QuietBadRequests, raise_file_limit
 from .selfservice import SelfService, load_gateway_config
@@ -160,9 +162,16 @@ async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path:
         await runner.setup()
         site = GatedSite(runner, sock, gate)
         await site.start()
-    except (StoreError, OSError) as exc:
-        # A database that is down or a port that is taken: say so in one line, exit non-zero.
+    except (StoreError, OSError, ChannelUnavailable) as exc:
+        # A database that is down, a port that is taken, a channel that cannot start: say so in
+        # one line, exit non-zero.
         log.error("cannot start", extra={"error": str(exc)})
+        await runner.cleanup()
+        return 1
+    except Exception:
+        # Anything else is a bug, but the process must still end: what started (the store's
+        # thread) would otherwise keep it alive, up but serving nothing.
+        log.exception("cannot start")
         await runner.cleanup()
         return 1
     loop = asyncio.get_running_loop()

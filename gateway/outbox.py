@@ -18,10 +18,13 @@ channel's ``Deliver``:
 - ``PermanentFailure``, or the last attempt failing: the item fails and the conversation
   records ``delivery_failed`` for that message, which its agent sees.
 
-A process that dies while trying an item leaves its claim to expire (``lease``); the item is
-then tried again, by whichever process claims it, with the same item id: a channel that derives
-the provider's id from it (the email Message-ID) sends the same message again, which the
-receiving side can recognise. That is the one case where a message may go out twice.
+A worker being stopped finishes the try under way (for up to ``STOP_GRACE`` seconds) and
+hands back what it claimed but did not try; one cut short after that hands its item back too,
+due at once. A process that dies
+while trying one leaves its claim to expire (``lease``); the item is then tried again, by
+whichever process claims it, with the same item id: a channel that derives the provider's id
+from it (the email Message-ID) sends the same message again, which the receiving side can
+recognise. That is the one case where a message may go out twice.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ log = logging.getLogger("contactgate.outbox")
 POLL = 2.0           # seconds between looks for due items when nobody wakes the worker
 STORE_RETRY = 5.0    # seconds to wait after the store failed
 BATCH = 20
+STOP_GRACE = 5.0     # seconds a stop waits for the try under way
 
 # (conversation id, seq of the failed message, reason, attempts) -> the delivery_failed event
 OnFailed = Callable[[str, int, str, int], Awaitable[object]]
@@ -72,27 +76,37 @@ class OutboxWorker:
         self._poll = poll
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.sent = self.failed = self.retried = self.skipped = self.deferred = 0
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"outbox:{self.channel}")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Let the try under way finish (for up to ``grace`` seconds: cancelling a send the
+        relay may already have taken would send it twice), take no new item, then end."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.shield(task)
+        except TimeoutError:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def wake(self) -> None:
         """An item was just written: look now instead of at the next poll."""
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
+            # Cleared before the look, so a wake (or stop) during it is not lost.
+            self._wake.clear()
             try:
                 worked = await self.run_once()
             except StoreUnavailable as exc:
@@ -106,7 +120,6 @@ class OutboxWorker:
                 continue
             if worked:
                 continue  # there may be more due right away
-            self._wake.clear()
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
             # arrives as the event fires, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
@@ -117,7 +130,11 @@ class OutboxWorker:
         """Claim the due items and try each once. Returns how many were claimed."""
         items = await self.store.claim_outbox(self.channel, now=self._clock(), lease=self.policy.lease,
                                               limit=BATCH)
-        for item in items:
+        for number, item in enumerate(items):
+            if self._stopping:  # claimed but not tried: back to the outbox, due at once
+                for left in items[number:]:
+                    await self._release(left, attempted=False)
+                break
             with about(item.conversation_id):
                 await self._try(item)
         return len(items)
@@ -135,6 +152,12 @@ class OutboxWorker:
         event = events[0]
         try:
             outcome = await self.deliver(conversation, event, item)
+        except asyncio.CancelledError:
+            # Stopped mid-try (a restart, a deploy): hand the item back, due now, instead of
+            # leaving it to its lease. The relay may already have taken it; then the next try
+            # sends the same mail again, as after a process that died.
+            await asyncio.shield(self._release(item))
+            raise
         except TemporaryFailure as exc:
             await self._temporary(item, str(exc) or type(exc).__name__, exc.retry_after)
         except PermanentFailure as exc:
@@ -146,6 +169,14 @@ class OutboxWorker:
             await self._temporary(item, f"{type(exc).__name__}: {exc}")
         else:
             await self._done(item, conversation, event, outcome)
+
+    async def _release(self, item: OutboxItem, attempted: bool = True) -> None:
+        try:
+            await self.store.retry_outbox(item.id, error=item.last_error or "interrupted: the gateway stopped",
+                                          next_attempt_at=self._clock(), attempted=attempted)
+        except Exception as exc:  # noqa: BLE001 - stopping anyway: the lease still frees it, later
+            log.warning("outbox: could not hand back an item while stopping; it waits for its lease",
+                        extra={"channel": self.channel, "seq": item.seq, "error": repr(exc)})
 
     async def _done(self, item: OutboxItem, conversation: Conversation, event: Event,
                     outcome: Sent | Skipped | Deferred) -> None:

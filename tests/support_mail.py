@@ -80,7 +80,8 @@ class MailSink:
                                  f"expected {count}") from None
         return self.messages[:count]
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1:``port`` (0: a free one); a sink stopped before may start again."""
         loop = asyncio.get_running_loop()
         sink = self
 
@@ -101,7 +102,7 @@ class MailSink:
                            auth_require_tls=self._tls is not None and not self._implicit,
                            authenticator=self._authenticate, loop=loop)
 
-        self._server = await loop.create_server(factory, "127.0.0.1", 0,
+        self._server = await loop.create_server(factory, "127.0.0.1", port,
                                                 ssl=self._tls if self._implicit else None)
 
     async def stop(self) -> None:

@@ -40,6 +40,7 @@ def test_names_and_types_are_made_safe() -> None:
     assert clean_name("../../etc/passwd") == "passwd"
     assert clean_name("a\r\nb\x00.txt") == "ab.txt"
     assert clean_name("") == "attachment"
+    assert clean_name("..") == clean_name("a/.") == clean_name(" . ") == "attachment"
     assert clean_type("Image/PNG; name=x") == "image/png"
     assert clean_type("text/html\r\nX-Evil: 1") == "application/octet-stream"
     assert clean_type(None) == "application/octet-stream"

@@ -342,3 +342,11 @@ def test_damaged_real_mail_never_raises(seed: bytes, edits: list[tuple[int, int,
         at %= len(raw) + 1
         raw[at:at + cut] = insert
     _check(bytes(raw))
+
+
+def test_trace_headers_alone_do_not_make_mail() -> None:
+    # What our listener (Return-Path) and the servers on the way (Received) put on top of any bytes.
+    for trace in (b"Return-Path: <>\r\n", b"Return-Path: <a@b.example>\r\nReceived: from x by y\r\n"):
+        with pytest.raises(MailRejected):
+            parse_message(trace + b"\x8f\x01 not a header line\r\nmore noise\r\n")
+    assert parse_message(b"Return-Path: <>\r\nFrom: MAILER-DAEMON@x.example\r\n\r\nbounced").sender is not None

@@ -796,3 +796,11 @@ async def test_envelope_addresses_that_would_break_the_return_path_are_refused()
     assert b"AUTH" not in replies[1]           # no login configured: none offered
     assert [r[:3] for r in replies[2:]] == [b"553", b"250", b"553", b"535"]
     assert mailbox.calls == 0
+
+
+def test_the_customers_ids_are_echoed_as_written_even_without_an_at_sign() -> None:
+    reply = reply_mail(in_reply_to="<20240301091200.4711>", references=["<root@x.example>", "odd-id"])
+    assert reply["In-Reply-To"] == "<20240301091200.4711>"
+    assert reply["References"] == "<root@x.example> <odd-id> <20240301091200.4711>"
+    with pytest.raises(ValueError, match="message_id"):
+        reply_mail(message_id="<no-at-sign>")   # ours always has one

@@ -213,3 +213,44 @@ async def test_stop_right_after_a_wake_ends_the_worker(store: Store) -> None:
         await asyncio.sleep(0.05)  # it looked, found nothing, and waits
         outbox.wake()
         await asyncio.wait_for(outbox.stop(), 5)
+
+
+async def test_a_worker_stopped_mid_attempt_hands_the_item_back_due_at_once(store: Store) -> None:
+    clock = Clock()
+    event = await reply(store)
+    trying = asyncio.Event()
+
+    async def slow_relay(conversation: Conversation, event: Event, item: OutboxItem) -> Sent:
+        trying.set()
+        await asyncio.Event().wait()   # the relay never answers
+        raise AssertionError("not reached")
+
+    outbox = OutboxWorker("email", store, slow_relay, FAST, on_failed=lambda *a: asyncio.sleep(0),
+                          on_sent=lambda *a: asyncio.sleep(0), clock=clock, poll=3600)
+    outbox.start()
+    await asyncio.wait_for(trying.wait(), 10)
+    await outbox.stop(grace=0.1)  # the relay hangs past the grace
+    item = await status(store, event)
+    assert (item.status, item.attempts, item.next_attempt_at <= clock()) == (OutboxStatus.PENDING, 1, True)
+    # The next process claims it now, not after the lease.
+    channel = Channel(Sent("mid-3"))
+    assert await worker(store, channel, clock, [], []).run_once() == 1
+    assert (await status(store, event)).status is OutboxStatus.SENT
+
+
+async def test_a_stop_lets_the_try_under_way_finish(store: Store) -> None:
+    """Cancelling a send the relay may already have taken would send it twice: the stop waits."""
+    event = await reply(store)
+    trying = asyncio.Event()
+
+    async def relay(conversation: Conversation, event: Event, item: OutboxItem) -> Sent:
+        trying.set()
+        await asyncio.sleep(0.3)
+        return Sent("mid-4")
+
+    outbox = OutboxWorker("email", store, relay, FAST, on_failed=lambda *a: asyncio.sleep(0),
+                          on_sent=lambda *a: asyncio.sleep(0), poll=3600)
+    outbox.start()
+    await asyncio.wait_for(trying.wait(), 10)
+    await outbox.stop()
+    assert (await status(store, event)).status is OutboxStatus.SENT

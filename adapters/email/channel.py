@@ -11,19 +11,21 @@ what must be stored is stored, so the listener says 250 (or 451) and IMAP sets \
 Mail out (``deliver``, called by the outbox for the agent's and the bot's messages): "Re:
 <subject> [#TOKEN]", In-Reply-To the customer's last mail, References the thread, a Message-ID
 derived from the outbox item (the same on every retry), attachments; the bot's mail is marked
-``Auto-Submitted: auto-replied`` and goes out at most once per ``bot_interval`` per thread.
+``Auto-Submitted: auto-replied`` and answers at most one of the thread's mails per
+``bot_interval``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.base import (GatewayPort, IncomingFile, Inbound, OutboxPolicy, PermanentFailure, Sent, Skipped,
                            TemporaryFailure, Thread)
@@ -40,7 +42,7 @@ from .threading import find_token, lookup_ids, new_token
 
 log = logging.getLogger("contactgate.email")
 
-_ADDRESS = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
+_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 TOKEN_PREFIX = "#"      # a ref "#K7M3QX" is a conversation's subject token
 DIGEST_PREFIX = "sha256:"  # a ref naming a mail without Message-ID by its bytes (not a header value)
 TOKEN_TRIES = 8
@@ -58,7 +60,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # The channel's address: From of our replies; mail from it (or from also_own) is ignored.
-    address: str = Field(pattern=_ADDRESS)
+    address: str
     display_name: str | None = Field(default="Customer Service", max_length=200)
     also_own: list[str] = []
     # Where mail comes in: our own SMTP listener, an IMAP mailbox, or both.
@@ -67,10 +69,25 @@ class Settings(BaseModel):
     # Where replies go out.
     smtp: RelaySettings
     retry: Retry = Retry()
-    # Seconds: at most one automatic mail (the bot's) per conversation in this time.
+    # Seconds: the bot answers at most one of a conversation's mails by mail in this time.
     bot_interval: float = Field(default=300.0, ge=0)
     # Mail with List-Id / List-Unsubscribe: "ignore" (recorded at most) or "accept" as a person's.
-    lists: str = Field(default="ignore", pattern="^(ignore|accept)$")
+    lists: Literal["ignore", "accept"] = "ignore"
+
+    @field_validator("address")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        if not _ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not a mail address (like support@acme.example)")
+        return value
+
+    @field_validator("also_own")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not _ADDRESS.match(entry):
+                raise ValueError(f"{entry!r} is not a mail address (like bounces@acme.example)")
+        return value
 
     @model_validator(mode="after")
     def _some_way_in(self) -> "Settings":
@@ -99,7 +116,8 @@ class EmailChannel:
         self.relay = Relay(settings.smtp)
         self.listener = SmtpListener(settings.listen, self._from_listener, name=name) if settings.listen else None
         self.mailbox = ImapMailbox(settings.imap, self.arrived, name=name) if settings.imap else None
-        self._last_automatic: dict[str, float] = {}  # conversation -> monotonic time of the bot's last mail
+        # conversation -> (monotonic time of the bot's last mail, seq of the customer's mail it answered)
+        self._last_automatic: dict[str, tuple[float, int]] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return []
@@ -183,7 +201,8 @@ class EmailChannel:
     # mail out (the outbox calls this) ----------------------------------------------------------------
     async def deliver(self, conversation: Conversation, event: Event, item: OutboxItem) -> Sent | Skipped:
         automatic = event.author is Author.BOT
-        if automatic and self._too_soon(conversation.id):
+        subject, answered, mail_seq = await self._answering(conversation.id, event.seq)
+        if automatic and self._too_soon(conversation.id, mail_seq):
             return Skipped("bot_interval")
         customer = await self.gateway.get_customer(conversation.customer_id)
         to_address = customer.attributes.get("email")
@@ -192,18 +211,20 @@ class EmailChannel:
         refs = await self.gateway.conversation_refs(conversation.id, self.name)
         token = next((r.ref[1:] for r in refs if r.ref.startswith(TOKEN_PREFIX)), None) or \
             await self._new_token(conversation.id)
-        subject, answered = await self._answering(conversation.id, event.seq)
         thread = [r.ref for r in refs if not r.ref.startswith((TOKEN_PREFIX, DIGEST_PREFIX))]
         message_id = f"cg.{item.id}@{self.settings.domain}"
         files = []
         for summary in event.data.get("attachments", []):
             attachment, data = await self.gateway.get_attachment(summary["id"])
             files.append(OutgoingAttachment(attachment.name, attachment.content_type, data))
-        message = compose_reply(
-            from_name=self.settings.display_name, from_address=self.settings.address,
-            to_name=customer.name, to_address=to_address, original_subject=subject, token=token,
-            message_id=message_id, date=datetime.now(timezone.utc), text=event.text or "",
-            in_reply_to=answered, references=thread, attachments=files, automatic=automatic)
+        try:
+            message = compose_reply(
+                from_name=self.settings.display_name, from_address=self.settings.address,
+                to_name=customer.name, to_address=to_address, original_subject=subject, token=token,
+                message_id=message_id, date=datetime.now(timezone.utc), text=event.text or "",
+                in_reply_to=answered, references=thread, attachments=files, automatic=automatic)
+        except ValueError as exc:   # a value that cannot go into a mail: no retry will change it
+            raise PermanentFailure(f"cannot write this mail: {exc}") from exc
         try:
             await self.relay.send(message, sender=self.settings.address, recipients=[to_address])
         except RelayLater as exc:
@@ -211,12 +232,16 @@ class EmailChannel:
         except RelayRefused as exc:
             raise PermanentFailure(str(exc)) from exc
         if automatic:
-            self._last_automatic[conversation.id] = time.monotonic()
+            self._last_automatic[conversation.id] = (time.monotonic(), mail_seq)
         return Sent(ref=message_id)
 
-    def _too_soon(self, conversation_id: str) -> bool:
+    def _too_soon(self, conversation_id: str, mail_seq: int) -> bool:
+        """The bot mailed this conversation inside the interval, in answer to another mail of the
+        customer's. Its messages answering one mail (a note about a refused file and the answer)
+        all go out: a loop needs a new mail each round, and that is what the interval counts."""
         last = self._last_automatic.get(conversation_id)
-        return last is not None and time.monotonic() - last < self.settings.bot_interval
+        return (last is not None and last[1] != mail_seq
+                and time.monotonic() - last[0] < self.settings.bot_interval)
 
     async def _new_token(self, conversation_id: str) -> str:
         for _ in range(TOKEN_TRIES):
@@ -225,15 +250,15 @@ class EmailChannel:
                 return token
         raise TemporaryFailure("no free conversation token; try again")
 
-    async def _answering(self, conversation_id: str, before: int) -> tuple[str, str | None]:
-        """(subject, Message-ID) of the customer's last mail before event ``before``."""
-        subject, answered = "", None
+    async def _answering(self, conversation_id: str, before: int) -> tuple[str, str | None, int]:
+        """(subject, Message-ID, seq) of the customer's last mail before event ``before``."""
+        subject, answered, seq = "", None, 0
         for event in await self.gateway.events_after(conversation_id, 0, before):
             if event.author is Author.CUSTOMER and event.kind is EventKind.MESSAGE:
-                subject = event.data.get("subject") or subject
+                subject, seq = event.data.get("subject") or subject, event.seq
                 if event.client_id and not event.client_id.startswith(DIGEST_PREFIX):
                     answered = event.client_id
-        return subject, answered
+        return subject, answered, seq
 
 
 def _bounce_reason(mail: ParsedMail) -> str:

@@ -37,6 +37,10 @@ MAX_REFERENCES = 10
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _MSGID = re.compile(r"<?([^<>\s@]+@[^<>\s@]+)>?")
+# An id of the customer's we echo in In-Reply-To and References: what their mailer wrote, as
+# ``parse`` keeps it (printable ASCII, no space or brackets), "@" or not: some mailers write
+# "<20240301091200.4711>", and their client threads our reply only if we name it as written.
+_THEIR_ID = re.compile(r"<?([!-;=?-~]+)>?")
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
@@ -74,8 +78,8 @@ def compose_reply(*, from_name: str | None, from_address: str, to_name: str | No
     sender = _address(from_name, from_address, "from_address")
     recipient = _address(to_name, to_address, "to_address")
     own_id = _message_id(message_id, "message_id")
-    answered = _message_id(in_reply_to, "in_reply_to") if in_reply_to else None
-    thread = _references([_message_id(i, "references") for i in references], answered, own_id)
+    answered = _message_id(in_reply_to, "in_reply_to", _THEIR_ID) if in_reply_to else None
+    thread = _references([_message_id(i, "references", _THEIR_ID) for i in references], answered, own_id)
 
     message = EmailMessage(policy=POLICY)
     message["From"] = sender
@@ -141,8 +145,8 @@ def _ascii_domain(domain: str) -> str:
     return ascii_domain.lower()
 
 
-def _message_id(value: str, what: str) -> str:
-    match = _MSGID.fullmatch((value or "").strip())
+def _message_id(value: str, what: str, form: re.Pattern[str] = _MSGID) -> str:
+    match = form.fullmatch((value or "").strip())
     if match is None or _CONTROL.search(value):
         raise ValueError(f"{what}: {value!r} is not a Message-ID")
     return match.group(1)

@@ -100,9 +100,11 @@ class ParsedMail:
                        profile={"email": self.sender.address})
 
 
-# Headers that every message, even a minimal one, carries at least one of.
-_MAIL_HEADERS = frozenset({"from", "sender", "return-path", "message-id", "date", "subject", "to",
-                           "received", "mime-version", "content-type", "reply-to", "delivered-to"})
+# Headers that every message, even a minimal one, carries at least one of. Not the trace
+# headers (Return-Path, Received, Delivered-To): servers add them in transit, our listener puts
+# Return-Path on top of whatever it got, so they say nothing about the bytes being a message.
+_MAIL_HEADERS = frozenset({"from", "sender", "message-id", "date", "subject", "to",
+                           "mime-version", "content-type", "reply-to"})
 _HEADER_NAME = re.compile(r"[!-9;-~]+")      # RFC 5322 ftext: printable ASCII but ':'
 _MAX_ID = 998                               # RFC 5322's line limit bounds a sensible id
 

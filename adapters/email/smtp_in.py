@@ -33,6 +33,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from adapters.base import ChannelUnavailable
 from gateway.store import StoreUnavailable
 
 __all__ = ["Deliver", "Envelope", "ListenerAuth", "ListenerError", "ListenerSettings", "ListenerTls",
@@ -133,7 +134,7 @@ class MailRefused(Exception):
         return f"{self.code} {self.text}"
 
 
-class ListenerError(RuntimeError):
+class ListenerError(ChannelUnavailable, RuntimeError):
     """The listener cannot start (the port is taken, the certificate does not load)."""
 
 
