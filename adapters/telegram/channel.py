@@ -33,6 +33,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
 from telegram.error import (BadRequest, ChatMigrated, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter,
                             TelegramError)
 from telegram.request import HTTPXRequest
+from telegram.warnings import PTBDeprecationWarning
 
 from adapters.base import (Deferred, GatewayPort, IncomingFile, Inbound, OutboxPolicy, PermanentFailure, Receipt,
                            Sent, Skipped, TemporaryFailure)
@@ -109,12 +110,14 @@ class Settings(BaseModel):
 def create(name: str, settings: Settings, gateway: GatewayPort) -> "TelegramChannel":
     # httpx logs every request at info, with the bot's token in the URL.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # PTB 22 warns, as it builds every RetryAfter, that retry_after becomes a timedelta; we read both.
+    warnings.filterwarnings("ignore", message=r".*`retry_after` will be of type", category=PTBDeprecationWarning)
     return TelegramChannel(name, settings, gateway)
 
 
 def retry_seconds(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB 22 warns that retry_after becomes a timedelta
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
         value = exc.retry_after
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
