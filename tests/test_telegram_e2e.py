@@ -53,8 +53,8 @@ async def handed_to(alice: Agent, chat: Chat) -> str:
     return offer["id"]
 
 
-async def test_faq_then_agent_typing_reply_and_a_blocked_user(tmp_path: Path, sqlite_url: str, api: BotApi) -> None:
-    gateway = await start(tmp_path, telegram_config(sqlite_url, api))
+async def test_faq_then_agent_typing_reply_and_a_blocked_user(tmp_path: Path, store_url: str, api: BotApi) -> None:
+    gateway = await start(tmp_path, telegram_config(store_url, api))
     try:
         alice = await Agent.connect(gateway, ALICE_TOKEN)
         await alice.next("ready")

@@ -22,8 +22,8 @@ async def api() -> AsyncIterator[BotApi]:
         yield bot_api
 
 
-async def test_secret_body_and_the_same_update_twice(tmp_path: Path, sqlite_url: str, api: BotApi) -> None:
-    gateway = await start(tmp_path, telegram_config(sqlite_url, api))
+async def test_secret_body_and_the_same_update_twice(tmp_path: Path, store_url: str, api: BotApi) -> None:
+    gateway = await start(tmp_path, telegram_config(store_url, api))
     try:
         # At start the webhook is set, with our secret and only the updates we read.
         await api.wait_for("setWebhook")
