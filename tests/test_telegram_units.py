@@ -3,6 +3,7 @@ time), updates read as Telegram writes them, outgoing events cut into Telegram m
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from adapters.telegram.channel import Settings
 from adapters.telegram.flood import FloodGate, WaitNews
 from adapters.telegram.send import MAX_TEXT, render, split_text
 from adapters.telegram.updates import Arrival, Ignored, UpdateRejected, read_update
+from gateway.config import load_config
 from gateway.limits import Rate
+from support import REPO
 from telegram_api import callback, message, user
 
 
@@ -212,3 +215,21 @@ def test_settings_say_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="extra"):
         Settings.model_validate({"token": "t", "mode": "polling", "webhook_url": "x"})
     assert Settings.model_validate({"token": "t", "mode": "polling"}).flood.per_chat.rate == 1
+
+
+def test_the_shipped_telegram_example_is_valid_once_uncommented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines, out, inside = (REPO / "config.yaml").read_text(encoding="utf-8").splitlines(), [], False
+    for line in lines:
+        if line.startswith("  # - type: telegram"):
+            inside = True
+        elif inside and not line.startswith("  #"):
+            inside = False
+        if inside and not line.startswith("  #   #"):
+            line = "  " + line[4:]
+        out.append(line)
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    (tmp_path / "faq").symlink_to(REPO / "faq")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:abc")
+    telegram = next(c for c in load_config(path).channels if c.type == "telegram")
+    assert Settings.model_validate(telegram.settings).mode == "polling"
