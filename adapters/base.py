@@ -61,6 +61,11 @@ class Inbound:
     bot: BotTurn = "answer"
 
 
+class ChannelSetupError(Exception):
+    """A channel cannot start and trying again will not help (its provider rejected the
+    credentials): the gateway says so in one line, naming the channel, and exits."""
+
+
 class DeliveryError(Exception):
     """An outbound message could not be delivered by the channel."""
 

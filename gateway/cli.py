@@ -12,6 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from adapters.base import ChannelSetupError
+
 from .config import ConfigError, GatewayConfig, file_warnings
 from .connections import GatedSite, QuietBadRequests, raise_file_limit
 from .selfservice import SelfService, load_gateway_config
@@ -160,8 +162,9 @@ async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path:
         await runner.setup()
         site = GatedSite(runner, sock, gate)
         await site.start()
-    except (StoreError, OSError) as exc:
-        # A database that is down or a port that is taken: say so in one line, exit non-zero.
+    except (StoreError, OSError, ChannelSetupError) as exc:
+        # A database that is down, a port that is taken, a channel's rejected credentials: say
+        # so in one line, exit non-zero.
         log.error("cannot start", extra={"error": str(exc)})
         await runner.cleanup()
         return 1

@@ -9,9 +9,10 @@ from typing import AsyncIterator
 
 import pytest_asyncio
 
+from support import GatewayProcess
 from support_telegram import (PATH, SECRET, admin_get, conversations, events, messages, only_conversation, post_update,
                               serve_api, start, telegram_config)
-from telegram_api import BotApi, message, user
+from telegram_api import TOKEN, BotApi, message, user
 
 CHAT = 5551001
 
@@ -56,6 +57,20 @@ async def test_secret_body_and_the_same_update_twice(tmp_path: Path, store_url: 
         assert customer["attributes"] == {"telegram_id": CHAT, "telegram_username": "meichen", "language": "de"}
     finally:
         await gateway.stop()
+    assert TOKEN not in gateway.log_text(), "the bot's token is never logged"
+
+
+async def test_a_rejected_token_stops_the_start_with_one_clear_line(tmp_path: Path, sqlite_url: str,
+                                                                   api: BotApi) -> None:
+    gateway = GatewayProcess.write_config(tmp_path, telegram_config(sqlite_url, api, token="999:revoked"))
+    try:
+        await gateway.start()
+    except AssertionError:
+        pass
+    assert await gateway.stop() == 1
+    [line] = [r for r in gateway.logs if r.get("msg") == "cannot start"]
+    assert "telegram channel 'telegram': the Bot API rejected the token" in line["error"]
+    assert "999:revoked" not in gateway.log_text()
 
 
 async def test_a_photo_a_file_too_large_and_a_failed_download(tmp_path: Path, sqlite_url: str, api: BotApi) -> None:

@@ -35,7 +35,7 @@ from telegram.error import (BadRequest, ChatMigrated, Conflict, Forbidden, Inval
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from adapters.base import (Deferred, GatewayPort, IncomingFile, Inbound, OutboxPolicy, PermanentFailure, Receipt,
+from adapters.base import (ChannelSetupError, Deferred, GatewayPort, IncomingFile, Inbound, OutboxPolicy, PermanentFailure, Receipt,
                            Sent, Skipped, TemporaryFailure)
 from gateway.limits import Rate
 from gateway.logs import about
@@ -159,7 +159,7 @@ class TelegramChannel:
             await self.bot.initialize()
         except InvalidToken:
             self._running = False
-            raise RuntimeError(f"telegram channel {self.name!r}: the Bot API rejected the token; "
+            raise ChannelSetupError(f"telegram channel {self.name!r}: the Bot API rejected the token; "
                                "check the channel's token (from @BotFather)") from None
         except TelegramError as exc:
             log.warning("telegram: Bot API unreachable at start; trying in the background",
