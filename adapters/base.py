@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.attachments import AttachmentsConfig
     from gateway.limits import Limits
     from gateway.model import Attachment, ChannelRef, Conversation, Customer, Event, OutboxItem
 
@@ -19,6 +20,9 @@ class IncomingFile:
     name: str
     content_type: str
     data: bytes
+    # Set (with empty ``data``) for a file the channel did not fetch because it is larger than
+    # the ``attachments:`` limits allow: it is refused like any file too large, by this size.
+    size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,12 @@ class Thread:
 
     refs: tuple[str, ...] = ()
     token: str | None = None
+
+
+# What the bot does with a customer's message while the conversation is with it: answer it
+# (the FAQ, or a handoff if asked), stay quiet (an edit of an earlier message, a "start"
+# command), greet (repeat the greeting: a "help" command) or hand off to an agent at once.
+BotTurn = Literal["answer", "quiet", "greet", "handoff"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +58,13 @@ class Inbound:
     original: IncomingFile | None = None   # the message as it arrived (an .eml), kept for agents
     thread: Thread | None = None           # None: the customer's current conversation on the channel
     details: dict[str, Any] = field(default_factory=dict)  # shown with the message (an email subject)
+    bot: BotTurn = "answer"
 
 
 class ChannelUnavailable(Exception):
-    """A channel cannot start (its port is taken, its certificate does not load); the message
-    names the channel and says why. The gateway then stops with that one line."""
+    """A channel cannot start (its port is taken, its certificate does not load, its provider
+    rejected the credentials); the message names the channel and says why. The gateway then
+    stops with that one line."""
 
 
 class DeliveryError(Exception):
@@ -139,6 +151,10 @@ class GatewayPort(Protocol):
 
     max_frame_bytes: int
     limits: "Limits"  # rate limits and the client address of a request (``limits:`` config)
+
+    @property
+    def attachments(self) -> "AttachmentsConfig":
+        """The live ``attachments:`` limits (a channel need not fetch a file they refuse)."""
 
     async def identify(self, channel: str, address: str, *, name: str | None = None,
                        profile: dict[str, Any] | None = None) -> "Customer": ...

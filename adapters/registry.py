@@ -17,6 +17,7 @@ from .base import Adapter, GatewayPort
 ADAPTERS: dict[str, str] = {
     "webchat": "adapters.webchat",
     "email": "adapters.email.channel",
+    "telegram": "adapters.telegram.channel",
 }
 
 

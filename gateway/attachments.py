@@ -65,8 +65,8 @@ def screen(files: Sequence[IncomingFile], config: AttachmentsConfig) -> tuple[li
     refused: list[Refused] = []
     total = 0
     for file in files:
-        size = len(file.data)
-        if size > config.max_bytes:
+        size = len(file.data) if file.size is None else file.size
+        if size > config.max_bytes or file.size is not None:  # not fetched: it was too large
             refused.append(Refused(file.name, size, "too_large"))
         elif total + size > config.max_message_bytes:
             refused.append(Refused(file.name, size, "message_too_large"))

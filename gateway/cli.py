@@ -163,8 +163,9 @@ async def _serve(config: GatewayConfig, selfservice: "SelfService", config_path:
         site = GatedSite(runner, sock, gate)
         await site.start()
     except (StoreError, OSError, ChannelUnavailable) as exc:
-        # A database that is down, a port that is taken, a channel that cannot start: say so in
-        # one line, exit non-zero.
+        # A database that is down, a port that is taken, a channel that cannot start (its
+        # provider rejected the credentials, its certificate does not load): say so in one
+        # line, exit non-zero.
         log.error("cannot start", extra={"error": str(exc)})
         await runner.cleanup()
         return 1

@@ -85,7 +85,7 @@ class AgentConnection:
 
 # What an event's data adds to its frame when present: the files, the mail's subject and
 # sender, the closed conversation this one follows, the original message.
-SHOWN_DATA = ("attachments", "original", "subject", "from", "follows")
+SHOWN_DATA = ("attachments", "original", "subject", "from", "follows", "edited", "choice")
 
 
 def event_frame(event: Event) -> dict[str, Any]:

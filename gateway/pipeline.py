@@ -19,14 +19,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
 
-from adapters.base import Deliver, IncomingFile, Inbound, OutboxPolicy, Receipt, SessionPolicy
+from adapters.base import BotTurn, Deliver, IncomingFile, Inbound, OutboxPolicy, Receipt, SessionPolicy
 from routing import Contact, Offer, WaitingEntry, choose_queue, resolve_tier
 from routing.config import QueueConfig, Step
 from routing.hours import is_open, open_now
 from routing.rules import step_timeout
 from routing.servicelevel import ServiceLevels, estimated_wait
 
-from .attachments import Refused, clean_name, clean_type, refusal_note, screen
+from .attachments import AttachmentsConfig, Refused, clean_name, clean_type, refusal_note, screen
 from .config import GatewayConfig
 from .crm import CrmClient
 from .dispatcher import Dispatcher, Presence, Route
@@ -103,6 +103,10 @@ class Pipeline:
     @property
     def max_frame_bytes(self) -> int:
         return self.config.server.max_frame_bytes
+
+    @property
+    def attachments(self) -> AttachmentsConfig:
+        return self.config.attachments
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
@@ -301,7 +305,7 @@ class Pipeline:
         if follows is not None:
             details["follows"] = follows
         return await self.customer_message(conversation.id, inbound.text, inbound.client_id, files=inbound.files,
-                                           original=inbound.original, details=details)
+                                           original=inbound.original, details=details, bot=inbound.bot)
 
     async def _thread(self, inbound: Inbound, customer: Customer) -> tuple[Conversation, str | None]:
         """The conversation a message continues (adapters.base.Thread), and the closed one a new
@@ -331,7 +335,7 @@ class Pipeline:
 
     async def customer_message(self, conversation_id: str, text: str, client_id: str | None, *,
                                files: Sequence[IncomingFile] = (), original: IncomingFile | None = None,
-                               details: dict[str, Any] | None = None) -> Receipt:
+                               details: dict[str, Any] | None = None, bot: BotTurn = "answer") -> Receipt:
         routed = False
         with about(conversation_id):
             async with self._lock(conversation_id):
@@ -352,7 +356,7 @@ class Pipeline:
                         conversation, Author.BOT, EventKind.MESSAGE, text=refusal_note(refused, self.config.attachments),
                         data={"refused": [{"name": r.name, "size": r.size, "reason": r.reason} for r in refused]})
                 if created and conversation.state is S.BOT:
-                    routed = await self._self_service(conversation, text)
+                    routed = await self._self_service(conversation, text, bot)
             if routed:
                 await self.dispatch()
             return Receipt(event, created)
@@ -387,11 +391,19 @@ class Pipeline:
                 await self._close(conversation, closed_by="customer")
             await self.dispatch()
 
-    async def _self_service(self, conversation: Conversation, text: str) -> bool:
-        """Answer or hand off. Returns True when the conversation went to routing."""
+    async def _self_service(self, conversation: Conversation, text: str, turn: BotTurn = "answer") -> bool:
+        """Answer or hand off (``turn``: adapters.base.BotTurn). Returns True when the
+        conversation went to routing."""
         cid = conversation.id
         self._routing_text[cid] = (self._routing_text.get(cid, "") + "\n" + text)[-MAX_ROUTING_TEXT:]
-        reply = self.selfservice.reply(text, self._unanswered.get(cid, 0), conversation.channel)
+        if turn == "quiet":
+            return False
+        if turn == "greet":
+            greeting = self.config.selfservice.greeting or self.config.selfservice.no_answer
+            await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=greeting, data={"faq": None})
+            return False
+        reply = (Handoff(self.config.selfservice.handoff, "asked") if turn == "handoff"
+                 else self.selfservice.reply(text, self._unanswered.get(cid, 0), conversation.channel))
         if isinstance(reply, Answer):
             self._unanswered.pop(cid, None)
             self._topics.setdefault(cid, set()).add(reply.faq_id)
