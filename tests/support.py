@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -134,6 +135,15 @@ class GatewayProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 5)
         return self.proc.returncode
+
+
+async def serve_until_exit(config_path: Path, timeout: float = 60) -> "subprocess.CompletedProcess[str]":
+    """``contactgate serve`` for a config it must refuse: it has to end by itself (within
+    ``timeout``, else this fails). Its exit code and output come back. (GatewayProcess is for
+    gateways that start: asyncio may lose the exit code of a child that ends at once.)"""
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 class Client:

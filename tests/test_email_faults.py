@@ -24,7 +24,7 @@ import aiosmtplib
 import pytest
 import pytest_asyncio
 
-from support import ALICE_TOKEN, REPO, Agent, GatewayProcess
+from support import ALICE_TOKEN, REPO, Agent, GatewayProcess, serve_until_exit
 from support_mail import MailSink
 from test_email_e2e import (ADMIN_TOKEN, CUSTOMER, SUPPORT, Mailer, body, conversation_events, email_config,
                             start, wait_until)
@@ -710,9 +710,7 @@ async def test_a_listener_that_cannot_start_stops_the_gateway_with_one_clear_lin
             listen = {"host": "127.0.0.1", "port": 0,
                       "starttls": {"cert_file": str(tmp_path / "nope.pem"), "key_file": str(tmp_path / "nope.key")}}
         gateway = GatewayProcess.write_config(tmp_path, email_config(sqlite_url, free_port(), channel={"listen": listen}))
-        result = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "gateway.cli", "serve", "--config", str(gateway.config_path)],
-            cwd=REPO, capture_output=True, text=True, timeout=60)   # it ends by itself, or this fails
+        result = await serve_until_exit(gateway.config_path)
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if '"level": "error"' in line]
     assert len(errors) == 1 and '"cannot start"' in errors[0] and "email channel 'email'" in errors[0], errors
