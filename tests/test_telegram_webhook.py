@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import AsyncIterator
 
+import asyncpg
 import pytest_asyncio
 
 from support import GatewayProcess, serve_until_exit
@@ -147,5 +148,29 @@ async def test_a_button_press_an_edit_and_commands(tmp_path: Path, sqlite_url: s
         assert (await post_update(gateway, {"update_id": 714, "message": message(CHAT, "/agent", message_id=3)}))[0] == 200
         found = await events(gateway, conversation_id)
         assert found[-1]["kind"] == "queued" and found[-1]["data"]["reason"] == "handoff"
+    finally:
+        await gateway.stop()
+
+
+async def test_a_store_that_is_down_answers_500_and_telegrams_retry_is_stored_once(
+        tmp_path: Path, pg_url: str, pg_admin_dsn: str, api: BotApi) -> None:
+    gateway = await start(tmp_path, telegram_config(pg_url, api))
+    try:
+        update = {"update_id": 900, "message": message(CHAT, "How do I track my parcel?", message_id=9)}
+        database = pg_url.rsplit("/", 1)[1]
+        admin = await asyncpg.connect(pg_admin_dsn)
+        try:
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+            status, _ = await post_update(gateway, update)
+            assert status == 500  # Telegram delivers the update again later
+        finally:
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            await admin.close()
+        assert await post_update(gateway, update) == (200, {"ok": True})
+        assert await post_update(gateway, update) == (200, {"ok": True})
+        _, found = await only_conversation(gateway)
+        assert [text for author, text in messages(found) if author == "customer"] == ["How do I track my parcel?"]
     finally:
         await gateway.stop()
