@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import asyncpg
 import pytest_asyncio
 
-from support import GatewayProcess, serve_until_exit
+from support import GatewayProcess, serve_until_exit, serving
 from support_telegram import (PATH, SECRET, admin_get, conversations, events, messages, only_conversation, post_update,
                               serve_api, start, telegram_config)
 from telegram_api import TOKEN, BotApi, message, user
@@ -174,3 +174,30 @@ async def test_a_store_that_is_down_answers_500_and_telegrams_retry_is_stored_on
         assert [text for author, text in messages(found) if author == "customer"] == ["How do I track my parcel?"]
     finally:
         await gateway.stop()
+
+
+async def test_two_bots_in_one_gateway_each_keep_their_own_customers_and_replies(
+        tmp_path: Path, sqlite_url: str, api: BotApi) -> None:
+    other_token = "987654321:AAsecond-bot_for_the_stand-in"
+    other = BotApi(token=other_token)
+    async with serving(other.app()) as other_port:
+        config = telegram_config(sqlite_url, api)
+        config["channels"].append({"type": "telegram", "name": "telegram-cn", "token": other_token,
+                                   "api_base": f"http://127.0.0.1:{other_port}", "mode": "polling",
+                                   "poll_timeout": 1, "retry": {"attempts": 3, "backoff": 0.2, "backoff_max": 0.5}})
+        gateway = await start(tmp_path, config)
+        try:
+            # The same Telegram user writes to both bots: two channels, two conversations.
+            assert await post_update(gateway, {"update_id": 1, "message": message(CHAT, "How do I track my parcel?")}) \
+                == (200, {"ok": True})
+            other.push({"message": message(CHAT, "How do I track my parcel?", message_id=7)})
+            answers = await api.wait_for("sendMessage", 2, chat_id=CHAT)        # greeting, FAQ answer
+            other_answers = await other.wait_for("sendMessage", 2, chat_id=CHAT)
+            assert [c.params["text"] for c in answers] == [c.params["text"] for c in other_answers]
+            first = await admin_get(gateway, "/api/conversations?channel=telegram")
+            second = await admin_get(gateway, "/api/conversations?channel=telegram-cn")
+            assert len(first["conversations"]) == len(second["conversations"]) == 1
+            assert first["conversations"][0]["customer_id"] != second["conversations"][0]["customer_id"]
+            assert other.webhook is None and api.webhook is not None
+        finally:
+            await gateway.stop()
