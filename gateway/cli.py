@@ -1,4 +1,4 @@
-"""``contactgate`` command line: ``serve`` and ``check-config``."""
+"""``contactgate`` command line: ``serve``, ``check-config``, ``simulate`` and ``faq-eval``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from adapters.base import ChannelUnavailable
 
 from .config import ConfigError, GatewayConfig, file_warnings
 from .connections import GatedSite, QuietBadRequests, raise_file_limit
-from .selfservice import SelfService, load_gateway_config
+from .selfservice import SelfService, evalcli, load_gateway_config
 from .logs import setup_logging
 from .store import StoreError
 from .tasks import TaskSet
@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE", help="a customer attribute (repeatable)")
     sim.add_argument("--at", help="when, ISO 8601 with offset (default: now), e.g. 2026-11-24T22:00+08:00")
     sim.add_argument("--json", action="store_true", help="print JSON")
+    evalcli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "faq-eval":
+        return evalcli.run(args)
     if args.command == "check-config":
         return check_config(Path(args.file))
     if args.command == "simulate":

@@ -79,9 +79,32 @@ class ChannelSelfService(Strict):
     max_unanswered: int | None = Field(default=None, ge=1)
 
 
+class SemanticConfig(Strict):
+    """The semantic matcher (the optional ``[semantic]`` extra): an embedding model's cosine
+    combined with the lexical score, ``weight * cosine + (1 - weight) * lexical``."""
+
+    weight: float = Field(default=0.5, ge=0, le=1)
+    # Where the KB's embeddings are kept between starts (keyed by text and model version);
+    # relative to config.yaml. None: $XDG_CACHE_HOME/contactgate, else ~/.cache/contactgate.
+    cache_dir: Path | None = None
+
+
 class SelfServiceConfig(Strict):
     faq: Path | None = None  # relative paths are relative to config.yaml
     min_score: float = Field(default=0.35, gt=0, le=1)
+    # How questions are matched to the FAQ: "lexical" (words, characters) or "semantic" (an
+    # embedding model with the lexical score; needs the [semantic] extra, else lexical is used).
+    matcher: Literal["lexical", "semantic"] = "lexical"
+    # The score an answer needs per language of the question, e.g. {en: 0.42, zh: 0.55};
+    # languages not listed take the calibration file's, then min_score.
+    thresholds: dict[str, float] = {}
+    # A file written by `contactgate faq-eval --calibrate` (relative to config.yaml).
+    calibration: Path | None = None
+    # Groups of words that mean the same to the matcher, e.g. [[快递, 包裹], [COD, cash on delivery]].
+    synonyms: list[list[str]] = []
+    # A near miss of a KB word ("pasword") counts as that word.
+    typo_tolerance: bool = True
+    semantic: SemanticConfig = SemanticConfig()
     handoff_phrases: list[str] = ["agent", "human", "person", "representative", "人工", "转人工", "客服"]
     max_unanswered: int = Field(default=2, ge=1)
     # Per channel name: min_score / max_unanswered for that channel's conversations.
@@ -89,6 +112,16 @@ class SelfServiceConfig(Strict):
     greeting: str | None = "Hi! Ask me about your shipment, or type 'agent' to talk to a person."
     no_answer: str = "Sorry, I don't have an answer for that. Try other words, or type 'agent' to talk to a person."
     handoff: str = "Let me find you an agent. Please hold on."
+
+    @model_validator(mode="after")
+    def _matching(self) -> "SelfServiceConfig":
+        for lang, t in self.thresholds.items():
+            if not 0 < t <= 1:
+                raise ValueError(f"thresholds.{lang}: {t} must be greater than 0 and at most 1")
+        for n, group in enumerate(self.synonyms):
+            if len({g.strip().casefold() for g in group if g.strip()}) < 2:
+                raise ValueError(f"synonyms[{n}]: a group needs at least two different words, got {group!r}")
+        return self
 
 
 class GatewayConfig(Strict):
@@ -272,9 +305,17 @@ def _message(error: Any) -> str:
 
 def _resolve_paths(config: GatewayConfig, base_dir: Path) -> GatewayConfig:
     updates: dict[str, Any] = {}
-    faq = config.selfservice.faq
-    if faq is not None and not faq.is_absolute():
-        updates["selfservice"] = config.selfservice.model_copy(update={"faq": base_dir / faq})
+    ss = config.selfservice
+    paths: dict[str, Any] = {}
+    for key in ("faq", "calibration"):
+        value = getattr(ss, key)
+        if value is not None and not value.is_absolute():
+            paths[key] = base_dir / value
+    cache = ss.semantic.cache_dir
+    if cache is not None and not cache.is_absolute():
+        paths["semantic"] = ss.semantic.model_copy(update={"cache_dir": base_dir / cache})
+    if paths:
+        updates["selfservice"] = ss.model_copy(update=paths)
     url = config.store.url
     prefix = "sqlite:///"
     if url == "sqlite:///:memory:":

@@ -44,6 +44,7 @@ Both forms may be mixed in one file; an ``(id, language)`` pair may appear only 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import math
 import re
@@ -62,6 +63,7 @@ __all__ = [
     "FaqError",
     "FaqIndex",
     "FaqMatch",
+    "Synonyms",
     "detect_lang",
     "tokenize",
 ]
@@ -210,10 +212,13 @@ def _chinese(run: str, tf: dict[str, float]) -> None:
             tf[tok] = tf.get(tok, 0.0) + 1.0
 
 
-def _features(text: str) -> dict[str, float]:
+def _features(text: str, synonyms: Synonyms | None = None) -> dict[str, float]:
     """Token -> term frequency."""
     tf: dict[str, float] = {}
-    for m in _TOKEN_RE.finditer(unicodedata.normalize("NFKC", text).casefold()):
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if synonyms is not None:
+        text = synonyms.apply(text)
+    for m in _TOKEN_RE.finditer(text):
         if m.group(1):
             _chinese(m.group(1), tf)
         else:
@@ -246,6 +251,54 @@ def detect_lang(text: str) -> str:
 def _primary_lang(lang: str) -> str:
     """"zh-CN", "zh_Hant" and "ZH" all prefer Chinese questions, like "zh"."""
     return re.split(r"[-_]", lang.strip().lower(), maxsplit=1)[0]
+
+
+class Synonyms:
+    """Groups of words or phrases that mean the same, e.g. ``[快递, 包裹]``, ``[COD, cash on
+    delivery]``: every member of a group is rewritten to the group's first member, in the KB's
+    phrasings and in the question alike, before tokenizing.
+
+    Latin-script members match whole words, case-insensitively; members with CJK ideographs match
+    anywhere. Longer members are tried first, so "cash on delivery" wins over "delivery" when
+    both are members of some group.
+    """
+
+    __slots__ = ("_canonical", "_pattern", "groups")
+
+    def __init__(self, groups: Iterable[Iterable[str]]) -> None:
+        self.groups = tuple(tuple(g) for g in groups)
+        canonical: dict[str, str] = {}
+        for group in self.groups:
+            norm = [unicodedata.normalize("NFKC", m).casefold().strip() for m in group]
+            norm = [m for m in norm if m]
+            if len(norm) < 2:
+                raise ValueError(f"a synonym group needs at least two members, got {list(group)!r}")
+            for member in norm[1:]:
+                if member != norm[0]:
+                    canonical.setdefault(member, norm[0])
+        self._canonical = canonical
+        alternatives = []
+        for member in sorted(canonical, key=len, reverse=True):
+            escaped = r"\s+".join(re.escape(w) for w in member.split())
+            alternatives.append(escaped if _CJK_RE.search(member) else rf"(?<!\w){escaped}(?!\w)")
+        self._pattern = re.compile("|".join(alternatives)) if alternatives else None
+
+    def apply(self, text: str) -> str:
+        """``text`` (already NFKC-normalized and casefolded) with every member made canonical."""
+        if self._pattern is None:
+            return text
+        canonical = self._canonical
+        return self._pattern.sub(lambda m: canonical[" ".join(m.group(0).split())], text)
+
+    def __bool__(self) -> bool:
+        return bool(self._canonical)
+
+
+# Typo tolerance: an unknown Latin token of at least this many letters is read as the KB's most
+# similar token when their similarity (rapidfuzz's normalized Indel ratio, 0..100) reaches
+# _TYPO_CUTOFF: "pasword" is "password", "trak" is "track"; "router" stays unknown ("rout", 80).
+_TYPO_MIN_LEN = 4
+_TYPO_CUTOFF = 85.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,11 +337,17 @@ class FaqIndex:
     """An immutable index over FAQ entries; all vectors are computed in the constructor."""
 
     __slots__ = (
-        "_entries", "_lang_of", "_langs", "_idf", "_unknown_idf", "_postings", "_doc_entry"
+        "_entries", "_lang_of", "_langs", "_idf", "_unknown_idf", "_postings", "_doc_entry",
+        "_synonyms", "_typo_vocab", "_typo_cache",
     )
 
-    def __init__(self, entries: Iterable[FaqEntry]) -> None:
+    def __init__(self, entries: Iterable[FaqEntry], *, synonyms: Iterable[Iterable[str]] = (),
+                 typo_tolerance: bool = False) -> None:
+        """``synonyms``: see :class:`Synonyms`. ``typo_tolerance``: an unknown word of the
+        question that is a near miss of a word of the KB counts as that word (rapidfuzz)."""
         entries = tuple(entries)
+        syn = Synonyms(synonyms)
+        self._synonyms = syn if syn else None
         seen: set[tuple[str, str]] = set()
         for e in entries:
             if not isinstance(e, FaqEntry):
@@ -305,7 +364,7 @@ class FaqIndex:
         for i, e in enumerate(entries):
             together: dict[str, float] = {}
             for text in e.phrasings:
-                tf = _features(text)
+                tf = _features(text, self._synonyms)
                 if tf:
                     phrasings.append((i, tf))
                     for tok, n in tf.items():
@@ -331,15 +390,38 @@ class FaqIndex:
             for tok, v in vec.items():
                 postings.setdefault(tok, []).append((doc_no, v / norm))
         self._postings = {tok: tuple(p) for tok, p in postings.items()}
+        self._typo_vocab: tuple[str, ...] | None = None
+        self._typo_cache: dict[str, str | None] = {}
+        if typo_tolerance:
+            importlib.import_module("rapidfuzz")  # fail at build time, not on the first question
+            self._typo_vocab = tuple(
+                tok for tok in self._idf if len(tok) >= _TYPO_MIN_LEN and tok.isalpha()
+                and not _CJK_RE.search(tok)
+            )
+
+    def _near_miss(self, tok: str) -> str | None:
+        """The KB's token ``tok`` is probably a typo of, or None."""
+        if self._typo_vocab is None or len(tok) < _TYPO_MIN_LEN or not tok.isalpha() or _CJK_RE.search(tok):
+            return None
+        if tok in self._typo_cache:
+            return self._typo_cache[tok]
+        from rapidfuzz import fuzz, process
+
+        hit = process.extractOne(tok, self._typo_vocab, scorer=fuzz.ratio, score_cutoff=_TYPO_CUTOFF)
+        found = hit[0] if hit is not None else None
+        if len(self._typo_cache) < 10_000:  # bounded: questions are customer input
+            self._typo_cache[tok] = found
+        return found
 
     @classmethod
-    def load(cls, path: str | Path) -> FaqIndex:
+    def load(cls, path: str | Path, *, synonyms: Iterable[Iterable[str]] = (),
+             typo_tolerance: bool = False) -> FaqIndex:
         """Load a YAML knowledge base (either form, see the module docstring).
 
         Raises :class:`FaqError` for a missing or unreadable file, invalid YAML (with the line),
         or an entry that is not well formed (with its index, id and line).
         """
-        return cls(_load_entries(Path(path)))
+        return cls(_load_entries(Path(path)), synonyms=synonyms, typo_tolerance=typo_tolerance)
 
     @property
     def entries(self) -> tuple[FaqEntry, ...]:
@@ -351,7 +433,15 @@ class FaqIndex:
         """Entry index -> score of ``text`` for that entry, for entries sharing a token with it."""
         q: dict[str, float] = {}
         total = 0.0  # squared norm of the query vector, unknown tokens included
-        for tok, n in _features(text).items():
+        tf = _features(text, self._synonyms)
+        if self._typo_vocab is not None:
+            corrected: dict[str, float] = {}
+            for tok, n in tf.items():
+                if tok not in self._idf:
+                    tok = self._near_miss(tok) or tok
+                corrected[tok] = corrected.get(tok, 0.0) + n
+            tf = corrected
+        for tok, n in tf.items():
             idf = self._idf.get(tok)
             w = n * (idf if idf is not None else self._unknown_idf)
             total += w * w
@@ -382,31 +472,36 @@ class FaqIndex:
         # Rounded so that a verbatim phrasing scores exactly 1.0 despite float error.
         return {i: round(min(1.0, s / 2), 9) for i, s in twice.items()}
 
-    def match(self, text: str, *, min_score: float) -> FaqMatch | None:
-        """The best entry for ``text`` and its score, or ``None`` if none reaches ``min_score``.
-
-        Entries in the detected language of ``text`` are preferred (see the module docstring).
-        Text with no token in common with any phrasing never matches, whatever ``min_score``.
-        :data:`DEFAULT_MIN_SCORE` is the recommended threshold.
+    def rank(self, text: str, limit: int | None = None) -> list[FaqMatch]:
+        """Entries sharing a token with ``text``, best first: those in the detected language of
+        ``text`` (when the KB has that language) by score, then the others by score; ties in the
+        order of the KB. At most ``limit`` of them.
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if not text.strip():
-            return None
+            return []
         best = self._scores(text)
         if not best:
-            return None
+            return []
         lang = detect_lang(text)
-        tiers: tuple[bool | None, ...] = (True, False) if lang in self._langs else (None,)
-        for tier in tiers:
-            candidates = [
-                (-score, i)
-                for i, score in best.items()
-                if score >= min_score and (tier is None or (self._lang_of[i] == lang) is tier)
-            ]
-            if candidates:
-                neg_score, i = min(candidates)
-                return FaqMatch(self._entries[i], -neg_score)
+        prefer = lang in self._langs
+        order = sorted(best, key=lambda i: (prefer and self._lang_of[i] != lang, -best[i], i))
+        if limit is not None:
+            order = order[:limit]
+        return [FaqMatch(self._entries[i], best[i]) for i in order]
+
+    def match(self, text: str, *, min_score: float) -> FaqMatch | None:
+        """The best entry for ``text`` and its score, or ``None`` if none reaches ``min_score``.
+
+        Entries in the detected language of ``text`` are preferred (see the module docstring):
+        the first of :meth:`rank` that reaches ``min_score``. Text with no token in common with
+        any phrasing never matches, whatever ``min_score``. :data:`DEFAULT_MIN_SCORE` is the
+        recommended threshold.
+        """
+        for m in self.rank(text):
+            if m.score >= min_score:
+                return m
         return None
 
     def __len__(self) -> int:

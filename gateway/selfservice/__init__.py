@@ -1,0 +1,143 @@
+"""The self-service layer: answer from the knowledge base, or hand off to a human.
+
+A pure policy over the customer's text and how many turns in a row went unanswered; the pipeline
+records what it decides. Matching is behind :class:`~gateway.selfservice.matcher.Matcher`
+(``matcher.py``); ``evaluate.py`` measures it and calibrates the thresholds.
+
+The score an answer needs, in this order: the channel's ``selfservice.channels.<name>.min_score``;
+``selfservice.thresholds`` for the question's language; the ``selfservice.calibration`` file's;
+``selfservice.min_score``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from pathlib import Path
+
+from ..config import ConfigError, GatewayConfig, SelfServiceConfig, load_config
+from ..faq import FaqError, FaqIndex
+from .evaluate import CalibrationError, load_calibration
+from .matcher import LexicalMatcher, Matcher, Thresholds, choose
+
+log = logging.getLogger("contactgate")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    faq_id: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class NoAnswer:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    text: str
+    reason: str  # "asked" (a handoff phrase) or "unanswered" (too many misses)
+
+
+Reply = Answer | NoAnswer | Handoff
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+class SelfService:
+    def __init__(self, config: SelfServiceConfig, faq: FaqIndex | Matcher | None,
+                 thresholds: Thresholds | None = None) -> None:
+        """``faq``: a matcher, or a bare index (matched lexically, as built)."""
+        self.config = config
+        if isinstance(faq, FaqIndex):
+            faq = LexicalMatcher(faq)
+        self.matcher: Matcher | None = faq
+        self.thresholds = thresholds or Thresholds(config.min_score, dict(config.thresholds))
+        latin = [re.escape(p) for p in config.handoff_phrases if not _CJK.search(p)]
+        self._cjk_phrases = [p for p in config.handoff_phrases if _CJK.search(p)]
+        # Whole words only: "agent" asks for a person, "agents' fees" may not.
+        self._latin = re.compile(r"\b(?:" + "|".join(latin) + r")\b", re.IGNORECASE) if latin else None
+
+    @property
+    def faq(self) -> FaqIndex | None:
+        """The lexical index (also inside a semantic matcher), for what lists the entries."""
+        return getattr(self.matcher, "index", None)
+
+    @classmethod
+    def from_config(cls, config: SelfServiceConfig) -> "SelfService":
+        """Raises :class:`FaqError` for a bad KB and :class:`CalibrationError` for a calibration
+        file that cannot be read or was made for another matcher."""
+        if not config.faq:
+            return cls(config, None)
+        matcher = build_matcher(config)
+        by_lang: dict[str, float] = {}
+        if config.calibration is not None:
+            name, version, calibrated = load_calibration(config.calibration)
+            if (name, version) != (matcher.name, matcher.version):
+                raise CalibrationError(
+                    f"{config.calibration}: calibrated for matcher {name} {version}, but the"
+                    f" matcher is {matcher.name} {matcher.version}; re-calibrate:"
+                    f" contactgate faq-eval KB QUESTIONS.yaml --config CONFIG --calibrate")
+            by_lang.update(calibrated)
+        by_lang.update(config.thresholds)
+        return cls(config, matcher, Thresholds(config.min_score, by_lang))
+
+    def asks_for_human(self, text: str) -> bool:
+        if self._latin is not None and self._latin.search(text):
+            return True
+        return any(phrase in text for phrase in self._cjk_phrases)
+
+    def reply(self, text: str, unanswered_before: int, channel: str | None = None) -> Reply:
+        """``channel``: the conversation's channel, whose ``selfservice.channels`` entry (if
+        any) sets its own ``min_score`` and ``max_unanswered``."""
+        if self.asks_for_human(text):
+            return Handoff(self.config.handoff, "asked")
+        own = self.config.channels.get(channel) if channel is not None else None
+        max_unanswered = (own.max_unanswered if own is not None and own.max_unanswered is not None
+                          else self.config.max_unanswered)
+        if own is not None and own.min_score is not None:
+            threshold = own.min_score
+        else:
+            threshold = self.thresholds.for_text(text)
+        match = choose(self.matcher.rank(text), threshold) if self.matcher else None
+        if match is not None:
+            return Answer(match.entry.answer, match.entry.id, match.score)
+        if unanswered_before + 1 >= max_unanswered:
+            return Handoff(self.config.handoff, "unanswered")
+        return NoAnswer(self.config.no_answer)
+
+
+def load_gateway_config(path: Path) -> tuple[GatewayConfig, SelfService]:
+    """config.yaml validated and its FAQ loaded, once: what serve, check-config, simulate and a
+    hot reload all start from. A bad FAQ is a config error of ``selfservice.faq``."""
+    config = load_config(path)
+    try:
+        return config, SelfService.from_config(config.selfservice)
+    except FaqError as exc:
+        raise ConfigError(str(path), [f"0: selfservice.faq: {exc}"]) from None
+    except CalibrationError as exc:
+        raise ConfigError(str(path), [f"0: selfservice.calibration: {exc}"]) from None
+
+
+def build_matcher(config: SelfServiceConfig, *, quiet: bool = False) -> Matcher:
+    """The configured matcher over ``config.faq``. ``semantic`` without its extra installed is
+    logged once (unless ``quiet``) and falls back to ``lexical``; nothing else changes."""
+    if config.faq is None:
+        raise ValueError("build_matcher needs selfservice.faq")
+    lexical = LexicalMatcher.load(config.faq, synonyms=config.synonyms,
+                                  typo_tolerance=config.typo_tolerance)
+    if config.matcher == "lexical":
+        return lexical
+    from .semantic import SemanticUnavailable, semantic_matcher
+
+    try:
+        return semantic_matcher(lexical, config.semantic)
+    except SemanticUnavailable as exc:
+        if not quiet:
+            log.warning("semantic matcher unavailable; matching lexically",
+                        extra={"reason": str(exc), "fix": "pip install 'contactgate[semantic]'"})
+        return lexical

