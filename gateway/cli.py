@@ -120,6 +120,7 @@ def run_serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
     setup_logging(config.server.log_level, config.server.log_format)
+    selfservice.log_notice()
     for warning in file_warnings(args.config, config):
         log.warning("config warning", extra={"warning": f"{args.config}:{warning}"})
     loop_factory = _loop_factory(config.server.event_loop)

@@ -83,7 +83,7 @@ class SemanticConfig(Strict):
     """The semantic matcher (the optional ``[semantic]`` extra): an embedding model's cosine
     combined with the lexical score, ``weight * cosine + (1 - weight) * lexical``."""
 
-    weight: float = Field(default=0.5, ge=0, le=1)
+    weight: float = Field(default=0.9, ge=0, le=1)  # picked on tests/faq_dev/dev.yaml
     # Where the KB's embeddings are kept between starts (keyed by text and model version);
     # relative to config.yaml. None: $XDG_CACHE_HOME/contactgate, else ~/.cache/contactgate.
     cache_dir: Path | None = None

@@ -164,7 +164,9 @@ class Pipeline:
             await self._crm.close()
             self._crm = None
         self.config = config
-        self.selfservice = selfservice
+        old, self.selfservice = self.selfservice, selfservice
+        if old.matcher is not selfservice.matcher and hasattr(old.matcher, "close"):
+            old.matcher.close()  # the semantic matcher's worker: ends once its queue is done
         self.stats.set_windows({q.name: q.service_level.window for q in config.queues})
         moved = self.dispatcher.configure(config.agents, config.queues, config.routing.default_queue)
         now = self.clock()
@@ -403,7 +405,7 @@ class Pipeline:
             await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=greeting, data={"faq": None})
             return False
         reply = (Handoff(self.config.selfservice.handoff, "asked") if turn == "handoff"
-                 else self.selfservice.reply(text, self._unanswered.get(cid, 0), conversation.channel))
+                 else await self.selfservice.areply(text, self._unanswered.get(cid, 0), conversation.channel))
         if isinstance(reply, Answer):
             self._unanswered.pop(cid, None)
             self._topics.setdefault(cid, set()).add(reply.faq_id)

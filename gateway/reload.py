@@ -58,7 +58,9 @@ class ConfigReloader:
         async with self._lock:
             self._seen = self._signature()
             try:
-                config, selfservice = load_gateway_config(self.path)
+                # In a thread: the FAQ is indexed (and, for the semantic matcher, what changed
+                # is embedded) without stopping the loop.
+                config, selfservice = await asyncio.to_thread(load_gateway_config, self.path)
                 if self.server_overrides:
                     config = config.model_copy(update={"server": config.server.model_copy(update=self.server_overrides)})
             except ConfigError as exc:
@@ -66,6 +68,7 @@ class ConfigReloader:
                 return ReloadOutcome(False, f"{self.path} is invalid; the running config stays", [f"{exc.source}:{p}" for p in exc.problems])
             for warning in file_warnings(self.path, config):
                 log.warning("config warning", extra={"warning": f"{self.path}:{warning}"})
+            selfservice.log_notice()
             restart = await self.pipeline.reconfigure(config, selfservice)
             if restart:
                 log.warning("config reloaded; some changes need a restart", extra={"sections": restart})

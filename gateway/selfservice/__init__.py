@@ -11,6 +11,7 @@ The score an answer needs, in this order: the channel's ``selfservice.channels.<
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ class SelfService:
             faq = LexicalMatcher(faq)
         self.matcher: Matcher | None = faq
         self.thresholds = thresholds or Thresholds(config.min_score, dict(config.thresholds))
+        # Why the configured matcher is not the one in use (the [semantic] extra is missing):
+        # serve and a reload log it once logging is set up.
+        self.notice: str | None = None
         latin = [re.escape(p) for p in config.handoff_phrases if not _CJK.search(p)]
         self._cjk_phrases = [p for p in config.handoff_phrases if _CJK.search(p)]
         # Whole words only: "agent" asks for a person, "agents' fees" may not.
@@ -73,7 +77,7 @@ class SelfService:
         file that cannot be read or was made for another matcher."""
         if not config.faq:
             return cls(config, None)
-        matcher = build_matcher(config)
+        matcher = build_matcher(config, quiet=True)
         by_lang: dict[str, float] = {}
         if config.calibration is not None:
             name, version, calibrated = load_calibration(config.calibration)
@@ -84,7 +88,25 @@ class SelfService:
                     f" contactgate faq-eval KB QUESTIONS.yaml --config CONFIG --calibrate")
             by_lang.update(calibrated)
         by_lang.update(config.thresholds)
-        return cls(config, matcher, Thresholds(config.min_score, by_lang))
+        made = cls(config, matcher, Thresholds(config.min_score, by_lang))
+        if matcher.name != config.matcher:
+            made.notice = getattr(matcher, "fallback_reason", None) or f"{config.matcher} unavailable"
+        return made
+
+    def log_notice(self) -> None:
+        if self.notice is not None:
+            log.warning("semantic matcher unavailable; matching lexically",
+                        extra={"reason": self.notice, "fix": "pip install 'contactgate[semantic]'"})
+
+    async def areply(self, text: str, unanswered_before: int, channel: str | None = None) -> Reply:
+        """:meth:`reply` for the event loop: a matcher that runs a model (it has an
+        ``executor``) is asked in its own worker thread, one question at a time, so the loop
+        never waits on it; the lexical one is fast enough to run inline (~0.1 ms)."""
+        executor = getattr(self.matcher, "executor", None)
+        if executor is None:
+            return self.reply(text, unanswered_before, channel)
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, self.reply, text, unanswered_before, channel)
 
     def asks_for_human(self, text: str) -> bool:
         if self._latin is not None and self._latin.search(text):
@@ -140,4 +162,5 @@ def build_matcher(config: SelfServiceConfig, *, quiet: bool = False) -> Matcher:
         if not quiet:
             log.warning("semantic matcher unavailable; matching lexically",
                         extra={"reason": str(exc), "fix": "pip install 'contactgate[semantic]'"})
+        lexical.fallback_reason = str(exc)
         return lexical

@@ -82,6 +82,7 @@ class LexicalMatcher:
         (they go into :attr:`version`); :meth:`load` does both."""
         self.index = index
         self.version = lexical_version(synonyms, typo_tolerance)
+        self.fallback_reason: str | None = None  # set when it stands in for the semantic one
 
     @classmethod
     def load(cls, path, *, synonyms: Iterable[Iterable[str]] = (),  # type: ignore[no-untyped-def]

