@@ -273,9 +273,11 @@ class Synonyms:
             norm = [m for m in norm if m]
             if len(norm) < 2:
                 raise ValueError(f"a synonym group needs at least two members, got {list(group)!r}")
-            for member in norm[1:]:
-                if member != norm[0]:
-                    canonical.setdefault(member, norm[0])
+            # The first member maps to itself, so that it is found as a whole before a shorter
+            # member of another group inside it: with [快递员, 派件员] and [包裹, 快递],
+            # "快递员" stays a courier.
+            for member in norm:
+                canonical.setdefault(member, norm[0])
         self._canonical = canonical
         alternatives = []
         for member in sorted(canonical, key=len, reverse=True):

@@ -163,7 +163,7 @@ QUESTIONS = [
 
 def _expected(kb: Path, threshold: float) -> dict[str, dict[str, int]]:
     """The figures counted from the matcher's own ranking, independently of evaluate()."""
-    matcher = LexicalMatcher.load(kb, typo_tolerance=True)
+    matcher = LexicalMatcher.load(kb)  # the default: no typo tolerance
     out: dict[str, dict[str, int]] = {}
     for q in QUESTIONS:
         f = out.setdefault(q["lang"], {"correct": 0, "wrong": 0, "handed_off": 0})
@@ -184,7 +184,7 @@ def test_faq_eval_prints_figures_per_language(kb: Path, tmp_path: Path, capsys) 
         got = doc["by_lang"][lang]
         assert {k: got[k] for k in figures} == figures
     assert doc["by_lang"]["en"]["in_kb"] == 3 and doc["by_lang"]["zh"]["out_of_kb"] == 1
-    assert doc["by_lang"]["en"]["correct"] == 3  # "pasword" found with typo tolerance
+    assert doc["by_lang"]["en"]["correct"] == 2  # not "pasword": typo tolerance is off by default
 
     assert main(["faq-eval", str(kb), str(questions)]) == 0
     text = capsys.readouterr().out
@@ -199,7 +199,7 @@ def test_faq_eval_calibrate_writes_a_file_the_config_can_name(kb: Path, tmp_path
                  "--folds", "2", "-o", str(out), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     name, version, thresholds = load_calibration(out)
-    assert (name, version) == ("lexical", LexicalMatcher.load(kb, typo_tolerance=True).version)
+    assert (name, version) == ("lexical", LexicalMatcher.load(kb).version)
     assert thresholds == doc["calibrated"]["thresholds"]
     for lang, t in thresholds.items():
         assert doc["calibrated"]["fitted"][lang]["wrong"] == 0
@@ -393,3 +393,17 @@ def test_semantic_matcher_combines_scores_and_caches_embeddings(kb: Path, tmp_pa
     # Another model version does not reuse the vectors, and another version string says so.
     other = SemanticMatcher(lexical, _BagOfLetters(), "fake-2", weight=0.5, cache_dir=cache)
     assert other.embedded == m.embedded and other.version != m.version
+
+
+def test_shipped_thresholds_are_what_calibrate_picks_on_the_dev_set() -> None:
+    """config.yaml names faq/shipping_kb.lexical.calibration.yaml; re-calibrating gives the same
+    thresholds (re-run `contactgate faq-eval faq/shipping_kb.yaml tests/faq_dev/dev.yaml
+    --calibrate` after changing the KB, the dev set or the matcher)."""
+    config = load_config(REPO / "config.yaml", env={}).selfservice
+    assert config.calibration == REPO / "faq" / "shipping_kb.lexical.calibration.yaml"
+    name, version, thresholds = load_calibration(config.calibration)
+    matcher = build_matcher(config, quiet=True)
+    assert (name, version) == (matcher.name, matcher.version)
+    cal = calibrate(outcomes(matcher, load_questions(DEV / "dev.yaml")), matcher=matcher)
+    assert cal.thresholds == thresholds
+    assert SelfService.from_config(config).thresholds.by_lang == thresholds

@@ -79,9 +79,12 @@ class SelfService:
             return cls(config, None)
         matcher = build_matcher(config, quiet=True)
         by_lang: dict[str, float] = {}
+        fell_back = matcher.name != config.matcher
         if config.calibration is not None:
             name, version, calibrated = load_calibration(config.calibration)
-            if (name, version) != (matcher.name, matcher.version):
+            if fell_back and name == config.matcher:
+                calibrated = {}  # made for the matcher we could not start: not valid for this one
+            elif (name, version) != (matcher.name, matcher.version):
                 raise CalibrationError(
                     f"{config.calibration}: calibrated for matcher {name} {version}, but the"
                     f" matcher is {matcher.name} {matcher.version}; re-calibrate:"
@@ -89,8 +92,10 @@ class SelfService:
             by_lang.update(calibrated)
         by_lang.update(config.thresholds)
         made = cls(config, matcher, Thresholds(config.min_score, by_lang))
-        if matcher.name != config.matcher:
+        if fell_back:
             made.notice = getattr(matcher, "fallback_reason", None) or f"{config.matcher} unavailable"
+            if config.calibration is not None:
+                made.notice += "; the calibration file is for it, so thresholds and min_score apply"
         return made
 
     def log_notice(self) -> None:
