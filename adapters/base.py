@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from gateway.attachments import AttachmentsConfig
@@ -115,6 +116,20 @@ class OutboxPolicy:
     backoff: float = 30.0      # seconds before the second try; doubled each time after
     backoff_max: float = 3600.0
     lease: float = 300.0       # seconds one process owns an item while it tries it
+
+
+class RetrySettings(BaseModel):
+    """A channel's ``retry:`` keys: how the outbox tries its messages again. A channel with other
+    defaults subclasses it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(default=8, ge=1, le=100)
+    backoff: float = Field(default=30.0, gt=0)        # seconds before the second try, doubled after
+    backoff_max: float = Field(default=3600.0, gt=0)
+
+    def policy(self, lease: float) -> OutboxPolicy:
+        return OutboxPolicy(attempts=self.attempts, backoff=self.backoff, backoff_max=self.backoff_max, lease=lease)
 
 
 class Deliver(Protocol):
