@@ -17,7 +17,7 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.browser import artefact
+from tests.browser import REPO, artefact
 from tests.support import ALICE_TOKEN, Agent, GatewayProcess, gateway_config, serving
 
 WAIT = 20_000  # ms, for every expectation in the browser
@@ -97,6 +97,21 @@ async def new_page(browser: Browser, locale: str = "en-US", viewport: dict[str, 
     return context, page
 
 
+AXE = REPO / "tests" / "vendor" / "axe-core" / "axe.min.js"
+
+
+async def accessibility_problems(page: Page) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations inside the widget (the host page is not ours)."""
+    if not await page.evaluate("() => 'axe' in window"):
+        await page.add_script_tag(path=str(AXE))
+    result = await page.evaluate("""async () => {
+        const result = await axe.run({include: [["contactgate-chat"]]}, {resultTypes: ["violations"]});
+        return result.violations.filter(v => v.impact === "serious" || v.impact === "critical")
+            .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target)}));
+    }""")
+    return result
+
+
 def widget_messages(page: Page) -> Any:
     return page.locator("contactgate-chat .log .msg .text")
 
@@ -142,6 +157,7 @@ async def test_customer_asks_the_bot_waits_chats_drops_reloads_and_ends(browser:
     status = page.locator("contactgate-chat .status")
     await expect(status).to_have_text(re.compile(r"You are number 1 in line\. Estimated wait: .+\."), timeout=WAIT)
     await page.screenshot(path=artefact("widget-2-queued.png"))
+    assert await accessibility_problems(page) == []
 
     offer = await alice.next("offer")
     cid = offer["conversation"]["id"]
@@ -204,6 +220,7 @@ async def test_customer_asks_the_bot_waits_chats_drops_reloads_and_ends(browser:
     await expect(page.get_by_text("The conversation has ended.")).to_be_visible(timeout=WAIT)
     await expect(box).to_be_hidden()
     await page.screenshot(path=artefact("widget-6-ended.png"))
+    assert await accessibility_problems(page) == []
     again = page.get_by_role("button", name="Start a new chat")
     await again.click()
     await expect(page.locator("contactgate-chat .msg.bot")).to_have_count(1, timeout=WAIT)  # a new greeting
@@ -230,6 +247,7 @@ async def test_chinese_on_a_phone(browser: Browser, gateway: GatewayProcess, sit
     await expect(page.locator("contactgate-chat .status")).to_contain_text("当前排在第 1 位", timeout=WAIT)
     await expect(page.get_by_role("button", name="发送")).to_be_visible()
     await page.screenshot(path=artefact("widget-7-zh-phone.png"))
+    assert await accessibility_problems(page) == []
     assert getattr(page, "foreign") == []
 
     # data-lang overrides the browser's language.
@@ -291,6 +309,7 @@ async def test_keyboard_prechat_host_page_untouched_and_a_file(browser: Browser,
     assert download.suggested_filename == "label.txt"
     assert Path(await download.path()).read_bytes() == b"LABEL 123"
     await page.screenshot(path=artefact("widget-8-file.png"))
+    assert await accessibility_problems(page) == []
 
     # Escape minimises and gives the focus back to the launcher.
     await page.keyboard.press("Escape")
@@ -303,7 +322,7 @@ async def test_keyboard_prechat_host_page_untouched_and_a_file(browser: Browser,
     assert await launcher.evaluate("el => getComputedStyle(el).color") == "rgb(255, 255, 255)"
     assert await launcher.evaluate("el => getComputedStyle(el).fontFamily") != "serif"
     page_state = await page.evaluate("""() => ({state: window.state, send: window.send(),
-        added: Object.keys(window).filter(k => k !== "hostGlobals" && !window.hostGlobals.includes(k))})""")
+        added: Object.keys(window).filter(k => !["hostGlobals", "axe"].includes(k) && !window.hostGlobals.includes(k))})""")
     assert page_state == {"state": "host", "send": "host", "added": []}, json.dumps(page_state)
     assert getattr(page, "foreign") == []
     await alice.close()

@@ -92,8 +92,8 @@
   const endButton = h("button", { type: "button", class: "end", text: T.end, hidden: "" });
   const closeButton = h("button", { type: "button", class: "minimise", "aria-label": T.close, text: "✕" });
   const status = h("p", { class: "status", role: "status", "aria-live": "polite", hidden: "" });
-  const log = h("ol", { class: "log", role: "log", "aria-live": "polite", "aria-label": T.title });
-  const pending = h("ol", { class: "log pending-log", "aria-label": T.sending });
+  const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": T.title, tabindex: "0" });
+  const pending = h("div", { class: "log pending-log", role: "group", "aria-label": T.sending });
   const typing = h("p", { class: "typing", "aria-live": "polite", hidden: "" });
   const input = h("textarea", { id: "contactgate-input", rows: "1", placeholder: T.placeholder });
   const sendButton = h("button", { type: "submit", class: "primary", text: T.send });
@@ -275,7 +275,7 @@
   function addMessage(author, text, attachments, seq, id) {
     const kind = ["customer", "agent", "bot", "system"].includes(author) ? author : "system";
     const who = kind === "customer" ? T.you : kind === "agent" ? (agentName || T.agent) : kind === "bot" ? T.bot : T.system;
-    const item = h("li", { class: `msg ${kind}` }, h("span", { class: "who", text: who }));
+    const item = h("div", { class: `msg ${kind}` }, h("span", { class: "who", text: who }));
     if (seq !== undefined && seq !== null) item.dataset.seq = String(seq);
     if (id) item.dataset.id = id;
     if (text) item.append(h("span", { class: "text", text }));
@@ -288,7 +288,7 @@
   }
 
   function addNotice(text) {
-    log.append(h("li", { class: "notice", text }));
+    log.append(h("div", { class: "notice", text }));
     log.scrollTop = log.scrollHeight;
   }
 
@@ -392,7 +392,7 @@
   }
 
   function addPending(item) {
-    const bubble = h("li", { class: "msg customer pending", "data-id": item.id },
+    const bubble = h("div", { class: "msg customer pending", "data-id": item.id },
       h("span", { class: "who", text: T.you, "data-sending": T.sending }), h("span", { class: "text", text: item.text }));
     pending.append(bubble);
     log.scrollTop = log.scrollHeight;
