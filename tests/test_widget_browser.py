@@ -170,6 +170,7 @@ async def test_customer_asks_the_bot_waits_chats_drops_reloads_and_ends(browser:
     typing = page.locator("contactgate-chat .typing")
     await expect(typing).to_have_text("Alice is typing…", timeout=WAIT)
     await page.screenshot(path=artefact("widget-3-typing.png"))
+    await page.locator("contactgate-chat").screenshot(path=artefact("widget-3-typing-panel.png"))
     await alice.send(type="message", conversation_id=cid, id="a1", text="Hi, this is Alice. Let me check.")
     await expect(page.locator("contactgate-chat .msg.agent .text")).to_have_text(["Hi, this is Alice. Let me check."],
                                                                                  timeout=WAIT)
