@@ -328,3 +328,15 @@ async def test_keyboard_prechat_host_page_untouched_and_a_file(browser: Browser,
     assert getattr(page, "foreign") == []
     await alice.close()
     await context.close()
+
+
+async def test_demo_page_works_under_its_own_strict_policy(browser: Browser, gateway: GatewayProcess) -> None:
+    context, page = await new_page(browser)
+    blocked: list[str] = []
+    page.on("console", lambda message: blocked.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    await page.goto(gateway.http + "/chat")
+    await page.get_by_role("button", name="Chat with us").click()
+    await expect(page.locator("contactgate-chat .msg.bot")).to_have_count(1, timeout=WAIT)
+    assert blocked == [] and getattr(page, "foreign") == []
+    await context.close()
