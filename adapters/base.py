@@ -168,6 +168,10 @@ class GatewayPort(Protocol):
     limits: "Limits"  # rate limits and the client address of a request (``limits:`` config)
 
     @property
+    def allowed_origins(self) -> list[str]:
+        """``server.allowed_origins``: pages of the gateway's other names (gateway/origins.py)."""
+
+    @property
     def attachments(self) -> "AttachmentsConfig":
         """The live ``attachments:`` limits (a channel need not fetch a file they refuse)."""
 
