@@ -283,8 +283,12 @@ class AgentHub:
         agent = self.pipeline.dispatcher.agents[agent_id]
         # No await between joining and ready: live events come after ready, never before it.
         self.joining[agent_id] = connection
+        desk = self.pipeline.config.desk
         connection.sender.send({"type": "ready", "agent": {"id": agent_id, "name": agent.name},
-                                "conversations": sorted(agent.assigned)})
+                                "conversations": sorted(agent.assigned),
+                                # What a close may carry (docs/protocol.md), for the console's picker.
+                                "dispositions": list(desk.dispositions),
+                                "require_disposition": desk.require_disposition})
         for conversation_id in sorted(agent.assigned):
             await connection.follow(conversation_id, request.resume.get(conversation_id, 0)).catch_up()
         for conversation_id, seen in request.resume.items():

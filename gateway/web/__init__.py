@@ -127,8 +127,25 @@ DEMO_PAGE = """<!doctype html>
 """
 
 
+CONSOLE_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>contactgate: agent console</title>
+<link rel="stylesheet" href="web/console.css?v={css}">
+</head>
+<body>
+<div id="console" class="console"></div>
+<script src="web/console.js?v={js}"></script>
+</body>
+</html>
+"""
+
+
 class Pages:
-    """Routes for the widget (``/widget.js``, ``/web/{name}``) and the demo page ``/chat``."""
+    """Routes for the widget (``/widget.js``, ``/web/{name}``), the demo page ``/chat`` and the
+    agent console ``/console``."""
 
     def __init__(self, webchat_channels: Iterable[str]) -> None:
         self.files = load_static()
@@ -136,7 +153,7 @@ class Pages:
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/widget.js", self.widget), web.get("/web/{name}", self.static),
-                web.get("/chat", self.demo)]
+                web.get("/chat", self.demo), web.get("/console", self.console)]
 
     async def widget(self, request: web.Request) -> web.Response:
         # Any site may load the script (a <script> tag needs no CORS); what it may then open is
@@ -158,6 +175,15 @@ class Pages:
         origin = f"{request.scheme}://{request.host}"
         page = StaticFile.of("chat.html", DEMO_PAGE.format(origin=_escape(origin), channel=_escape(channel)).encode(),
                              self.files["widget.js"].modified)
+        return file_response(request, page, extra_headers={"Content-Security-Policy": html_csp(request),
+                                                           "Referrer-Policy": "no-referrer"})
+
+
+    async def console(self, request: web.Request) -> web.Response:
+        # The token is typed into the page and kept in sessionStorage: never in a URL or cookie.
+        page = StaticFile.of("console.html", CONSOLE_PAGE.format(css=self.files["console.css"].version,
+                                                                 js=self.files["console.js"].version).encode(),
+                             self.files["console.js"].modified)
         return file_response(request, page, extra_headers={"Content-Security-Policy": html_csp(request),
                                                            "Referrer-Policy": "no-referrer"})
 
