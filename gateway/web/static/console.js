@@ -153,7 +153,7 @@
 
   function customerCard(c, extra) {
     const customer = c.customer || {};
-    return h("dl", { class: "customer" },
+    return h("dl", { class: "customer-card" },
       h("dt", { text: "Customer" }), h("dd", { class: "name", text: customer.name || "Unknown" }),
       h("dt", { text: "Tier" }), h("dd", { class: "tier", text: customer.tier || "–" }),
       h("dt", { text: "Channel" }), h("dd", { class: "channel", text: c.channel || "–" }),
