@@ -91,6 +91,22 @@ async def test_demo_page_has_a_strict_content_security_policy(gateway: GatewayPr
         assert answer.status == 404
 
 
+async def test_console_page_has_the_strict_policy_and_versioned_files(gateway: GatewayProcess,
+                                                                     http: aiohttp.ClientSession) -> None:
+    async with http.get(gateway.http + "/console") as answer:
+        assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/html")
+        csp = answer.headers["Content-Security-Policy"]
+        page = (await answer.read()).decode()
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "<script>" not in page
+    script = re.search(r'<script src="(web/console\.js\?v=[0-9a-f]{16})"></script>', page)
+    style = re.search(r'<link rel="stylesheet" href="(web/console\.css\?v=[0-9a-f]{16})">', page)
+    assert script and style, page
+    for path in (script.group(1), style.group(1)):
+        async with http.get(f"{gateway.http}/{path}") as answer:
+            assert answer.status == 200
+            assert answer.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
 async def test_widget_settings_answer_cors_only_to_allowed_sites(gateway: GatewayProcess,
                                                                  http: aiohttp.ClientSession) -> None:
     async with http.get(gateway.http + "/widget/webchat.json", headers={"Origin": SITE}) as answer:
