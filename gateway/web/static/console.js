@@ -542,5 +542,6 @@
 
   for (const conv of Object.values(convs)) { conv.pending = conv.pending || []; conv.typing = false; }
   render();
-  if (token) connect(); else { desk.hidden = true; tokenInput.focus(); }
+  // A reload with a token shows the kept conversations at once, while the socket resumes.
+  if (token) { signIn.hidden = true; desk.hidden = false; connect(); } else tokenInput.focus();
 })();
