@@ -25,7 +25,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 
 help:
 	@echo 'make run            serve $(CONFIG) (embedded SQLite store; see the config for the address)'
-	@echo 'make test           start/find PostgreSQL, Redis and Dovecot, then run pytest (PYTEST_ARGS=...)'
+	@echo 'make test           start/find PostgreSQL, Redis and Dovecot, install chromium if missing, then run pytest (PYTEST_ARGS=...)'
 	@echo 'make bench          run the benchmarks (python -m bench; BENCH_ARGS=...)'
 	@echo 'make check-config   validate $(CONFIG) (CONFIG=path to pick another file)'
 	@echo "make simulate       which rule and queue would take a contact: ARGS='--email someone@vip.example --text agent'"
@@ -63,6 +63,7 @@ reset:
 # ensure-services.sh writes .services/env; pytest's exit code is the recipe's exit code.
 test: $(DEV_STAMP)
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-browser.sh
 	. .services/env && $(VENV_PY) -m pytest $(PYTEST_ARGS)
 
 ifeq ($(wildcard bench/__main__.py),)

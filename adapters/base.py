@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from gateway.attachments import AttachmentsConfig
@@ -117,6 +118,20 @@ class OutboxPolicy:
     lease: float = 300.0       # seconds one process owns an item while it tries it
 
 
+class RetrySettings(BaseModel):
+    """A channel's ``retry:`` keys: how the outbox tries its messages again. A channel with other
+    defaults subclasses it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(default=8, ge=1, le=100)
+    backoff: float = Field(default=30.0, gt=0)        # seconds before the second try, doubled after
+    backoff_max: float = Field(default=3600.0, gt=0)
+
+    def policy(self, lease: float) -> OutboxPolicy:
+        return OutboxPolicy(attempts=self.attempts, backoff=self.backoff, backoff_max=self.backoff_max, lease=lease)
+
+
 class Deliver(Protocol):
     """A channel's way of sending one outbound event (an agent's or the bot's message).
 
@@ -151,6 +166,10 @@ class GatewayPort(Protocol):
 
     max_frame_bytes: int
     limits: "Limits"  # rate limits and the client address of a request (``limits:`` config)
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """``server.allowed_origins``: pages of the gateway's other names (gateway/origins.py)."""
 
     @property
     def attachments(self) -> "AttachmentsConfig":

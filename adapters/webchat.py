@@ -15,7 +15,7 @@ import secrets
 from typing import Any
 
 from aiohttp import WSCloseCode, web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.delivery import OrderedDelivery
 from gateway.errors import frame_failure
@@ -23,6 +23,7 @@ from gateway.limits import RateLimited, TokenBucket
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind
 from gateway.attachments import attachment_response
+from gateway.origins import OriginPolicy, normalize_origins
 from gateway.pipeline import ConversationError
 from gateway.store import NotFound, StoreError, StoreUnavailable
 from gateway.websocket import (CLOSE_RATE_LIMITED, FrameError, FrameRejected, FrameSender, frames, message_fields,
@@ -49,6 +50,27 @@ class Settings(BaseModel):
     abandon_after: float = Field(default=120.0, ge=0)
     # Seconds a conversation still with the bot may have no customer socket before it is closed.
     idle_close_after: float = Field(default=600.0, ge=0)
+    # Sites whose pages may open this channel's socket (the sites that embed widget.js), such
+    # as "https://www.acme.example"; "*" for any site. The gateway's own pages (its origin and
+    # server.allowed_origins) always may, and so may clients that send no Origin (not a
+    # browser). Any other browser page is refused with 403 (gateway/origins.py).
+    allowed_origins: list[str] = []
+    # What the widget asks before the chat starts: "name", "email", both or none. The page's
+    # data-prechat attribute, when it has one, takes precedence.
+    prechat: list[str] = []
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return normalize_origins(value)
+
+    @field_validator("prechat")
+    @classmethod
+    def _prechat(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in ("name", "email")]
+        if unknown:
+            raise ValueError(f"unknown pre-chat field(s) {unknown}; use name and/or email")
+        return value
 
 
 def create(name: str, settings: Settings, gateway: GatewayPort) -> "WebChatAdapter":
@@ -104,12 +126,43 @@ class WebChatAdapter:
         self.settings = settings
         self.gateway = gateway
         self._sessions: dict[str, set[CustomerSession]] = {}
+        self.origins = OriginPolicy([*settings.allowed_origins, *gateway.allowed_origins])
 
     def routes(self) -> list[web.RouteDef]:
+        files = self.settings.attachments_path + "/{attachment_id}"
         return [web.get(self.settings.path, self.handle),
-                web.get(self.settings.attachments_path + "/{attachment_id}", self.download)]
+                web.get(files, self.download), web.options(files, self.preflight),
+                web.get(f"/widget/{self.name}.json", self.widget_settings)]
+
+    # The widget runs in the embedding site's pages, so what it fetches from us is cross-origin:
+    # allowed (CORS) for exactly the origins that may open the socket.
+    def _cors(self, request: web.Request) -> dict[str, str]:
+        origin = request.headers.get("Origin")
+        if origin is None or not self.origins.allows(request):
+            return {"Vary": "Origin"}
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+    async def widget_settings(self, request: web.Request) -> web.Response:
+        """What widget.js needs to know of this channel (GET /widget/<channel>.json)."""
+        return web.json_response(
+            {"channel": self.name, "path": self.settings.path, "attachments_path": self.settings.attachments_path,
+             "prechat": self.settings.prechat},
+            headers={**self._cors(request), "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        """The browser's question before a download with an Authorization header."""
+        headers = self._cors(request)
+        if "Access-Control-Allow-Origin" in headers:
+            headers.update({"Access-Control-Allow-Methods": "GET", "Access-Control-Allow-Headers": "Authorization",
+                            "Access-Control-Max-Age": "600"})
+        return web.Response(status=204, headers=headers)
 
     async def download(self, request: web.Request) -> web.StreamResponse:
+        response = await self._download(request)
+        response.headers.update(self._cors(request))
+        return response
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
         """A file of the customer's own conversation; anything else is 404, whoever asks."""
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         missing = web.json_response({"error": "not_found", "message": "no such attachment"}, status=404)
@@ -152,6 +205,7 @@ class WebChatAdapter:
 
     # one customer socket -------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        self.origins.check(request)  # 403 before the upgrade for a site that does not embed us
         ws = await prepare(request, self.gateway.max_frame_bytes)
         limits = self.gateway.limits
         session = CustomerSession(FrameSender.for_request(ws, request), limits.client_address(request),

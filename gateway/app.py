@@ -25,6 +25,7 @@ from .pipeline import Pipeline
 from .selfservice import SelfService
 from .store import Store, StoreError, make_store
 from .tasks import TaskSet
+from .web import Pages
 from .websocket import OPEN_WEBSOCKETS, SEND_BUFFER_BYTES, SENDER_TASKS, close_all
 
 log = logging.getLogger("contactgate.app")
@@ -76,6 +77,7 @@ def create_app(config: GatewayConfig, config_path: Path | None = None,
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(hub.routes())
+    app.router.add_routes(Pages(c.channel_name for c in config.channels if c.type == "webchat").routes())
     for adapter in adapters.values():
         app.router.add_routes(adapter.routes())
     app.cleanup_ctx.append(_store_ctx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from adapters import registry
 from routing.config import (NAME, AgentConfig, DeskConfig, HoursConfig, QueueConfig, RoutingConfig, Strict,
@@ -18,6 +18,7 @@ from routing.config import (NAME, AgentConfig, DeskConfig, HoursConfig, QueueCon
 from .configfile import ConfigError, YamlDocument, dotted, read_yaml, read_yaml_file
 from .attachments import AttachmentsConfig
 from .limits import LimitsConfig
+from .origins import ANY, normalize_origins
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
 
@@ -48,6 +49,17 @@ class ServerConfig(Strict):
     # and /agent/ws (null: a tenth, at least 16).
     max_connections: int | None = Field(default=None, ge=1)
     connection_reserve: int | None = Field(default=None, ge=0)
+    # Web pages besides the gateway's own origin that may open /agent/ws (and the web chat):
+    # its other names, e.g. behind a proxy ("https://desk.example.com"). gateway/origins.py.
+    allowed_origins: list[str] = []
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        origins = normalize_origins(value)
+        if ANY in origins:
+            raise ValueError('"*" is not allowed here: it would let any site open an agent\'s socket')
+        return origins
 
 
 class StoreConfig(Strict):

@@ -24,6 +24,7 @@ from .errors import frame_failure
 from .limits import RateLimited, seconds
 from .logs import about
 from .model import Author, Conversation, Event, EventKind
+from .origins import OriginPolicy
 from .agent_auth import AuthRequest, agent_for_token, auth_request
 from .pipeline import ConversationError, Pipeline
 from .store import NotFound, StoreUnavailable
@@ -105,6 +106,9 @@ class AgentHub:
         self.connections: dict[str, AgentConnection] = {}
         # Connections whose auth is still replaying (at most one per agent: the newest).
         self.joining: dict[str, AgentConnection] = {}
+        # Only the gateway's own pages (and its other names) may open an agent's socket; read at
+        # start, like the rest of ``server``.
+        self.origins = OriginPolicy(pipeline.config.server.allowed_origins)
         pipeline.subscribe(self.on_event)
         pipeline.subscribe_agent_notices(self.tell)
 
@@ -179,6 +183,7 @@ class AgentHub:
 
     # one agent socket --------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        self.origins.check(request)  # 403 before the upgrade: no cross-site socket with the agent's browser
         ws = await prepare(request, self.config.server.max_frame_bytes)
         sender = FrameSender.for_request(ws, request)
         address = self.pipeline.limits.client_address(request)
@@ -278,8 +283,12 @@ class AgentHub:
         agent = self.pipeline.dispatcher.agents[agent_id]
         # No await between joining and ready: live events come after ready, never before it.
         self.joining[agent_id] = connection
+        desk = self.pipeline.config.desk
         connection.sender.send({"type": "ready", "agent": {"id": agent_id, "name": agent.name},
-                                "conversations": sorted(agent.assigned)})
+                                "conversations": sorted(agent.assigned),
+                                # What a close may carry (docs/protocol.md), for the console's picker.
+                                "dispositions": list(desk.dispositions),
+                                "require_disposition": desk.require_disposition})
         for conversation_id in sorted(agent.assigned):
             await connection.follow(conversation_id, request.resume.get(conversation_id, 0)).catch_up()
         for conversation_id, seen in request.resume.items():

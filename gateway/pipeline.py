@@ -105,6 +105,11 @@ class Pipeline:
         return self.config.server.max_frame_bytes
 
     @property
+    def allowed_origins(self) -> list[str]:
+        """``server.allowed_origins``: the gateway's other names (gateway/origins.py)."""
+        return self.config.server.allowed_origins
+
+    @property
     def attachments(self) -> AttachmentsConfig:
         return self.config.attachments
 

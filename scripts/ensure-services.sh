@@ -411,6 +411,28 @@ imap_login() {
     return $rc
 }
 
+# The throwaway Dovecot's ports: the ones its running master was configured with; else the
+# defaults, moved up past ports something else holds (another checkout's throwaway Dovecot,
+# say: a CI clone beside a developer's checkout). CG_IMAP_LOCAL_PORT set by hand is kept.
+choose_dovecot_ports() {
+    [[ -z ${CG_IMAP_LOCAL_PORT:-} ]] || return 0
+    local dir ports tries=0
+    dir=$(dovecot_dir)
+    if dovecot_pid "$dir" >/dev/null && [[ -s $dir/dovecot.conf ]]; then
+        mapfile -t ports < <(sed -n 's/^ *port = \([0-9]*\)$/\1/p' "$dir/dovecot.conf")
+        if [[ ${#ports[@]} -ge 2 ]]; then
+            IMAP_LOCAL_PORT=${ports[0]} IMAPS_LOCAL_PORT=${ports[1]}
+            return 0
+        fi
+    fi
+    while tcp_open "$HOST" "$IMAP_LOCAL_PORT" || tcp_open "$HOST" "$IMAPS_LOCAL_PORT"; do
+        tries=$((tries + 1))
+        [[ $tries -le 50 ]] || die "no free port pair for the throwaway Dovecot from ${CG_IMAPS_LOCAL_PORT:-51993}; set CG_IMAP_LOCAL_PORT"
+        IMAP_LOCAL_PORT=$((IMAP_LOCAL_PORT + 1)) IMAPS_LOCAL_PORT=$((IMAPS_LOCAL_PORT + 1))
+    done
+    [[ $tries -eq 0 ]] || info "ports ${CG_IMAP_LOCAL_PORT:-51143}/${CG_IMAPS_LOCAL_PORT:-51993} are taken: the throwaway Dovecot takes $IMAP_LOCAL_PORT/$IMAPS_LOCAL_PORT"
+}
+
 # Wait up to $1 seconds for the throwaway Dovecot to let a probe user log in.
 imap_wait() {
     local tries=$1 rc
@@ -621,6 +643,7 @@ ensure_imap() {
         return
     fi
     local dir state=started
+    choose_dovecot_ports
     if imap_wait 1; then
         state="already running"
     else

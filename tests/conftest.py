@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -22,6 +22,9 @@ import pytest_asyncio
 
 from gateway.store import Store, open_store
 from tests import dovecot
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 T = TypeVar("T")
 
@@ -174,3 +177,12 @@ def imap_server() -> dovecot.ImapServer:
 def imap_user() -> str:
     """A user nobody has used: on the throwaway Dovecot, an empty mailbox of its own."""
     return dovecot.new_user()
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator["Browser"]:
+    """Headless chromium (tests/browser.py); fails, never skips, when it is not installed."""
+    from tests.browser import chromium  # only the browser tests need Playwright imported
+
+    async with chromium() as launched:
+        yield launched

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapters.base import (GatewayPort, IncomingFile, Inbound, OutboxPolicy, PermanentFailure, Sent, Skipped,
+from adapters.base import (GatewayPort, IncomingFile, Inbound, PermanentFailure, RetrySettings, Sent, Skipped,
                            TemporaryFailure, Thread)
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind, OutboxItem
@@ -48,14 +48,6 @@ DIGEST_PREFIX = "sha256:"  # a ref naming a mail without Message-ID by its bytes
 TOKEN_TRIES = 8
 
 
-class Retry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    attempts: int = Field(default=8, ge=1, le=100)
-    backoff: float = Field(default=30.0, gt=0)        # seconds before the second try, doubled after
-    backoff_max: float = Field(default=3600.0, gt=0)
-
-
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -68,7 +60,7 @@ class Settings(BaseModel):
     imap: ImapSettings | None = None
     # Where replies go out.
     smtp: RelaySettings
-    retry: Retry = Retry()
+    retry: RetrySettings = RetrySettings()
     # Seconds: the bot answers at most one of a conversation's mails by mail in this time.
     bot_interval: float = Field(default=300.0, ge=0)
     # Mail with List-Id / List-Unsubscribe: "ignore" (recorded at most) or "accept" as a person's.
@@ -123,9 +115,7 @@ class EmailChannel:
         return []
 
     async def start(self) -> None:
-        policy = OutboxPolicy(attempts=self.settings.retry.attempts, backoff=self.settings.retry.backoff,
-                              backoff_max=self.settings.retry.backoff_max,
-                              lease=max(300.0, self.settings.smtp.timeout * 4))
+        policy = self.settings.retry.policy(lease=max(300.0, self.settings.smtp.timeout * 4))
         await self.gateway.use_outbox(self.name, self.deliver, policy)
         if self.listener is not None:
             await self.listener.start()

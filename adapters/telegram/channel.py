@@ -35,7 +35,8 @@ from telegram.error import (BadRequest, ChatMigrated, Conflict, Forbidden, Inval
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from adapters.base import (ChannelUnavailable, Deferred, GatewayPort, IncomingFile, Inbound, OutboxPolicy, PermanentFailure, Receipt,
+from adapters.base import (ChannelUnavailable, Deferred, GatewayPort, IncomingFile, Inbound, PermanentFailure, Receipt,
+                           RetrySettings,
                            Sent, Skipped, TemporaryFailure)
 from gateway.limits import Rate
 from gateway.logs import about
@@ -63,11 +64,10 @@ class Flood(BaseModel):
     per_chat: Rate = Rate(rate=1, burst=3)    # messages a second to one chat
 
 
-class Retry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Retry(RetrySettings):
+    """Chats are live: sooner retries than mail's."""
 
-    attempts: int = Field(default=8, ge=1, le=100)
-    backoff: float = Field(default=5.0, gt=0)        # seconds before the second try, doubled after
+    backoff: float = Field(default=5.0, gt=0)
     backoff_max: float = Field(default=600.0, gt=0)
 
 
@@ -164,9 +164,7 @@ class TelegramChannel:
         except TelegramError as exc:
             log.warning("telegram: Bot API unreachable at start; trying in the background",
                         extra={"channel": self.name, "error": self._scrub(exc)})
-        policy = OutboxPolicy(attempts=self.settings.retry.attempts, backoff=self.settings.retry.backoff,
-                              backoff_max=self.settings.retry.backoff_max, lease=120.0)
-        await self.gateway.use_outbox(self.name, self.deliver, policy)
+        await self.gateway.use_outbox(self.name, self.deliver, self.settings.retry.policy(lease=120.0))
         self._runner = asyncio.create_task(self._run(), name=f"telegram:{self.name}")
         log.info("telegram: channel started", extra={"channel": self.name, "mode": self.settings.mode,
                                                      "path": self.path if self.settings.mode == "webhook" else None})
