@@ -142,7 +142,10 @@ async def frames(ws: web.WebSocketResponse, max_frame_bytes: int) -> AsyncIterat
         elif message.type is WSMsgType.BINARY:
             yield FrameError("bad_frame", "binary frames are not supported; send JSON text frames")
         elif message.type is WSMsgType.ERROR:
-            log.info("websocket error", extra={"error": str(ws.exception())})
+            error = ws.exception()
+            # A client that vanished mid-write ("Cannot write to closing transport") is not news.
+            if not isinstance(error, ConnectionError):
+                log.info("websocket error", extra={"error": str(error)})
             return
 
 
