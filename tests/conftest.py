@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from gateway.store import Store, open_store
+from support_mail import MailSink
 from tests import dovecot
 
 if TYPE_CHECKING:
@@ -186,3 +187,12 @@ async def browser() -> AsyncIterator["Browser"]:
 
     async with chromium() as launched:
         yield launched
+
+
+@pytest_asyncio.fixture
+async def sink() -> AsyncIterator[MailSink]:
+    """A real SMTP server recording what the gateway sends (tests/support_mail.py)."""
+    sink = MailSink()
+    await sink.start()
+    yield sink
+    await sink.stop()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import asyncpg
 import websockets
 import yaml
 from aiohttp import web
@@ -135,6 +136,22 @@ class GatewayProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 5)
         return self.proc.returncode
+
+
+@contextlib.asynccontextmanager
+async def database_away(pg_url: str, pg_admin_dsn: str) -> Any:
+    """PostgreSQL goes away for the gateway on ``pg_url`` inside the block: no new connections,
+    its sessions killed. It comes back when the block ends, however it ends."""
+    database = pg_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
 
 
 async def serve_until_exit(config_path: Path, timeout: float = 60) -> "subprocess.CompletedProcess[str]":

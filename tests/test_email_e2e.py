@@ -14,12 +14,11 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import aiosmtplib
-import asyncpg
 import pytest
 import pytest_asyncio
 
 import dovecot
-from support import ALICE_TOKEN, BOB_TOKEN, Agent, GatewayProcess, gateway_config
+from support import ALICE_TOKEN, BOB_TOKEN, Agent, GatewayProcess, database_away, gateway_config
 from support_mail import MailSink
 
 ADMIN_TOKEN = "admin-test-token"
@@ -84,14 +83,6 @@ class Mailer:
         self.seen += 1
         _, raw = (await self.sink.wait_for(self.seen, timeout))[self.seen - 1]
         return BytesParser(policy=policy.default).parsebytes(raw)  # type: ignore[return-value]
-
-
-@pytest_asyncio.fixture
-async def sink() -> AsyncIterator[MailSink]:
-    sink = MailSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
 
 
 async def start(tmp_path: Path, config: dict[str, Any]) -> GatewayProcess:
@@ -311,18 +302,10 @@ async def test_store_down_answers_451_and_loses_nothing(tmp_path: Path, pg_url: 
     gateway = await start(tmp_path, email_config(pg_url, sink.port))
     try:
         mail = Mailer(gateway, sink)
-        database = pg_url.rsplit("/", 1)[1]
-        admin = await asyncpg.connect(pg_admin_dsn)
-        try:
-            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+        async with database_away(pg_url, pg_admin_dsn):
             with pytest.raises(aiosmtplib.SMTPDataError) as refused:
                 await mail.send("How do I track my parcel?", message_id="<retry-1@customer.example>")
             assert refused.value.code == 451
-        finally:
-            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-            await admin.close()
         # The MTA retries: stored now, answered once.
         await mail.send("How do I track my parcel?", message_id="<retry-1@customer.example>")
         assert "track" in body(await mail.reply()).lower()

@@ -17,12 +17,11 @@ import subprocess
 import sys
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import aiosmtplib
 import pytest
-import pytest_asyncio
 
 from support import ALICE_TOKEN, REPO, Agent, GatewayProcess, serve_until_exit
 from support_mail import MailSink
@@ -149,14 +148,6 @@ def test_check_config_exits_2_and_names_every_broken_email_channel(tmp_path: Pat
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-@pytest_asyncio.fixture
-async def sink() -> AsyncIterator[MailSink]:
-    sink = MailSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
-
 
 async def email_conversations(gateway: GatewayProcess) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:

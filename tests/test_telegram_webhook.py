@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import AsyncIterator
 
-import asyncpg
 import pytest_asyncio
 
-from support import GatewayProcess, serve_until_exit, serving
+from support import GatewayProcess, database_away, serve_until_exit, serving
 from support_telegram import (PATH, SECRET, admin_get, conversations, events, messages, only_conversation, post_update,
                               serve_api, start, telegram_config)
 from telegram_api import TOKEN, BotApi, message, user
@@ -157,17 +156,9 @@ async def test_a_store_that_is_down_answers_500_and_telegrams_retry_is_stored_on
     gateway = await start(tmp_path, telegram_config(pg_url, api))
     try:
         update = {"update_id": 900, "message": message(CHAT, "How do I track my parcel?", message_id=9)}
-        database = pg_url.rsplit("/", 1)[1]
-        admin = await asyncpg.connect(pg_admin_dsn)
-        try:
-            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+        async with database_away(pg_url, pg_admin_dsn):
             status, _ = await post_update(gateway, update)
             assert status == 500  # Telegram delivers the update again later
-        finally:
-            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-            await admin.close()
         assert await post_update(gateway, update) == (200, {"ok": True})
         assert await post_update(gateway, update) == (200, {"ok": True})
         _, found = await only_conversation(gateway)
