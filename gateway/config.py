@@ -112,6 +112,11 @@ class SelfServiceConfig(Strict):
     thresholds: dict[str, float] = {}
     # A file written by `contactgate faq-eval --calibrate` (relative to config.yaml).
     calibration: Path | None = None
+    # "Did you mean": below the answer's threshold, entries scoring at least this are offered as
+    # up to 3 choices (per language in choices_thresholds, e.g. {en: 0.3}). None: no choices.
+    choices_min_score: float | None = Field(default=None, gt=0, le=1)
+    choices_thresholds: dict[str, float] = {}
+    did_you_mean: str = "Did you mean one of these?"
     # Groups of words that mean the same to the matcher, e.g. [[快递, 包裹], [COD, cash on delivery]].
     synonyms: list[list[str]] = []
     # A near miss of a KB word ("pasword") counts as that word. Off by default: on the dev set
@@ -131,6 +136,9 @@ class SelfServiceConfig(Strict):
         for lang, t in self.thresholds.items():
             if not 0 < t <= 1:
                 raise ValueError(f"thresholds.{lang}: {t} must be greater than 0 and at most 1")
+        for lang, t in self.choices_thresholds.items():
+            if not 0 < t <= 1:
+                raise ValueError(f"choices_thresholds.{lang}: {t} must be greater than 0 and at most 1")
         for n, group in enumerate(self.synonyms):
             if len({g.strip().casefold() for g in group if g.strip()}) < 2:
                 raise ValueError(f"synonyms[{n}]: a group needs at least two different words, got {group!r}")

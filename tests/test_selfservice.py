@@ -125,3 +125,25 @@ def test_regex_characters_in_a_phrase_are_literal() -> None:
     assert service.asks_for_human("a.gent")
     assert not service.asks_for_human("aXgent")
     assert service.asks_for_human("LIVE CHAT now")
+
+
+def test_between_the_two_thresholds_the_close_entries_are_offered_as_choices() -> None:
+    """The "did you mean" band: not sure enough to answer, close enough to ask."""
+    from gateway.selfservice import Choices
+
+    strict = SelfServiceConfig(faq=FAQ, min_score=0.99, choices_min_score=0.1, did_you_mean="Did you mean?")
+    reply = SelfService.from_config(strict).reply("How do I track my parcel?", unanswered_before=0)
+    assert isinstance(reply, Choices), reply
+    assert reply.text == "Did you mean?"
+    assert 1 <= len(reply.options) <= 3
+    assert reply.options[0].faq_id == "track-parcel"
+    assert all(o.score >= 0.1 for o in reply.options)
+    assert [o.score for o in reply.options] == sorted((o.score for o in reply.options), reverse=True)
+
+    no_band = SelfServiceConfig(faq=FAQ, min_score=0.99)
+    missed = SelfService.from_config(no_band).reply("How do I track my parcel?", unanswered_before=0)
+    assert isinstance(missed, NoAnswer)
+    assert missed.candidates and missed.candidates[0].faq_id == "track-parcel"
+
+    answered = SelfService.from_config(SelfServiceConfig(faq=FAQ)).reply("How do I track my parcel?", 0)
+    assert isinstance(answered, Answer) and answered.candidates[0].faq_id == answered.faq_id

@@ -27,24 +27,48 @@ log = logging.getLogger("contactgate")
 
 
 @dataclass(frozen=True, slots=True)
+class Candidate:
+    """One KB entry the matcher thought of for a question, with its score: what a "did you
+    mean" choice, an agent's suggestion and a handoff's top guesses are made of."""
+
+    faq_id: str
+    question: str
+    answer: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     text: str
     faq_id: str
     score: float
+    candidates: tuple[Candidate, ...] = ()  # the top guesses, best first (this answer first)
+
+
+@dataclass(frozen=True, slots=True)
+class Choices:
+    """"Did you mean": no entry was sure enough to answer, these (up to 3) were close."""
+
+    text: str
+    options: tuple[Candidate, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class NoAnswer:
     text: str
+    candidates: tuple[Candidate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Handoff:
     text: str
     reason: str  # "asked" (a handoff phrase) or "unanswered" (too many misses)
+    candidates: tuple[Candidate, ...] = ()  # the bot's top guesses, for the agent's offer
 
 
-Reply = Answer | NoAnswer | Handoff
+Reply = Answer | Choices | NoAnswer | Handoff
+
+MAX_CHOICES = 3
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
@@ -57,7 +81,9 @@ class SelfService:
         if isinstance(faq, FaqIndex):
             faq = LexicalMatcher(faq)
         self.matcher: Matcher | None = faq
-        self.thresholds = thresholds or Thresholds(config.min_score, dict(config.thresholds))
+        self.thresholds = thresholds or Thresholds(
+            config.min_score, dict(config.thresholds),
+            config.choices_min_score, dict(config.choices_thresholds))
         # Why the configured matcher is not the one in use (the [semantic] extra is missing):
         # serve and a reload log it once logging is set up.
         self.notice: str | None = None
@@ -91,7 +117,8 @@ class SelfService:
                     f" contactgate faq-eval KB QUESTIONS.yaml --config CONFIG --calibrate")
             by_lang.update(calibrated)
         by_lang.update(config.thresholds)
-        made = cls(config, matcher, Thresholds(config.min_score, by_lang))
+        made = cls(config, matcher, Thresholds(config.min_score, by_lang, config.choices_min_score,
+                                               dict(config.choices_thresholds)))
         if fell_back:
             made.notice = getattr(matcher, "fallback_reason", None) or f"{config.matcher} unavailable"
             if config.calibration is not None:
@@ -130,12 +157,22 @@ class SelfService:
             threshold = own.min_score
         else:
             threshold = self.thresholds.for_text(text)
-        match = choose(self.matcher.rank(text), threshold) if self.matcher else None
+        ranked = self.matcher.rank(text) if self.matcher else []
+        guesses = tuple(Candidate(m.entry.id, m.entry.question, m.entry.answer, m.score)
+                        for m in ranked[:MAX_CHOICES])
+        match = choose(ranked, threshold)
         if match is not None:
-            return Answer(match.entry.answer, match.entry.id, match.score)
+            best = Candidate(match.entry.id, match.entry.question, match.entry.answer, match.score)
+            return Answer(match.entry.answer, match.entry.id, match.score,
+                          (best,) + tuple(g for g in guesses if g.faq_id != best.faq_id)[:MAX_CHOICES - 1])
+        floor = self.thresholds.choices_for_text(text)
+        if floor is not None:
+            close = tuple(g for g in guesses if g.score >= floor)
+            if close:
+                return Choices(self.config.did_you_mean, close)
         if unanswered_before + 1 >= max_unanswered:
-            return Handoff(self.config.handoff, "unanswered")
-        return NoAnswer(self.config.no_answer)
+            return Handoff(self.config.handoff, "unanswered", guesses)
+        return NoAnswer(self.config.no_answer, guesses)
 
 
 def load_gateway_config(path: Path) -> tuple[GatewayConfig, SelfService]:

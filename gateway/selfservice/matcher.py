@@ -56,9 +56,17 @@ class Thresholds:
 
     default: float
     by_lang: Mapping[str, float] = field(default_factory=dict)
+    # The "did you mean" band, below the answer's: candidates scoring at least this (per
+    # language, else ``choices_default``) are offered as choices. None: no such band.
+    choices_default: float | None = None
+    choices_by_lang: Mapping[str, float] = field(default_factory=dict)
 
     def for_text(self, text: str) -> float:
         return self.by_lang.get(detect_lang(text), self.default)
+
+    def choices_for_text(self, text: str) -> float | None:
+        """The score a "did you mean" choice needs for ``text``; None when there is no band."""
+        return self.choices_by_lang.get(detect_lang(text), self.choices_default)
 
 
 def lexical_version(synonyms: Iterable[Iterable[str]], typo_tolerance: bool) -> str:
