@@ -10,6 +10,9 @@ PYTHON      ?= python3
 VENV        ?= .venv
 CONFIG      ?= config.yaml
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): the tests mostly wait on sockets and servers, so 3 keep 2 cores
+# busy. TEST_WORKERS=0 runs them in this one process (easier to debug).
+TEST_WORKERS ?= 3
 BENCH_ARGS  ?=
 ARGS        ?=
 # The SQLite file the shipped config uses (store.url sqlite:///data/contactgate.db, next to it).
@@ -64,7 +67,7 @@ reset:
 test: $(DEV_STAMP)
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-browser.sh
-	. .services/env && $(VENV_PY) -m pytest $(PYTEST_ARGS)
+	. .services/env && $(VENV_PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ifeq ($(wildcard bench/__main__.py),)
 bench:
