@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiohttp
-import asyncpg
 import pytest_asyncio
 
-from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config
+from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, database_away, gateway_config
 
 ADMIN_TOKEN = "auth-test-admin-token"
 FRAME = 8.0  # upper bound for a frame that must come
@@ -148,31 +147,23 @@ async def test_bad_resume_is_refused_before_anything_changes(gateway: GatewayPro
 async def test_storage_failure_during_resume_leaves_the_desk_as_it_was(
         tmp_path: Path, pg_url: str, pg_admin_dsn: str) -> None:
     gateway = await start(tmp_path, pg_url)
-    database = pg_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(pg_admin_dsn)
     try:
         alice, customer, cid = await alice_with_a_conversation(gateway)
         before = await agents(gateway)
 
-        # The database goes away: no new sessions, the gateway's sessions are killed.
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
-        await store_down(gateway)
-        failed = await Agent.connect(gateway, ALICE_TOKEN, resume={cid: 1})
-        await failed.expect("ready", FRAME)  # the replay starts, then cannot read the store
-        error = await failed.expect("error", FRAME, code="unavailable")
-        assert "reconnect" in error["message"]
-        assert await failed.closed() == (1013, "storage unavailable; reconnect and resume")
-        assert await agents(gateway) == before
-        await alice.expect_nothing(0.3)  # the previous socket was not replaced
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        async with database_away(pg_url, pg_admin_dsn):
+            await store_down(gateway)
+            failed = await Agent.connect(gateway, ALICE_TOKEN, resume={cid: 1})
+            await failed.expect("ready", FRAME)  # the replay starts, then cannot read the store
+            error = await failed.expect("error", FRAME, code="unavailable")
+            assert "reconnect" in error["message"]
+            assert await failed.closed() == (1013, "storage unavailable; reconnect and resume")
+            assert await agents(gateway) == before
+            await alice.expect_nothing(0.3)  # the previous socket was not replaced
 
         await still_works(gateway, alice, customer, cid, "after-outage")
         again = await next_auth_works(gateway, alice, cid)
         assert (await agents(gateway))["alice"]["connected"]
         await again.close()
     finally:
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-        await admin.close()
         await gateway.stop()

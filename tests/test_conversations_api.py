@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiohttp
-import asyncpg
 import pytest_asyncio
 
-from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config
+from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, database_away, gateway_config
 
 ADMIN_TOKEN = "admin-test-token-0123"
 FRAME = 10.0
@@ -158,26 +157,19 @@ async def test_storage_unavailable_is_503(pg_url: str, pg_admin_dsn: str, tmp_pa
     config = gateway_config(pg_url)
     config["server"].update(admin_token=ADMIN_TOKEN, reload_poll=0)
     gateway = await GatewayProcess.write_config(tmp_path, config).start()
-    database = pg_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(pg_admin_dsn)
     try:
         customer = await Customer.connect(gateway, name="Ada")
         await customer.close()
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
-        # Let the pool's idle connections read their termination first: a request racing that
-        # read gets asyncpg's InternalClientError, which the engine does not map (yet).
-        await asyncio.sleep(0.5)
-        for path in ("/api/conversations", f"/api/conversations/{customer.conversation_id}"):
-            status, body = await get(http, gateway, path)
-            assert status == 503 and body["error"] == "unavailable", (path, body, gateway.log_text())
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        async with database_away(pg_url, pg_admin_dsn):
+            # Let the pool's idle connections read their termination first: a request racing
+            # that read gets asyncpg's InternalClientError, which the engine does not map (yet).
+            await asyncio.sleep(0.5)
+            for path in ("/api/conversations", f"/api/conversations/{customer.conversation_id}"):
+                status, body = await get(http, gateway, path)
+                assert status == 503 and body["error"] == "unavailable", (path, body, gateway.log_text())
         deadline = asyncio.get_running_loop().time() + FRAME
         while (status := (await get(http, gateway, "/api/conversations"))[0]) != 200:
             assert asyncio.get_running_loop().time() < deadline, "the listing did not recover"
             await asyncio.sleep(0.1)
     finally:
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-        await admin.close()
         await gateway.stop()

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiohttp
-import asyncpg
 import pytest_asyncio
 import websockets
 
-from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config
+from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, database_away, gateway_config
 
 ADMIN_TOKEN = "admin-test-token-failures"
 R = "\ufffd"
@@ -143,14 +142,8 @@ async def test_postgres_going_away_gets_documented_answers_everywhere(
     await next_of(alice, "assigned")
     await next_of(mei, "assigned")
 
-    database = pg_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(pg_admin_dsn)
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
-    try:
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
-
+    async with database_away(pg_url, pg_admin_dsn):
         await mei.send(type="message", id="m1", text="are you there?")
         assert (await next_of(mei, "error"))["code"] == "unavailable"
         await alice.send(type="message", conversation_id=offer["id"], id="a1", text="yes")
@@ -170,9 +163,6 @@ async def test_postgres_going_away_gets_documented_answers_everywhere(
         late = await Agent.connect(gateway, ALICE_TOKEN)
         assert (await next_of(late, "error"))["code"] == "unavailable"
         assert (await late.closed())[0] == 1013
-    finally:
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-        await admin.close()
 
     # Back: the same sockets carry on, and a resend with the same id is stored once.
     await mei.send(type="message", id="m1", text="are you there?")
