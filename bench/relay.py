@@ -23,7 +23,7 @@ import sys
 import uuid
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -184,10 +184,13 @@ async def serve(host: str, port: int) -> None:
     await runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.split("\n\n")[0])
+def serve_main(prog: str, description: str, serve: Callable[[str, int], Awaitable[None]],
+               argv: list[str] | None = None, *, port_required: bool = False) -> int:
+    """The command line of a bare server (this relay, bench.smtp_baseline): ``--host``,
+    ``--port`` and ``--loop asyncio|uvloop``; runs ``serve(host, port)`` until it returns."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=int, required=port_required, default=None if port_required else 0)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
     raise_nofile_limit()
@@ -199,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve(args.host, args.port))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve_main("python -m bench.relay", __doc__.split("\n\n")[0], serve, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Run: ``python -m bench.smtp_baseline --port 2525 --loop uvloop``; it writes one 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import signal
@@ -23,7 +22,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from .relay import raise_nofile_limit
+from .relay import serve_main
 
 # The gateway listener's defaults (ListenerSettings), so both sides do the same work per mail.
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
@@ -61,20 +60,8 @@ async def serve(host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.smtp_baseline", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
-    args = parser.parse_args(argv)
-    raise_nofile_limit()
-    loop_factory = None
-    if args.loop == "uvloop":
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(args.host, args.port))
-    return 0
+    return serve_main("python -m bench.smtp_baseline", __doc__.split("\n\n")[0], serve, argv,
+                      port_required=True)
 
 
 if __name__ == "__main__":
