@@ -23,9 +23,9 @@
       queues: "Queues", breaching: "About to breach", agents: "Agents",
       green: "On target", amber: "At risk", red: "Below target", noData: "no answers yet",
       waiting: "Waiting now", longest: "Longest wait", staffing: "Agents available / busy / away",
-      level: "Answered within target", abandoned: "Abandoned", forecast: "Forecast (next {h})",
-      levelOf: "{p} ({n} of {d})", target: "target {p} within {s}", window: "over the last {w}",
-      forecastNone: "no change expected", forecastLow: "lowest {p}", perMinute: "{r} answers a minute",
+      level: "Answered within target", targetLabel: "Target", abandoned: "Abandoned", forecast: "Forecast, next {h}",
+      levelOf: "{p} ({n} of {d})", target: "{p} within {s} (last {w})", rate: "Answer rate",
+      forecastNone: "no drop expected", forecastLow: "lowest {p}", perMinute: "{r} a minute",
       chart: "Service level and waiting, last {h}", chartLevel: "Service level %", chartWaiting: "Waiting",
       chartEmpty: "No samples yet (one a minute).",
       queue: "Queue", tier: "Tier", channel: "Channel", waited: "Waiting for", state: "",
@@ -33,7 +33,7 @@
       agent: "Agent", status: "Status", load: "Conversations", inState: "Time in state",
       available: "available", busy: "busy", away: "away", offline_: "offline", wrapUp: "wrap-up",
       ofCapacity: "{n} of {c}", noAgents: "No agents are configured.",
-      seconds: "{s} s", minutes: "{m} min {s} s", hours: "{h} h {m} min",
+      seconds: "{s} s", minutes: "{m} min {s} s", wholeMinutes: "{m} min", hours: "{h} h {m} min", wholeHours: "{h} h",
     },
     zh: {
       title: "主管看板", token: "管理员令牌", signIn: "登录", signOut: "退出", language: "语言",
@@ -43,9 +43,9 @@
       queues: "队列", breaching: "即将超时", agents: "坐席",
       green: "达标", amber: "有风险", red: "未达标", noData: "尚无接听",
       waiting: "当前等待", longest: "最长等待", staffing: "坐席 空闲 / 忙碌 / 离开",
-      level: "目标内接听", abandoned: "放弃", forecast: "预测（未来 {h}）",
-      levelOf: "{p}（{d} 个中 {n} 个）", target: "目标 {s} 内接听 {p}", window: "最近 {w}",
-      forecastNone: "预计不变", forecastLow: "最低 {p}", perMinute: "每分钟接听 {r} 个",
+      level: "目标内接听", targetLabel: "目标", abandoned: "放弃", forecast: "预测（未来 {h}）",
+      levelOf: "{p}（{d} 个中 {n} 个）", target: "{s} 内接听 {p}（最近 {w}）", rate: "接听速度",
+      forecastNone: "预计不会下降", forecastLow: "最低 {p}", perMinute: "每分钟 {r} 个",
       chart: "服务水平与等待数，最近 {h}", chartLevel: "服务水平 %", chartWaiting: "等待",
       chartEmpty: "尚无样本（每分钟一个）。",
       queue: "队列", tier: "等级", channel: "渠道", waited: "已等待", state: "",
@@ -53,7 +53,7 @@
       agent: "坐席", status: "状态", load: "会话", inState: "当前状态时长",
       available: "空闲", busy: "忙碌", away: "离开", offline_: "离线", wrapUp: "话后处理",
       ofCapacity: "{n} / {c}", noAgents: "未配置坐席。",
-      seconds: "{s} 秒", minutes: "{m} 分 {s} 秒", hours: "{h} 小时 {m} 分",
+      seconds: "{s} 秒", minutes: "{m} 分 {s} 秒", wholeMinutes: "{m} 分钟", hours: "{h} 小时 {m} 分", wholeHours: "{h} 小时",
     },
   };
   function pickLanguage() {
@@ -164,8 +164,12 @@
   function duration(seconds) {
     const s = Math.max(0, Math.floor(seconds));
     if (s < 60) return t("seconds", { s });
-    if (s < 3600) return t("minutes", { m: Math.floor(s / 60), s: String(s % 60).padStart(2, "0") });
-    return t("hours", { h: Math.floor(s / 3600), m: String(Math.floor(s / 60) % 60).padStart(2, "0") });
+    if (s < 3600) {
+      return s % 60 ? t("minutes", { m: Math.floor(s / 60), s: String(s % 60).padStart(2, "0") })
+        : t("wholeMinutes", { m: s / 60 });
+    }
+    const m = Math.floor(s / 60) % 60;
+    return m ? t("hours", { h: Math.floor(s / 3600), m: String(m).padStart(2, "0") }) : t("wholeHours", { h: Math.floor(s / 3600) });
   }
   const percent = (p) => `${Number(p).toFixed(p === 100 || p === 0 ? 0 : 1)} %`;
   function grown() { return (performance.now() - receivedAt) / 1000; }
@@ -210,10 +214,12 @@
         ...figure(t("waiting"), String(waitingNow), "waiting"),
         ...figure(t("longest"), duration(longest), "longest"),
         ...figure(t("staffing"), `${q.agents.available} / ${q.agents.busy} / ${q.agents.away}`, "staffing"),
-        ...figure(t("level"), `${level} · ${t("target", { p: `${target.percent} %`, s: duration(target.answer_within) })}`, "level"),
-        ...figure(t("abandoned"), `${q.abandoned} · ${t("window", { w: duration(target.window) })}`, "abandoned"),
-        ...figure(t("forecast", { h: duration(q.forecast.horizon) }),
-          `${forecast} · ${t("perMinute", { r: q.forecast.answers_per_minute })}`, "forecast"));
+        ...figure(t("level"), level, "level"),
+        ...figure(t("targetLabel"), t("target", { p: `${target.percent} %`, s: duration(target.answer_within),
+                                                  w: duration(target.window) }), "target"),
+        ...figure(t("abandoned"), String(q.abandoned), "abandoned"),
+        ...figure(t("forecast", { h: duration(q.forecast.horizon) }), forecast, "forecast"),
+        ...figure(t("rate"), t("perMinute", { r: Number(q.forecast.answers_per_minute.toFixed(1)) }), "rate"));
       renderChart(item, q.queue);
     }
     for (const item of parts.queueList.querySelectorAll("li.queue")) {
@@ -246,8 +252,9 @@
     if (!chart && typeof uPlot === "function") {
       const width = Math.max(200, Math.floor(figureEl.getBoundingClientRect().width) || 300);
       const plot = new uPlot({
-        width, height: 120, legend: { show: false }, cursor: { show: false },
-        scales: { x: { time: true }, level: { range: [0, 100] }, waiting: { range: (u, min, max) => [0, Math.max(4, max)] } },
+        width, height: 150, legend: { show: false }, cursor: { show: false },
+        scales: { x: { time: true, range: () => { const end = Date.now() / 1000; return [end - historyHours * 3600, end]; } },
+                  level: { range: [0, 100] }, waiting: { range: (u, min, max) => [0, Math.max(4, max)] } },
         axes: [{ stroke: "#374151" },
                { scale: "level", stroke: "#1d4ed8", size: 40 },
                { scale: "waiting", side: 1, stroke: "#92400e", size: 36, grid: { show: false } }],
