@@ -114,6 +114,13 @@ async def test_the_board_shows_the_queue_change_as_a_customer_waits_and_is_answe
     await page.screenshot(path=artefact("board-3-answered.png"))
     assert problems == []
 
+    # The network drops: the board says so, reconnects when it is back and is live again.
+    await context.set_offline(True)
+    await expect(page.locator(".top .connection")).to_have_text("Offline: reconnecting…", timeout=WAIT)
+    await context.set_offline(False)
+    await expect(page.locator(".top .connection")).to_have_text("Live", timeout=WAIT)
+    await expect(general.locator(".badge")).to_have_text("Below target")
+
     # The same board in Chinese (the browser's language), on a narrower screen.
     zh_context = await browser.new_context(viewport={"width": 820, "height": 1000}, locale="zh-CN")
     zh = await zh_context.new_page()
@@ -135,3 +142,19 @@ async def test_the_board_shows_the_queue_change_as_a_customer_waits_and_is_answe
         await client.close()
     await zh_context.close()
     await context.close()
+
+
+async def test_a_gateway_without_admin_token_says_the_admin_api_is_off(browser: Browser, tmp_path: Path,
+                                                                      sqlite_url: str) -> None:
+    process = await GatewayProcess.write_config(tmp_path, gateway_config(sqlite_url)).start()
+    try:
+        page = await browser.new_page()
+        await page.goto(process.http + "/board")
+        await sign_in(page, "Admin token", "Sign in", "anything")
+        await expect(page.get_by_role("alert")).to_have_text(re.compile("The admin API is off on this gateway: set "
+                                                                        "server.admin_token"), timeout=WAIT)
+        assert await page.evaluate("() => sessionStorage.getItem('contactgate:board:token')") is None
+        await page.screenshot(path=artefact("board-5-admin-off.png"))
+        await page.close()
+    finally:
+        await process.stop()
