@@ -195,28 +195,25 @@ class Pages:
         if channel not in self.channels:
             raise web.HTTPNotFound(text=f"no web chat channel {channel!r}")
         origin = f"{request.scheme}://{request.host}"
-        page = StaticFile.of("chat.html", DEMO_PAGE.format(origin=_escape(origin), channel=_escape(channel)).encode(),
-                             self.files["widget.js"].modified)
-        return file_response(request, page, extra_headers={"Content-Security-Policy": html_csp(request),
-                                                           "Referrer-Policy": "no-referrer"})
+        return self._page(request, "chat.html", DEMO_PAGE.format(origin=_escape(origin), channel=_escape(channel)))
 
 
     async def console(self, request: web.Request) -> web.Response:
         # The token is typed into the page and kept in sessionStorage: never in a URL or cookie.
-        page = StaticFile.of("console.html", CONSOLE_PAGE.format(css=self.files["console.css"].version,
-                                                                 js=self.files["console.js"].version).encode(),
-                             self.files["console.js"].modified)
-        return file_response(request, page, extra_headers={"Content-Security-Policy": html_csp(request),
-                                                           "Referrer-Policy": "no-referrer"})
+        return self._page(request, "console.html", CONSOLE_PAGE.format(css=self.files["console.css"].version,
+                                                                      js=self.files["console.js"].version))
 
 
     async def board(self, request: web.Request) -> web.Response:
         # The admin token is typed into the page and kept in sessionStorage: never in a URL or cookie.
         files = self.files
-        page = StaticFile.of("board.html", BOARD_PAGE.format(
+        return self._page(request, "board.html", BOARD_PAGE.format(
             css=files["board.css"].version, js=files["board.js"].version,
-            chart_css=files["vendor/uPlot.min.css"].version, chart_js=files["vendor/uPlot.iife.min.js"].version).encode(),
-            files["board.js"].modified)
+            chart_css=files["vendor/uPlot.min.css"].version, chart_js=files["vendor/uPlot.iife.min.js"].version))
+
+    def _page(self, request: web.Request, name: str, html: str) -> web.Response:
+        """A page of ours: under the strict policy, sending no referrer."""
+        page = StaticFile.of(name, html.encode(), self.files["widget.js"].modified)
         return file_response(request, page, extra_headers={"Content-Security-Policy": html_csp(request),
                                                            "Referrer-Policy": "no-referrer"})
 
