@@ -11,6 +11,7 @@ from typing import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from gateway.board.feed import BoardFeed
 from gateway.board.figures import StatusClock, board_snapshot, shape
 from gateway.board.history import QueueHistory
 from gateway.config import ConfigError, parse_config
@@ -138,3 +139,42 @@ def test_the_board_section_is_checked_with_its_key_and_line() -> None:
     with pytest.raises(ConfigError) as typo:
         parse_config(base + "board:\n  breach_shar: 0.5\n", "test.yaml", env={})
     assert "board.breach_shar" in str(typo.value) and "unknown key" in str(typo.value)
+
+
+class Recorder:
+    """Stands where a board's FrameSender is: what the feed sends it."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+
+    def send(self, frame: dict) -> None:
+        self.frames.append(frame)
+
+    def types(self) -> list[str]:
+        taken, self.frames = [f["type"] for f in self.frames], []
+        return taken
+
+
+async def test_the_feed_pushes_on_change_on_the_tick_and_a_sample_each_minute(pipeline: Pipeline) -> None:
+    feed = BoardFeed(pipeline)
+    board = Recorder()
+    feed.boards.add(board)  # type: ignore[arg-type]
+    await feed.check(0.0)
+    assert board.types() == ["sample", "figures"]      # the start's sample, then the board
+    await feed.check(1.0)
+    assert board.types() == []                          # nothing changed, the tick (5 s) not due
+    wait(pipeline, "c1", "general", 1)
+    await feed.check(2.0)
+    assert board.types() == ["figures"]                 # a customer waits: pushed at once
+    pipeline.clock.advance(3)
+    await feed.check(6.0)
+    assert board.types() == []                          # only the wait grew
+    await feed.check(7.0)
+    assert board.types() == ["figures"]                 # the tick: 5 s since the last push
+    pipeline.clock.advance(60)
+    await feed.check(8.0)
+    # A new minute, and c1 has waited past half its target meanwhile: about to breach, pushed.
+    frames = list(board.frames)
+    assert board.types() == ["sample", "figures"]
+    assert frames[0]["queues"]["general"][2] == 1 and frames[1]["breaching"][0]["conversation_id"] == "c1"
+    assert feed.history.last_minute == pipeline.clock().replace(second=0, microsecond=0)
