@@ -94,9 +94,11 @@ class BoardFeed:
             samples = await self.history.sample(now)
             if samples and self.boards:
                 self._send_all({"type": "sample", "queues": {s.queue: point(s) for s in samples}})
-        snapshot = board_snapshot(self.pipeline, now, self.statuses)  # observes statuses even unwatched
         if not self.boards:
+            # Nobody watches: only keep the time in state true for the next board (cheap).
+            self.statuses.observe(self.pipeline.dispatcher.agents.values(), now)
             return
+        snapshot = board_snapshot(self.pipeline, now, self.statuses)
         current = shape(snapshot)
         if current != self._last_shape or clock - self._last_push >= self.pipeline.config.board.tick:
             self._last_shape, self._last_push = current, clock
