@@ -70,6 +70,7 @@ async def test_the_board_shows_the_queue_change_as_a_customer_waits_and_is_answe
     await page.goto(gateway.http + "/board")
     await sign_in(page, "Admin token", "Sign in", "not-the-token")
     await expect(page.get_by_role("alert")).to_have_text("That is not the admin token.", timeout=WAIT)
+    assert await accessibility_problems(page) == []
     await sign_in(page, "Admin token", "Sign in", ADMIN_TOKEN)
     await expect(page.locator(".top .connection")).to_have_text("Live", timeout=WAIT)
     assert await page.evaluate("() => sessionStorage.getItem('contactgate:board:token')") == ADMIN_TOKEN
