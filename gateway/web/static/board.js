@@ -255,7 +255,9 @@
         width, height: 150, legend: { show: false }, cursor: { show: false },
         scales: { x: { time: true, range: () => { const end = Date.now() / 1000; return [end - historyHours * 3600, end]; } },
                   level: { range: [0, 100] }, waiting: { range: (u, min, max) => [0, Math.max(4, max)] } },
-        axes: [{ stroke: "#374151" },
+        // Times of day in the page's language (uPlot's own date names are English).
+        axes: [{ stroke: "#374151", values: (u, splits) => splits.map((v) => new Date(v * 1000)
+                   .toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB", { hour: "2-digit", minute: "2-digit" })) },
                { scale: "level", stroke: "#1d4ed8", size: 40 },
                { scale: "waiting", side: 1, stroke: "#92400e", size: 36, grid: { show: false } }],
         series: [{}, { label: t("chartLevel"), scale: "level", stroke: "#1d4ed8", width: 2, spanGaps: false },
