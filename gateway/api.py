@@ -9,6 +9,8 @@
 - ``POST /api/attachments?conversation_id=..&name=..`` (an agent's token: a file for its reply;
   the body is the file, its Content-Type the file's) and ``GET /api/attachments/{id}`` (the
   bytes, for admins and the conversation's agents).
+- ``GET /api/board`` and ``GET /api/board/history``: the supervisor board's figures and its
+  charts' samples (gateway/board/), what ``/board/ws`` pushes.
 - ``GET /metrics``: the same figures in Prometheus text format (no token: scrape it from inside).
 
 Every failure is a JSON answer ``{"error": code, "message": text}``: storage that cannot be
@@ -34,6 +36,7 @@ from adapters.base import IncomingFile
 
 from .agent_auth import agent_for_token
 from .attachments import attachment_response
+from .board.feed import BoardFeed
 from .limits import seconds
 from .pipeline import ConversationError, Pipeline
 from .reload import ConfigReloader
@@ -80,9 +83,10 @@ def rate_limited(wait: float) -> web.Response:
 
 
 class AdminApi:
-    def __init__(self, pipeline: Pipeline, reloader: ConfigReloader) -> None:
+    def __init__(self, pipeline: Pipeline, reloader: ConfigReloader, board: BoardFeed) -> None:
         self.pipeline = pipeline
         self.reloader = reloader
+        self.board = board
         self.registry = CollectorRegistry()
         self.registry.register(GatewayCollector(pipeline))
         self.registry.register(LimitsCollector(pipeline.limits))
@@ -93,6 +97,8 @@ class AdminApi:
             web.get("/api/customers/{customer_id}", self._admin(self.get_customer)),
             web.get("/api/queues", self._admin(self.queues)),
             web.get("/api/agents", self._admin(self.agents)),
+            web.get("/api/board", self._admin(self.board_figures)),
+            web.get("/api/board/history", self._admin(self.board_history)),
             web.post("/api/config/reload", self._admin(self.reload)),
             web.get("/api/conversations", self._admin(self.conversations)),
             web.get("/api/conversations/{conversation_id}", self._admin(self.conversation)),
@@ -255,6 +261,13 @@ class AdminApi:
 
     async def agents(self, request: web.Request) -> web.Response:
         return web.json_response({"agents": agent_report(self.pipeline, self.pipeline.clock())})
+
+    async def board_figures(self, request: web.Request) -> web.Response:
+        return web.json_response(self.board.snapshot())
+
+    async def board_history(self, request: web.Request) -> web.Response:
+        return web.json_response({"hours": self.pipeline.config.board.history_hours,
+                                  "queues": await self.board.recent()})
 
     async def reload(self, request: web.Request) -> web.Response:
         outcome = await self.reloader.reload(reason="api")

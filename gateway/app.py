@@ -18,6 +18,7 @@ from adapters.base import Adapter
 from .config import GatewayConfig
 from .connections import ConnectionGate, ConnectionLimits, current_file_limit
 from .api import AdminApi
+from .board.feed import BoardFeed
 from .hub import AgentHub
 from .reload import ConfigReloader
 from .model import Conversation, Event
@@ -37,6 +38,7 @@ HUB = web.AppKey("hub", AgentHub)
 ADAPTERS = web.AppKey("adapters", dict)
 RELOADER = web.AppKey("reloader", ConfigReloader)
 CONNECTIONS = web.AppKey("connections", ConnectionGate)
+BOARD = web.AppKey("board", BoardFeed)
 
 
 def create_app(config: GatewayConfig, config_path: Path | None = None,
@@ -71,9 +73,11 @@ def create_app(config: GatewayConfig, config_path: Path | None = None,
     app[RELOADER] = reloader = ConfigReloader(config_path, pipeline, server_overrides)
     app[CONNECTIONS] = gate = ConnectionGate(ConnectionLimits.for_server(config.server, current_file_limit()))
     app.middlewares.append(gate.middleware)
-    api = AdminApi(pipeline, reloader)
+    app[BOARD] = board = BoardFeed(pipeline)
+    api = AdminApi(pipeline, reloader, board)
     api.registry.register(gate)
     app.router.add_routes(api.routes())
+    app.router.add_routes(board.routes())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(hub.routes())
@@ -101,7 +105,9 @@ async def _routing_ctx(app: web.Application) -> AsyncIterator[None]:
     await pipeline.start()
     await pipeline.dispatch()
     await app[RELOADER].start(app[CONFIG].server.reload_poll)
+    await app[BOARD].start()
     yield
+    await app[BOARD].stop()
     await app[RELOADER].stop()
     await pipeline.stop()
 

@@ -17,6 +17,7 @@ from routing.config import (NAME, AgentConfig, DeskConfig, HoursConfig, QueueCon
 
 from .configfile import ConfigError, YamlDocument, dotted, read_yaml, read_yaml_file
 from .attachments import AttachmentsConfig
+from .board.settings import BoardConfig
 from .limits import LimitsConfig
 from .origins import ANY, normalize_origins
 
@@ -158,6 +159,7 @@ class GatewayConfig(Strict):
     agents: list[AgentConfig] = []
     limits: LimitsConfig = LimitsConfig()
     attachments: AttachmentsConfig = AttachmentsConfig()
+    board: BoardConfig = BoardConfig()
 
     @model_validator(mode="after")
     def _references(self) -> "GatewayConfig":

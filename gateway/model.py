@@ -161,3 +161,15 @@ class OutboxItem:
     last_error: str | None
     sent_ref: str | None      # the provider's id of what was sent (an email Message-ID)
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSample:
+    """One minute of a queue as the supervisor board charts it: its service level (percent,
+    None while the window has no data) and how many conversations waited, at the start of
+    ``minute`` (UTC, seconds and below zero). One per (queue, minute), whoever wrote it first."""
+
+    queue: str
+    minute: datetime
+    service_level: float | None
+    waiting: int

@@ -126,6 +126,9 @@ class Pipeline:
         for notice in self._agent_notices:
             notice(agent_id, frame)
 
+    def tier_of(self, conversation_id: str) -> str | None:
+        return self._tiers.get(conversation_id)  # decided at handoff; the supervisor board shows it
+
     def queue_config(self, name: str) -> QueueConfig | None:
         return self.dispatcher.queues.get(name)
 

@@ -42,7 +42,7 @@ def queue_report(pipeline: Pipeline, now: datetime) -> list[dict[str, Any]]:
                                      "window": queue.service_level.window},
             "average_wait": _round(level.average_wait),
             "average_handle": _round(level.average_handle),
-            "agents": {status: sum(1 for a in agents if _status(a) == status)
+            "agents": {status: sum(1 for a in agents if agent_status(a) == status)
                        for status in ("available", "busy", "away", "offline")},
         })
     return report
@@ -55,7 +55,9 @@ def agent_report(pipeline: Pipeline, now: datetime) -> list[dict[str, Any]]:
             for a in pipeline.dispatcher.agents.values()]
 
 
-def _status(agent: Any) -> str:
+def agent_status(agent: Any) -> str:
+    """What a supervisor sees of an agent: available (free to take more), busy (connected and
+    available, with conversations or offers), away, or offline (also while disconnected)."""
     if agent.status == "available" and agent.connected:
         return "busy" if agent.load else "available"
     return "offline" if agent.status == "offline" or not agent.connected else agent.status

@@ -43,6 +43,7 @@ class ServiceLevelSnapshot:
     average_handle: float | None       # seconds, over conversations closed in the window
     target_seconds: float
     target_percent: float
+    offered: int = 0                   # the fraction's bottom: answered + abandoned after the target
 
     @property
     def meets_target(self) -> bool | None:
@@ -191,7 +192,17 @@ class ServiceLevelTracker:
             average_handle=records.handled.mean(now),
             target_seconds=target,
             target_percent=float(target_percent),
+            offered=offered,
         )
+
+    def answered_since(self, queue: str, since: datetime, now: datetime) -> int:
+        """Conversations of ``queue`` answered after ``since`` and at or before ``now`` (within the
+        window): the recent answer rate the board's forecast uses."""
+        records = self._current(queue, now)
+        if records is None:
+            return 0
+        times = records.answered.times
+        return bisect.bisect_right(times, now) - bisect.bisect_right(times, since)
 
 
 def estimated_wait(position: int, average_handle: float | None, agents: int,
@@ -239,6 +250,12 @@ class ServiceLevels:
 
     def average_handle(self, queue: str, now: datetime) -> float | None:
         return self._tracker(queue).average_handle(queue, now)
+
+    def answered_since(self, queue: str, since: datetime, now: datetime) -> int:
+        return self._tracker(queue).answered_since(queue, since, now)
+
+    def window(self, queue: str) -> float:
+        return self._tracker(queue).window_seconds
 
     def snapshot(self, queue: str, now: datetime, target_seconds: float, target_percent: float) -> ServiceLevelSnapshot:
         return self._tracker(queue).snapshot(queue, now, target_seconds, target_percent)

@@ -8,7 +8,7 @@ from typing import Any, Protocol, Sequence
 
 from ..model import (
     Attachment, Author, ChannelRef, Conversation, ConversationState, Customer, Event, EventKind, Identity,
-    OutboxItem, OutboxStatus, StateChange,
+    OutboxItem, OutboxStatus, QueueSample, StateChange,
 )
 
 
@@ -143,6 +143,19 @@ class Store(Protocol):
 
     async def outbox_counts(self) -> dict[tuple[str, OutboxStatus], int]:
         """(channel, status) -> items, for /metrics."""
+
+    # the supervisor board's queue samples (gateway/board/history.py) -----------------------
+    async def add_queue_samples(self, samples: Sequence[QueueSample]) -> int:
+        """Store each sample under its queue and minute (the minute cut to the minute, UTC) unless
+        that (queue, minute) is already stored: the first writer wins, so several processes
+        sampling the same minute store it once. Returns how many were written. ValueError for a
+        naive minute, a service level outside 0-100 or a negative waiting count."""
+
+    async def queue_samples(self, since: datetime) -> Sequence[QueueSample]:
+        """Samples from the minute of ``since`` on, by queue, then minute."""
+
+    async def prune_queue_samples(self, before: datetime) -> int:
+        """Delete samples of minutes before the minute of ``before``; returns how many."""
 
     # listing (admin API) --------------------------------------------------------------------
     async def list_conversations(

@@ -325,6 +325,25 @@ MIGRATIONS: tuple[Migration, ...] = (
               ("CREATE INDEX conversations_recent ON conversations (created_at, id)",)),
     Migration(4, "attachments, channel references and the outbox", _CHANNEL_TABLES_SQLITE,
               _CHANNEL_TABLES_POSTGRES),
+    # The supervisor board's charts: one row per (queue, minute); a second process sampling the
+    # same minute writes nothing (INSERT ... ON CONFLICT DO NOTHING).
+    Migration(5, "queue samples per minute for the supervisor board",
+              ('''CREATE TABLE queue_samples (
+                    queue          TEXT NOT NULL,
+                    minute         TEXT NOT NULL,
+                    service_level  REAL,
+                    waiting        INTEGER NOT NULL,
+                    PRIMARY KEY (queue, minute)
+                )''',
+               "CREATE INDEX queue_samples_minute ON queue_samples (minute)"),
+              ('''CREATE TABLE queue_samples (
+                    queue          text NOT NULL,
+                    minute         timestamptz NOT NULL,
+                    service_level  double precision,
+                    waiting        integer NOT NULL,
+                    PRIMARY KEY (queue, minute)
+                )''',
+               "CREATE INDEX queue_samples_minute ON queue_samples (minute)")),
 )
 
 # Bookkeeping table; created before anything else, outside the versioned list.

@@ -24,6 +24,7 @@ from ..model import (
 from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_postgres
+from .postgres_samples import PostgresQueueSamples
 from .postgres_channels import PostgresChannelTables
 from .records import new_id
 from .text import cannot_hold, dumps, identifier, storable, storable_json
@@ -113,8 +114,9 @@ def _event(row: asyncpg.Record) -> Event:
                  client_id=row["client_id"], data=json.loads(row["data"]), at=row["at"])
 
 
-class PostgresStore(PostgresChannelTables):
-    """The engine. Attachments, channel references and the outbox are in postgres_channels.py."""
+class PostgresStore(PostgresChannelTables, PostgresQueueSamples):
+    """The engine. Attachments, channel references and the outbox are in postgres_channels.py;
+    the board's queue samples in postgres_samples.py."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
                  connect_timeout: float = 10.0, close_timeout: float = 30.0) -> None:

@@ -59,6 +59,10 @@ def load_static(package: str = "gateway.web", folder: str = "static") -> dict[st
     modified = datetime.now(timezone.utc).replace(microsecond=0)
     root = resources.files(package).joinpath(folder)
     files = {entry.name: entry.read_bytes() for entry in root.iterdir() if entry.is_file()}
+    # Libraries vendored as released (with their licences), served as /web/vendor/<name>.
+    vendor = root.joinpath("vendor")
+    if vendor.is_dir():
+        files.update({f"vendor/{entry.name}": entry.read_bytes() for entry in vendor.iterdir() if entry.is_file()})
     loaded = {name: StaticFile.of(name, body, modified) for name, body in files.items() if name != "widget.js"}
     if "widget.js" in files:
         css = loaded["widget.css"]
@@ -143,17 +147,35 @@ CONSOLE_PAGE = """<!doctype html>
 """
 
 
+BOARD_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>contactgate: supervisor board</title>
+<link rel="stylesheet" href="web/vendor/uPlot.min.css?v={chart_css}">
+<link rel="stylesheet" href="web/board.css?v={css}">
+</head>
+<body>
+<div id="board" class="board"></div>
+<script src="web/vendor/uPlot.iife.min.js?v={chart_js}"></script>
+<script src="web/board.js?v={js}"></script>
+</body>
+</html>
+"""
+
+
 class Pages:
-    """Routes for the widget (``/widget.js``, ``/web/{name}``), the demo page ``/chat`` and the
-    agent console ``/console``."""
+    """Routes for the widget (``/widget.js``, ``/web/{name}``), the demo page ``/chat``, the
+    agent console ``/console`` and the supervisor board ``/board``."""
 
     def __init__(self, webchat_channels: Iterable[str]) -> None:
         self.files = load_static()
         self.channels = list(webchat_channels)
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/widget.js", self.widget), web.get("/web/{name}", self.static),
-                web.get("/chat", self.demo), web.get("/console", self.console)]
+        return [web.get("/widget.js", self.widget), web.get("/web/{name:(?:vendor/)?[^/]+}", self.static),
+                web.get("/chat", self.demo), web.get("/console", self.console), web.get("/board", self.board)]
 
     async def widget(self, request: web.Request) -> web.Response:
         # Any site may load the script (a <script> tag needs no CORS); what it may then open is
@@ -173,17 +195,25 @@ class Pages:
         if channel not in self.channels:
             raise web.HTTPNotFound(text=f"no web chat channel {channel!r}")
         origin = f"{request.scheme}://{request.host}"
-        page = StaticFile.of("chat.html", DEMO_PAGE.format(origin=_escape(origin), channel=_escape(channel)).encode(),
-                             self.files["widget.js"].modified)
-        return file_response(request, page, extra_headers={"Content-Security-Policy": html_csp(request),
-                                                           "Referrer-Policy": "no-referrer"})
+        return self._page(request, "chat.html", DEMO_PAGE.format(origin=_escape(origin), channel=_escape(channel)))
 
 
     async def console(self, request: web.Request) -> web.Response:
         # The token is typed into the page and kept in sessionStorage: never in a URL or cookie.
-        page = StaticFile.of("console.html", CONSOLE_PAGE.format(css=self.files["console.css"].version,
-                                                                 js=self.files["console.js"].version).encode(),
-                             self.files["console.js"].modified)
+        return self._page(request, "console.html", CONSOLE_PAGE.format(css=self.files["console.css"].version,
+                                                                      js=self.files["console.js"].version))
+
+
+    async def board(self, request: web.Request) -> web.Response:
+        # The admin token is typed into the page and kept in sessionStorage: never in a URL or cookie.
+        files = self.files
+        return self._page(request, "board.html", BOARD_PAGE.format(
+            css=files["board.css"].version, js=files["board.js"].version,
+            chart_css=files["vendor/uPlot.min.css"].version, chart_js=files["vendor/uPlot.iife.min.js"].version))
+
+    def _page(self, request: web.Request, name: str, html: str) -> web.Response:
+        """A page of ours: under the strict policy, sending no referrer."""
+        page = StaticFile.of(name, html.encode(), self.files["widget.js"].modified)
         return file_response(request, page, extra_headers={"Content-Security-Policy": html_csp(request),
                                                            "Referrer-Policy": "no-referrer"})
 
