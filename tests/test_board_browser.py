@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import pytest_asyncio
+import websockets
 from playwright.async_api import Browser, Page, expect
 
 from gateway.model import QueueSample
 from gateway.store import open_store
 from tests.browser import artefact
-from tests.support import ALICE_TOKEN, Agent, Customer, GatewayProcess, gateway_config
+from tests.support import ALICE_TOKEN, Agent, Client, Customer, GatewayProcess, gateway_config
 from tests.test_console_browser import accessibility_problems
 
 WAIT = 20_000  # ms, for every expectation in the browser
@@ -149,6 +150,11 @@ async def test_a_gateway_without_admin_token_says_the_admin_api_is_off(browser: 
                                                                       sqlite_url: str) -> None:
     process = await GatewayProcess.write_config(tmp_path, gateway_config(sqlite_url)).start()
     try:
+        # The socket says so at once, before any token: an error frame, then 4403.
+        client = Client(await websockets.connect(process.url("/board/ws")))
+        error = await client.expect("error")
+        assert error["code"] == "admin_disabled" and "server.admin_token" in error["message"]
+        assert await client.closed() == (4403, "admin API is off")
         page = await browser.new_page()
         await page.goto(process.http + "/board")
         await sign_in(page, "Admin token", "Sign in", "anything")

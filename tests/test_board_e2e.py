@@ -1,7 +1,7 @@
 """The supervisor board's feed against a real gateway: /board/ws (admin token in the first frame,
-Origin checked before the upgrade, wrong tokens and a gateway without an admin token refused),
-pushes as a customer queues and an agent answers, and GET /api/board with the same figures as
-GET /api/queues."""
+Origin checked before the upgrade, wrong tokens refused), pushes as a customer queues and an
+agent answers, GET /api/board with the same figures as GET /api/queues, and the /board page's
+files. (A gateway without an admin token: tests/test_board_browser.py.)"""
 
 from __future__ import annotations
 
@@ -116,8 +116,7 @@ async def test_the_board_follows_a_customer_from_queue_to_answer(gateway: Gatewa
         await client.close()
 
 
-async def test_wrong_tokens_foreign_pages_and_a_gateway_without_admin_token_are_refused(
-        gateway: GatewayProcess, tmp_path: Path) -> None:
+async def test_wrong_tokens_and_foreign_pages_are_refused(gateway: GatewayProcess) -> None:
     for token in ("wrong", ADMIN_TOKEN[:-1]):
         refused = await board(gateway, token)
         assert await refused.closed() == (4401, "invalid token")
@@ -133,17 +132,6 @@ async def test_wrong_tokens_foreign_pages_and_a_gateway_without_admin_token_are_
     await own.close()
 
     await page_checks(gateway)
-
-    (tmp_path / "off").mkdir()
-    config = gateway_config(f"sqlite:///{tmp_path / 'off' / 'gateway.db'}")
-    off = await GatewayProcess.write_config(tmp_path / "off", config).start()
-    try:
-        client = Client(await websockets.connect(off.url("/board/ws")))
-        error = await client.expect("error")
-        assert error["code"] == "admin_disabled" and "server.admin_token" in error["message"]
-        assert await client.closed() == (4403, "admin API is off")
-    finally:
-        await off.stop()
 
 
 async def page_checks(gateway: GatewayProcess) -> None:

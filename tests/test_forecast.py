@@ -86,7 +86,7 @@ def at_most(a: float | None, b: float | None) -> bool:
     return b is None or (a is not None and a <= b + 1e-9)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(counts, waits, targets, rates, horizons)
 def test_the_forecast_is_a_percent_never_above_the_current_level(count, waits, target, rate, horizon) -> None:
     found = forecast(count, waits, target, rate, horizon)
@@ -97,28 +97,28 @@ def test_the_forecast_is_a_percent_never_above_the_current_level(count, waits, t
         assert found == current
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(counts, waits, targets, rates, rates, horizons)
 def test_answering_faster_never_makes_the_forecast_worse(count, waits, target, rate, other, horizon) -> None:
     slow, fast = sorted((rate, other))
     assert at_most(forecast(count, waits, target, slow, horizon), forecast(count, waits, target, fast, horizon))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(counts, waits, st.lists(st.floats(0, 100, allow_nan=False), min_size=12, max_size=12), targets, rates, horizons)
 def test_longer_waits_never_make_the_forecast_better(count, waits, more, target, rate, horizon) -> None:
     longer = [w + extra for w, extra in zip(waits, more)]
     assert at_most(forecast(count, longer, target, rate, horizon), forecast(count, waits, target, rate, horizon))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(counts, waits, targets, rates, horizons, horizons)
 def test_looking_further_ahead_never_makes_the_forecast_better(count, waits, target, rate, horizon, other) -> None:
     near, far = sorted((horizon, other))
     assert at_most(forecast(count, waits, target, rate, far), forecast(count, waits, target, rate, near))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(counts, waits, targets, rates, horizons, st.floats(0, 200, allow_nan=False))
 def test_one_more_customer_waiting_never_makes_the_forecast_better(count, waits, target, rate, horizon, extra) -> None:
     assert at_most(forecast(count, [*waits, extra], target, rate, horizon), forecast(count, waits, target, rate, horizon))
