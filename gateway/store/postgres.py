@@ -25,6 +25,7 @@ from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conve
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_postgres
 from .postgres_channels import PostgresChannelTables
+from .postgres_kb import PostgresKbTables
 from .records import new_id
 from .text import cannot_hold, dumps, identifier, storable, storable_json
 
@@ -113,7 +114,7 @@ def _event(row: asyncpg.Record) -> Event:
                  client_id=row["client_id"], data=json.loads(row["data"]), at=row["at"])
 
 
-class PostgresStore(PostgresChannelTables):
+class PostgresStore(PostgresChannelTables, PostgresKbTables):
     """The engine. Attachments, channel references and the outbox are in postgres_channels.py."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,

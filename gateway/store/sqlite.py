@@ -25,6 +25,7 @@ from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conve
 from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_sqlite
 from .sqlite_channels import SQLiteChannelTables, insert_outbox_item
+from .sqlite_kb import SQLiteKbTables
 from .sqlite_rows import execute, fetchone, parse_ts, ts
 from .text import cannot_hold, dumps, identifier, storable, storable_json
 
@@ -73,7 +74,7 @@ def _event(row: sqlite3.Row) -> Event:
                  at=datetime.fromisoformat(row["at"]))
 
 
-class SQLiteStore(SQLiteChannelTables):
+class SQLiteStore(SQLiteChannelTables, SQLiteKbTables):
     """The engine. Attachments, channel references and the outbox are in sqlite_channels.py."""
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
