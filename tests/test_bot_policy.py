@@ -14,7 +14,7 @@ from adapters.email.compose import numbered_choices
 from gateway.config import SelfServiceConfig
 from gateway.model import Author, Event, EventKind
 from gateway.selfservice import SelfService
-from gateway.selfservice.conversation import is_angry, normalize, picked, stalled_turn, take_turn
+from gateway.selfservice.conversation import is_angry, normalize, picked, stalled_turn, take_turn, yes_or_no
 from gateway.state.bot import BotMemo, Choice
 
 FAQ = Path(__file__).resolve().parent.parent / "faq" / "shipping_kb.yaml"
@@ -128,6 +128,14 @@ async def test_angry_repeated_and_too_many_turns_hand_off_with_their_reason() ->
     for text in ("How do I track my parcel?", "How much does shipping cost?", "Can I insure my shipment?"):
         assert (await turn(cfg, memo, text)).handoff is None
     assert (await turn(cfg, memo, "How do I get an invoice?")).handoff == "max_turns"
+
+
+def test_a_short_reply_that_starts_with_yes_or_no_is_a_verdict_a_longer_one_a_question() -> None:
+    policy = config().policy
+    verdict = [yes_or_no(t, policy.yes_words, policy.no_words) for t in (
+        "Yes, thanks!", "no it didn't", "Not really", "没有帮助,谢谢", "有帮助", "no, how much does it cost",
+        "不知道怎么寄", "有没有保险", "nothing")]
+    assert verdict == ["yes", "no", "no", "no", "yes", None, None, None, None]
 
 
 def test_angry_words_are_whole_words_in_english_and_substrings_in_chinese() -> None:

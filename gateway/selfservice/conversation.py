@@ -52,6 +52,8 @@ class Turn:
 
 
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+_CJK = re.compile(r"[\u3400-\u9fff]")
+MAX_VERDICT_WORDS, MAX_VERDICT_CJK = 4, 8  # longer replies to "did this help?" are new questions
 
 
 def normalize(text: str) -> str:
@@ -70,12 +72,26 @@ def is_angry(text: str, words: list[str]) -> bool:
         word = normalize(word)
         if not word:
             continue
-        if re.search(r"[\u3400-\u9fff]", word):
+        if _CJK.search(word):
             if word in folded:
                 return True
         elif f" {word} " in padded:
             return True
     return False
+
+
+def yes_or_no(text: str, yes: list[str], no: list[str]) -> str | None:
+    """"yes" or "no" for a short reply that is, or starts with, one of the words ("yes, thanks",
+    "no it didn't", "没有帮助谢谢"); None for anything else, which is a new question."""
+    said = normalize(text)
+    words = said.split()
+    if len(words) > MAX_VERDICT_WORDS or (len(words) == 1 and _CJK.search(said) and len(said) > MAX_VERDICT_CJK):
+        return None
+    for verdict, table in (("no", no), ("yes", yes)):  # "no" first: "not really" starts like neither
+        for word in sorted(_words(table), key=len, reverse=True):
+            if said == word or said.startswith(word + " ") or (_CJK.search(word) and len(word) > 1 and said.startswith(word)):
+                return verdict
+    return None
 
 
 def picked(memo: BotMemo, text: str, choice: Any) -> Choice | None:
@@ -114,9 +130,7 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
     memo.turns += 1
     option = picked(memo, text, choice)
     if memo.asking == "helpful":
-        said = normalize(text)
-        verdict = option.value if option is not None else (
-            "yes" if said in _words(policy.yes_words) else "no" if said in _words(policy.no_words) else None)
+        verdict = option.value if option is not None else yes_or_no(text, policy.yes_words, policy.no_words)
         faq = memo.faq
         if verdict == "yes":
             memo.asking, memo.choices, memo.stuck_since, memo.unanswered = None, (), None, 0
