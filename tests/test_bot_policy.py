@@ -85,7 +85,8 @@ async def test_did_this_help_yes_thanks_and_no_hands_off_with_the_guesses() -> N
     no = await turn(cfg, memo, "没有帮助")
     assert no.handoff == "not_helpful"
     assert no.outcomes == [("track-parcel", "helpful_no"), ("track-parcel", "handed_off")]
-    assert no.says[0].data["handoff"] == "not_helpful" and no.says[0].data["guesses"]
+    assert no.says[0].data["handoff"] == "not_helpful"
+    assert no.says[0].data["guesses"][0]["faq_id"] == "track-parcel"  # for the question, not the "no"
 
     memo = BotMemo()
     chinese = await turn(cfg, memo, "我的快递到哪了")

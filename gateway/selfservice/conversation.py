@@ -137,7 +137,8 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
             return _said(memo, Turn([Say(policy.text(policy.glad, lang), {"faq": None, "helpful": faq})],
                                     outcomes=[(faq, HELPFUL_YES)] if faq else []))
         if verdict == "no":
-            made = await _hand_off(selfservice, config, memo, text, "not_helpful")
+            # The guesses are for the question the answer did not help with, not for the "no".
+            made = await _hand_off(selfservice, config, memo, memo.question or text, "not_helpful")
             if faq:
                 made.outcomes.insert(0, (faq, HELPFUL_NO))
             return _said(memo, made)
