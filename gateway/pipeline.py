@@ -43,6 +43,7 @@ from .scheduler import Scheduler
 from .selfservice import SelfService
 from .selfservice.conversation import Turn, stalled_turn, take_turn
 from .selfservice.supervisor import BotSupervisor
+from .state.bot import BotMemo
 from .store import NotFound, Store
 
 log = logging.getLogger("contactgate.pipeline")
@@ -415,7 +416,7 @@ class Pipeline:
                                conversation.channel, self.clock())
         return await self._bot_says(conversation, done, memo)
 
-    async def _bot_says(self, conversation: Conversation, done: Turn, memo: Any) -> bool:
+    async def _bot_says(self, conversation: Conversation, done: Turn, memo: BotMemo) -> bool:
         if done.topic is not None:
             self._topics.setdefault(conversation.id, set()).add(done.topic)
         event = None

@@ -57,6 +57,19 @@ async def test_did_you_mean_offers_three_choices_and_a_pick_by_value_label_or_nu
         assert memo.stuck_since is None and memo.unanswered == 0
 
 
+async def test_a_pick_by_number_answers_in_the_language_of_the_choice() -> None:
+    cfg = config()
+    memo = BotMemo()
+    asked = await turn(cfg, memo, "包裹坏了")
+    assert asked.says[0].data["choices"], asked
+    first = asked.says[0].data["choices"][0]
+    answered = await turn(cfg, memo, "1")
+    say = answered.says[0]
+    assert say.data["faq"] == first["value"] and say.text.endswith("这个回答对您有帮助吗?")
+    glad = await turn(cfg, memo, "1")  # "1. 有帮助"
+    assert glad.says[0].text == "很高兴能帮到您!"
+
+
 async def test_a_pick_that_is_not_one_of_the_choices_is_a_question() -> None:
     cfg = config()
     memo = BotMemo()

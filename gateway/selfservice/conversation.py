@@ -129,6 +129,8 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         return _said(memo, await _hand_off(selfservice, config, memo, text, "asked"))
     memo.turns += 1
     option = picked(memo, text, choice)
+    if option is not None:
+        lang = detect_lang(option.text)  # "2" says nothing of the language; the label it picks does
     if memo.asking == "helpful":
         verdict = option.value if option is not None else yes_or_no(text, policy.yes_words, policy.no_words)
         faq = memo.faq
@@ -145,9 +147,9 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
     if memo.asking == "did_you_mean" and option is not None:
         entry = _entry(selfservice, option.value, lang)
         if entry is not None:
-            memo.question = normalize(text)
+            memo.question = normalize(option.text)
             return _said(memo, _answer(config, memo, Candidate(
-                entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), lang, picked=True))
+                entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), entry.lang, picked=True))
     question = normalize(text)
     if is_angry(text, policy.angry_words):
         return _said(memo, await _hand_off(selfservice, config, memo, text, "angry"))

@@ -3,8 +3,9 @@ many went unanswered in a row, the question it last heard, what it asked (a "did
 its choices, or "did this help?" after an answer) and since when it has made no progress.
 
 The memory is written into every bot message's event data (``data["bot"]``), so it survives a
-restart and another process finds it: :meth:`BotMemos.get` rebuilds it from the last bot
-message when this process does not hold it.
+restart: :meth:`BotMemos.get` rebuilds it from the last bot message when this process does not
+hold it. (What a process holds assumes, like the pipeline's other live state, that one process
+serves a conversation at a time.)
 """
 
 from __future__ import annotations
