@@ -28,8 +28,15 @@ def config(**changes: Any) -> SelfServiceConfig:
                              policy=policy, **changes)
 
 
+_services: dict[str, SelfService] = {}
+
+
 def service(cfg: SelfServiceConfig) -> SelfService:
-    return SelfService.from_config(cfg)
+    """One index per distinct config: loading the KB is what costs here."""
+    key = cfg.model_dump_json()
+    if key not in _services:
+        _services[key] = SelfService.from_config(cfg)
+    return _services[key]
 
 
 async def turn(cfg: SelfServiceConfig, memo: BotMemo, text: str, choice: Any = None, now: datetime = NOW) -> Any:
