@@ -186,7 +186,10 @@ class GatewayPort(Protocol):
 
     async def get_conversation(self, conversation_id: str) -> "Conversation": ...
 
-    async def customer_message(self, conversation_id: str, text: str, client_id: str | None) -> Receipt: ...
+    async def customer_message(self, conversation_id: str, text: str, client_id: str | None, *,
+                               details: dict[str, Any] | None = None) -> Receipt:
+        """``details``: what the event's data keeps besides the text, e.g. ``{"choice": {"value":
+        ...}}`` for a pick of one of the bot's choices (a button)."""
 
     async def customer_leaves(self, conversation_id: str) -> None: ...
 

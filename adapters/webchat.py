@@ -34,6 +34,7 @@ from .base import GatewayPort, SessionPolicy
 log = logging.getLogger("contactgate.webchat")
 
 MAX_NAME = 200
+MAX_CHOICE = 200  # characters of a message's "choice" (a button's value: an FAQ id, "yes", "no")
 
 
 class Settings(BaseModel):
@@ -109,6 +110,11 @@ def customer_frame(event: Event, own: bool) -> dict[str, Any] | None:
             frame["id"] = event.client_id
         if event.data.get("attachments"):
             frame["attachments"] = event.data["attachments"]
+        if event.author is Author.BOT and event.data.get("choices"):
+            # Buttons: a click sends a message with the label as text and "choice": value.
+            frame["choices"] = event.data["choices"]
+        if event.author is Author.CUSTOMER and isinstance(event.data.get("choice"), dict):
+            frame["choice"] = event.data["choice"].get("value")
         return frame
     if event.kind in (EventKind.QUEUED, EventKind.TRANSFERRED):
         return {"type": "queued", "seq": event.seq, "position": event.data.get("position"),
@@ -267,10 +273,16 @@ class WebChatAdapter:
             raise FrameRejected("hello_required", 'send {"type":"hello"} first')
         if kind == "message":
             client_id, text = message_fields(frame)
+            choice = frame.get("choice")
+            if choice is not None and (not isinstance(choice, str) or not choice or len(choice) > MAX_CHOICE):
+                raise FrameRejected("bad_message", f'"choice" must be the value of one of the bot\'s choices '
+                                    f'(a non-empty string of at most {MAX_CHOICE} characters) or left out')
             self.gateway.limits.customer_message(session.bucket, session.customer_id or "", client_id)
             session.pending.add(client_id)
             try:
-                receipt = await self.gateway.customer_message(session.conversation_id, text, client_id)
+                receipt = await self.gateway.customer_message(
+                    session.conversation_id, text, client_id,
+                    details={"choice": {"value": choice}} if choice is not None else None)
             except BaseException:
                 session.pending.discard(client_id)
                 raise

@@ -11,6 +11,9 @@
   bytes, for admins and the conversation's agents).
 - ``GET /api/board`` and ``GET /api/board/history``: the supervisor board's figures and its
   charts' samples (gateway/board/), what ``/board/ws`` pushes.
+- ``GET /api/kb/stats``: deflection per KB entry (gateway/selfservice/deflection.py);
+  ``GET /api/kb/proposals`` and ``POST /api/kb/proposals/{id}/approve`` or ``.../reject``:
+  knowledge capture (gateway/selfservice/capture.py).
 - ``GET /metrics``: the same figures in Prometheus text format (no token: scrape it from inside).
 
 Every failure is a JSON answer ``{"error": code, "message": text}``: storage that cannot be
@@ -20,6 +23,7 @@ reached is 503 ``unavailable`` (nothing was changed; retry), anything unexpected
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
@@ -41,6 +45,8 @@ from .limits import seconds
 from .pipeline import ConversationError, Pipeline
 from .reload import ConfigReloader
 from .reports import GatewayCollector, LimitsCollector, agent_report, queue_report
+from .selfservice.capture import approve_into
+from .selfservice.deflection import DeflectionCollector, kb_stats
 from .store import NotFound, StoreError, StoreUnavailable
 from .store.text import bad_identifier, dumps
 from .transcripts import (BadQuery, conversation_json, encode_cursor, event_json, parse_conversation_query,
@@ -90,6 +96,8 @@ class AdminApi:
         self.registry = CollectorRegistry()
         self.registry.register(GatewayCollector(pipeline))
         self.registry.register(LimitsCollector(pipeline.limits))
+        self.deflection = DeflectionCollector()
+        self.registry.register(self.deflection)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -104,6 +112,10 @@ class AdminApi:
             web.get("/api/conversations/{conversation_id}", self._admin(self.conversation)),
             web.post("/api/attachments", self._admin_or_agent(self.upload_attachment)),
             web.get("/api/attachments/{attachment_id}", self._admin_or_agent(self.download_attachment)),
+            web.get("/api/kb/stats", self._admin(self.kb_stats)),
+            web.get("/api/kb/proposals", self._admin(self.kb_proposals)),
+            web.post("/api/kb/proposals/{proposal_id}/approve", self._admin(self.approve_proposal)),
+            web.post("/api/kb/proposals/{proposal_id}/reject", self._admin(self.reject_proposal)),
             web.get("/metrics", self.metrics),
         ]
 
@@ -274,6 +286,10 @@ class AdminApi:
         return web.json_response(outcome.as_json(), status=200 if outcome.ok else 422)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        try:
+            await self.deflection.refresh(self.pipeline.store)
+        except StoreError as exc:  # the live figures still count; the KB's are the last read
+            log.error("kb outcomes not read for /metrics", extra={"error": str(exc)})
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -308,3 +324,58 @@ class AdminApi:
         return web.json_response({"conversation": conversation_json(conversation),
                                   "events": [event_json(e) for e in events],
                                   "next_after": events[-1].seq if more else None})
+
+    # the knowledge base ------------------------------------------------------------------------
+    async def kb_stats(self, request: web.Request) -> web.Response:
+        counts = await self.pipeline.store.kb_outcome_counts()
+        return web.json_response(kb_stats(counts, self.pipeline.selfservice))
+
+    async def kb_proposals(self, request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        if status not in (None, "pending", "approved", "rejected"):
+            return error(400, "bad_query", '"status" must be pending, approved or rejected (or left out: all)')
+        found = await self.pipeline.store.kb_proposals(status, limit=500)  # type: ignore[arg-type]
+        return web.json_response({"proposals": [p.as_json() for p in found]})
+
+    async def _pending(self, request: web.Request) -> Any:
+        proposal_id = request.match_info["proposal_id"]
+        try:
+            proposal = await self.pipeline.store.get_kb_proposal(proposal_id)
+        except NotFound:
+            return error(404, "unknown_proposal", f"no proposal {proposal_id!r}")
+        if proposal.status != "pending":
+            return error(409, "already_decided", f"proposal {proposal_id!r} is {proposal.status} already")
+        return proposal
+
+    async def approve_proposal(self, request: web.Request) -> web.Response:
+        """Write the proposal into the KB file (atomically, other entries kept), then reload."""
+        proposal = await self._pending(request)
+        if isinstance(proposal, web.Response):
+            return proposal
+        path = self.pipeline.config.selfservice.faq
+        if path is None:
+            return error(409, "no_kb", "selfservice.faq is not set: there is no KB file to write")
+        note = await asyncio.to_thread(approve_into, path, proposal)  # ProposalRejected: 409, file unchanged
+        decided = await self.pipeline.store.decide_kb_proposal(proposal.id, "approved", note)
+        if decided is None:
+            return error(409, "already_decided", f"proposal {proposal.id!r} was decided meanwhile; the KB has it once")
+        reloaded = await self.reloader.reload(reason="kb proposal approved")
+        return web.json_response({"proposal": decided.as_json(), "reload": reloaded.as_json()})
+
+    async def reject_proposal(self, request: web.Request) -> web.Response:
+        proposal = await self._pending(request)
+        if isinstance(proposal, web.Response):
+            return proposal
+        reason = None
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                return error(400, "bad_json", 'the body must be JSON: {"reason": "..."} (or empty)')
+            reason = body.get("reason") if isinstance(body, dict) else None
+            if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+                return error(400, "bad_reason", '"reason" must be a string of at most 2000 characters')
+        decided = await self.pipeline.store.decide_kb_proposal(proposal.id, "rejected", reason)
+        if decided is None:
+            return error(409, "already_decided", f"proposal {proposal.id!r} was decided meanwhile")
+        return web.json_response({"proposal": decided.as_json()})

@@ -102,6 +102,47 @@ class SemanticConfig(Strict):
     cache_dir: Path | None = None
 
 
+class ConversationPolicyConfig(Strict):
+    """What the bot does around its answers (docs/selfservice.md#conversation-policy). Texts are
+    per language of the customer's question (``en``, ``zh``); a language not listed takes ``en``."""
+
+    # "Did this help?" after an answer, with yes / no choices; a "no" hands off.
+    ask_helpful: bool = True
+    helpful_prompt: dict[str, str] = {"en": "Did this help?", "zh": "这个回答对您有帮助吗?"}
+    helpful_choices: dict[str, list[str]] = {"en": ["Yes", "No"], "zh": ["有帮助", "没有帮助"]}
+    glad: dict[str, str] = {"en": "Glad I could help!", "zh": "很高兴能帮到您!"}
+    # Whole replies that count as a yes or a no to "did this help?" (case and punctuation aside).
+    yes_words: list[str] = ["yes", "y", "yeah", "yep", "yup", "sure", "thanks", "thank you", "it did", "helpful",
+                            "是", "是的", "有", "有用", "有帮助", "好的", "谢谢", "对"]
+    no_words: list[str] = ["no", "n", "nope", "not really", "it didn't", "it did not", "not helpful",
+                           "不", "不是", "没有", "没用", "没有用", "没有帮助", "没帮助", "不行"]
+    # Words of an angry customer: any of them in a message hands off at once.
+    angry_words: list[str] = ["useless", "stupid", "ridiculous", "terrible", "awful", "furious", "angry",
+                              "idiot", "wtf", "damn", "scam", "complaint",
+                              "垃圾", "太差", "破机器人", "气死", "投诉", "骗子", "烦死", "什么破"]
+    # The same question twice in a row (after the bot's reply) hands off.
+    repeat_hands_off: bool = True
+    # Customer messages the bot takes in one conversation at most; the next one hands off.
+    max_bot_turns: int = Field(default=10, ge=1)
+    # Seconds a conversation may stay with the bot without progress (an answer, a pick, a
+    # "yes") after a reply that was not one; then it is handed off. 0: never.
+    stalled_after: float = Field(default=600.0, ge=0)
+    # How channels without buttons (email) ask for a pick: the choices numbered, then this.
+    numbered_hint: dict[str, str] = {"en": "Reply with the number of your choice.", "zh": "请回复选项的编号。"}
+    # Top KB suggestions on each offer and customer message of an assigned conversation (0: none).
+    agent_suggestions: int = Field(default=3, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _texts(self) -> "ConversationPolicyConfig":
+        for lang, labels in self.helpful_choices.items():
+            if len(labels) != 2 or not all(label.strip() for label in labels):
+                raise ValueError(f"helpful_choices.{lang}: give two labels, yes then no, got {labels!r}")
+        return self
+
+    def text(self, table: dict[str, str], lang: str) -> str:
+        return table.get(lang) or table.get("en") or next(iter(table.values()), "")
+
+
 class SelfServiceConfig(Strict):
     faq: Path | None = None  # relative paths are relative to config.yaml
     min_score: float = Field(default=0.35, gt=0, le=1)
@@ -131,6 +172,7 @@ class SelfServiceConfig(Strict):
     greeting: str | None = "Hi! Ask me about your shipment, or type 'agent' to talk to a person."
     no_answer: str = "Sorry, I don't have an answer for that. Try other words, or type 'agent' to talk to a person."
     handoff: str = "Let me find you an agent. Please hold on."
+    policy: ConversationPolicyConfig = ConversationPolicyConfig()
 
     @model_validator(mode="after")
     def _matching(self) -> "SelfServiceConfig":

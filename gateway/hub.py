@@ -27,13 +27,14 @@ from .model import Author, Conversation, Event, EventKind
 from .origins import OriginPolicy
 from .agent_auth import AuthRequest, agent_for_token, auth_request
 from .pipeline import ConversationError, Pipeline
+from .selfservice import agents as kb
 from .store import NotFound, StoreUnavailable
 from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError,
                         FrameRejected, FrameSender, attachment_ids, frames, message_fields, prepare, typing_active)
 
 log = logging.getLogger("contactgate.hub")
 
-AGENT_FRAMES = ("accept", "decline", "message", "typing", "transfer", "close")
+AGENT_FRAMES = ("accept", "decline", "message", "send_suggestion", "typing", "transfer", "propose_kb", "close")
 
 
 class AgentConnection:
@@ -64,6 +65,8 @@ class AgentConnection:
             frame = {"type": "message", "conversation_id": cid, **event_frame(event)}
             if event.client_id:
                 frame["id"] = event.client_id
+            if event.author is Author.CUSTOMER and event.text:
+                frame["suggestions"] = await kb.suggestions(self.pipeline, event.text)
             await self.sender.write(frame)
         elif event.kind is EventKind.ASSIGNED:
             await self.sender.write({"type": "assigned", "conversation_id": cid, "seq": event.seq})
@@ -86,7 +89,8 @@ class AgentConnection:
 
 # What an event's data adds to its frame when present: the files, the mail's subject and
 # sender, the closed conversation this one follows, the original message.
-SHOWN_DATA = ("attachments", "original", "subject", "from", "follows", "edited", "choice")
+SHOWN_DATA = ("attachments", "original", "subject", "from", "follows", "edited", "choice", "choices", "faq",
+              "handoff", "guesses", "suggestion")
 
 
 def event_frame(event: Event) -> dict[str, Any]:
@@ -164,8 +168,8 @@ class AgentHub:
                 await delivery.deliver(event)
 
     async def _offer(self, connection: AgentConnection, conversation: Conversation, offered: Event) -> None:
-        transcript = [event_frame(e) for e in await self.pipeline.events_after(conversation.id, 0, offered.seq)
-                      if e.kind is EventKind.MESSAGE]
+        events = await self.pipeline.events_after(conversation.id, 0, offered.seq)
+        transcript = [event_frame(e) for e in events if e.kind is EventKind.MESSAGE]
         offer: dict[str, Any] = {
             "id": conversation.id, "channel": conversation.channel, "queue": offered.data.get("queue"),
             "customer": offered.data.get("customer"), "seq": offered.seq, "timeout": offered.data.get("timeout"),
@@ -173,6 +177,7 @@ class AgentHub:
             # Is anyone there (null: a channel without live sessions)? Changes come as customer_presence.
             "customer_connected": self.pipeline.customer_connected(conversation),
             "left_message": bool(offered.data.get("left_message"))}
+        offer.update(await kb.offer_extras(self.pipeline, events))  # the bot's handoff, KB suggestions
         if offered.data.get("transferred_from"):
             offer["transferred_from"] = offered.data["transferred_from"]
             offer["note"] = offered.data.get("note")
@@ -372,15 +377,20 @@ class AgentHub:
                                          to_queue=to_queue, note=note)
         elif kind == "typing":
             await self.pipeline.agent_typing(connection.agent_id, conversation_id, typing_active(frame))
-        elif kind == "message":
+        elif kind in ("message", "send_suggestion"):
             attachments = attachment_ids(frame)
-            client_id, text = message_fields(frame, text_optional=bool(attachments))
+            data = None
+            if kind == "send_suggestion":
+                text, data = kb.suggested_reply(self.pipeline, frame)
+                client_id, _ = message_fields({**frame, "text": text})
+            else:
+                client_id, text = message_fields(frame, text_optional=bool(attachments))
             self.pipeline.limits.agent_message(connection.bucket, conversation_id, client_id)
             key = (conversation_id, client_id)
             connection.pending.add(key)
             try:
                 receipt = await self.pipeline.agent_message(connection.agent_id, conversation_id, text, client_id,
-                                                            attachments)
+                                                            attachments, data=data)
             except BaseException:
                 connection.pending.discard(key)
                 raise
@@ -388,8 +398,15 @@ class AgentHub:
                 connection.pending.discard(key)
                 connection.sender.send({"type": "ack", "conversation_id": conversation_id, "id": client_id,
                                         "seq": receipt.event.seq})
+        elif kind == "propose_kb":
+            proposal = await kb.propose(self.pipeline, connection.agent_id, conversation_id, frame.get("proposal"))
+            connection.sender.send({"type": "proposed", "conversation_id": conversation_id, "proposal": proposal.as_json()})
         elif kind == "close":
             disposition = frame.get("disposition")
+            if frame.get("propose") is not None:  # the wrap-up's proposal for the KB, before the close
+                proposal = await kb.propose(self.pipeline, connection.agent_id, conversation_id, frame["propose"])
+                connection.sender.send({"type": "proposed", "conversation_id": conversation_id,
+                                        "proposal": proposal.as_json()})
             await self.pipeline.agent_close(connection.agent_id, conversation_id,
                                             disposition if isinstance(disposition, str) else None)
         else:

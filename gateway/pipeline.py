@@ -40,7 +40,10 @@ from .model import (
 from .outbox import OutboxWorker
 from .presence import Absence, CustomerPresence, was_left_message
 from .scheduler import Scheduler
-from .selfservice import Answer, Handoff, SelfService
+from .selfservice import SelfService
+from .selfservice.conversation import Turn, stalled_turn, take_turn
+from .selfservice.supervisor import BotSupervisor
+from .state.bot import BotMemo
 from .store import NotFound, Store
 
 log = logging.getLogger("contactgate.pipeline")
@@ -85,7 +88,7 @@ class Pipeline:
         self._agent_notices: list[AgentNotice] = []
         self._lock = KeyedLocks()  # async with self._lock(conversation_id): one change at a time
         self._dispatch_lock = asyncio.Lock()
-        self._unanswered: dict[str, int] = {}
+        self.bot = BotSupervisor(store, self.scheduler, clock, lambda: self.config.selfservice, self._bot_stalled)
         self._routing_text: dict[str, str] = {}        # bot-phase text, for keyword/language rules
         self._topics: dict[str, set[str]] = {}         # FAQ ids answered, for topic rules
         self._transfer: dict[str, dict[str, Any]] = {}  # note and origin shown with the next offer
@@ -141,6 +144,8 @@ class Pipeline:
                 if conversation.state is S.ASSIGNED and conversation.agent_id:
                     self.dispatcher.restore_assignment(conversation.id, conversation.agent_id, conversation.channel)
                     self._assigned_at[conversation.id] = conversation.updated_at
+                elif conversation.state is S.BOT:
+                    await self.bot.recover(conversation)
                 elif conversation.state in (S.QUEUED, S.OFFERED) and conversation.queue:
                     events = await self.store.events_after(conversation.id, 0)
                     if was_left_message(events):
@@ -366,7 +371,7 @@ class Pipeline:
                         conversation, Author.BOT, EventKind.MESSAGE, text=refusal_note(refused, self.config.attachments),
                         data={"refused": [{"name": r.name, "size": r.size, "reason": r.reason} for r in refused]})
                 if created and conversation.state is S.BOT:
-                    routed = await self._self_service(conversation, text, bot)
+                    routed = await self._self_service(conversation, text, bot, data.get("choice"))
             if routed:
                 await self.dispatch()
             return Receipt(event, created)
@@ -401,33 +406,41 @@ class Pipeline:
                 await self._close(conversation, closed_by="customer")
             await self.dispatch()
 
-    async def _self_service(self, conversation: Conversation, text: str, turn: BotTurn = "answer") -> bool:
-        """Answer or hand off (``turn``: adapters.base.BotTurn). Returns True when the
-        conversation went to routing."""
+    async def _self_service(self, conversation: Conversation, text: str, turn: BotTurn = "answer",
+                            choice: Any = None) -> bool:
+        """The bot's turn (gateway/selfservice/conversation.py; ``turn``: adapters.base.BotTurn).
+        Returns True when the conversation went to routing."""
         cid = conversation.id
         self._routing_text[cid] = (self._routing_text.get(cid, "") + "\n" + text)[-MAX_ROUTING_TEXT:]
         if turn == "quiet":
             return False
-        if turn == "greet":
-            greeting = self.config.selfservice.greeting or self.config.selfservice.no_answer
-            await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=greeting, data={"faq": None})
-            return False
-        reply = (Handoff(self.config.selfservice.handoff, "asked") if turn == "handoff"
-                 else await self.selfservice.areply(text, self._unanswered.get(cid, 0), conversation.channel))
-        if isinstance(reply, Answer):
-            self._unanswered.pop(cid, None)
-            self._topics.setdefault(cid, set()).add(reply.faq_id)
-            await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=reply.text,
-                               data={"faq": reply.faq_id, "score": round(reply.score, 3)})
-            return False
-        if not isinstance(reply, Handoff):
-            self._unanswered[cid] = self._unanswered.get(cid, 0) + 1
-            await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=reply.text, data={"faq": None})
-            return False
-        self._unanswered.pop(cid, None)
-        conversation, _ = await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=reply.text,
-                                             data={"handoff": reply.reason})
-        return await self._route(conversation)
+        memo = await self.bot.memo(cid)
+        done = await take_turn(self.selfservice, self.config.selfservice, memo, text, turn, choice,
+                               conversation.channel, self.clock())
+        return await self._bot_says(conversation, done, memo)
+
+    async def _bot_says(self, conversation: Conversation, done: Turn, memo: BotMemo) -> bool:
+        if done.topic is not None:
+            self._topics.setdefault(conversation.id, set()).add(done.topic)
+        event = None
+        for say in done.says:
+            conversation, event = await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=say.text,
+                                                     data=say.data)
+        await self.bot.after(conversation.id, event.seq if event else None, done, memo)
+        return await self._route(conversation) if done.handoff is not None else False
+
+    async def _bot_stalled(self, conversation_id: str) -> None:
+        """The watchdog: no progress with the bot for ``selfservice.policy.stalled_after``."""
+        with about(conversation_id):
+            async with self._lock(conversation_id):
+                conversation = await self._conversation(conversation_id)
+                memo = await self.bot.memo(conversation_id)
+                if conversation.state is not S.BOT or not self.bot.is_stalled(memo):
+                    return
+                log.info("stalled with the bot: handed off")
+                routed = await self._bot_says(conversation, stalled_turn(self.config.selfservice, memo), memo)
+            if routed:
+                await self.dispatch()
 
     def contact(self, conversation: Conversation, customer: Customer, now: datetime) -> Contact:
         """What routing knows of this contact right now."""
@@ -684,12 +697,13 @@ class Pipeline:
         await self.dispatch()
 
     async def agent_message(self, agent_id: str, conversation_id: str, text: str, client_id: str | None,
-                            attachments: Sequence[str] = ()) -> Receipt:
-        """``attachments``: ids the agent uploaded to this conversation (``upload``)."""
+                            attachments: Sequence[str] = (), *, data: dict[str, Any] | None = None) -> Receipt:
+        """``attachments``: ids the agent uploaded to this conversation (``upload``); ``data``:
+        what else the event keeps (the KB suggestion it sends)."""
         with about(conversation_id, agent_id):
             async with self._lock(conversation_id):
                 conversation = await self._assigned_to(agent_id, conversation_id)
-                data: dict[str, Any] = {"agent_id": agent_id}
+                data = {**(data or {}), "agent_id": agent_id}
                 if attachments:
                     data["attachments"] = [a.summary() for a in await self._own_attachments(conversation_id, attachments)]
                 _, (event, created) = await self._append_receipt(
@@ -896,7 +910,8 @@ class Pipeline:
         assigned_at = self._assigned_at.pop(cid, None)
         if assigned_at is not None and conversation.queue:
             self.stats.handled(conversation.queue, (now - assigned_at).total_seconds(), now)
-        for table in (self._unanswered, self._routing_text, self._topics, self._transfer, self._last_status, self._tiers):
+        self.bot.forget(cid)
+        for table in (self._routing_text, self._topics, self._transfer, self._last_status, self._tiers):
             table.pop(cid, None)  # type: ignore[attr-defined]
         log.info("closed", extra={"closed_by": closed_by, "disposition": disposition,
                                   "state_before": conversation.state.value})

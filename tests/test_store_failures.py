@@ -31,6 +31,8 @@ BURST = 4
 async def gateway(tmp_path: Path, pg_url: str) -> AsyncIterator[GatewayProcess]:
     config = gateway_config(pg_url)
     config["server"] = {**config["server"], "admin_token": ADMIN_TOKEN}
+    # Bystanders ask the bot the same question again and again: it keeps answering them.
+    config["selfservice"]["policy"] = {"repeat_hands_off": False, "max_bot_turns": 1000}
     process = await GatewayProcess.write_config(tmp_path, config).start()
     yield process
     await process.stop()

@@ -32,7 +32,7 @@ from adapters.base import (GatewayPort, IncomingFile, Inbound, PermanentFailure,
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind, OutboxItem
 
-from .compose import OutgoingAttachment, compose_reply
+from .compose import OutgoingAttachment, compose_reply, numbered_choices
 from .guard import classify
 from .imap import ImapMailbox, ImapSettings
 from .parse import MailRejected, ParsedMail, parse_message
@@ -211,7 +211,8 @@ class EmailChannel:
             message = compose_reply(
                 from_name=self.settings.display_name, from_address=self.settings.address,
                 to_name=customer.name, to_address=to_address, original_subject=subject, token=token,
-                message_id=message_id, date=datetime.now(timezone.utc), text=event.text or "",
+                message_id=message_id, date=datetime.now(timezone.utc),
+                text=numbered_choices(event.text or "", event.data.get("choices") or (), event.data.get("numbered_hint")),
                 in_reply_to=answered, references=thread, attachments=files, automatic=automatic)
         except ValueError as exc:   # a value that cannot go into a mail: no retry will change it
             raise PermanentFailure(f"cannot write this mail: {exc}") from exc

@@ -25,7 +25,7 @@ from typing import Sequence
 
 from .threading import reply_subject
 
-__all__ = ["MAX_REFERENCES", "OutgoingAttachment", "compose_reply", "new_message_id"]
+__all__ = ["MAX_REFERENCES", "OutgoingAttachment", "compose_reply", "new_message_id", "numbered_choices"]
 
 # 7-bit: the library then encodes every non-ASCII body in quoted-printable or base64, so the
 # mail needs no 8BITMIME from the relay; CRLF line ends as SMTP sends them.
@@ -50,6 +50,17 @@ class OutgoingAttachment:
     filename: str
     content_type: str       # "image/png"; anything that is not type/subtype is sent as octets
     data: bytes
+
+
+def numbered_choices(text: str, choices: Sequence[object], hint: str | None) -> str:
+    """A bot message's ``choices`` (self-service's "did you mean", "did this help?") numbered
+    under its text, for a mail client that has no buttons: the customer replies "2"."""
+    labels = [str(c.get("text") if isinstance(c, dict) else c) for c in choices]
+    labels = [label for label in labels if label.strip()]
+    if not labels:
+        return text
+    lines = [f"{n}. {label}" for n, label in enumerate(labels, 1)]
+    return "\n".join([text, "", *lines, *(["", hint] if hint else [])])
 
 
 def new_message_id(domain: str) -> str:

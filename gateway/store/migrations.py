@@ -316,6 +316,61 @@ _CHANNEL_TABLES_POSTGRES = (
     $$""",
 )
 
+# The knowledge base's side of conversations: outcomes of the bot's answers per entry (one row
+# per conversation, bot message and outcome: a retried write counts once) and the entries and
+# phrasings agents propose (knowledge capture).
+_KB_TABLES_SQLITE = (
+    """CREATE TABLE kb_outcomes (
+        conversation_id  TEXT NOT NULL REFERENCES conversations(id),
+        seq              INTEGER NOT NULL,
+        faq_id           TEXT NOT NULL,
+        outcome          TEXT NOT NULL,
+        at               TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, seq, outcome)
+    )""",
+    """CREATE TABLE kb_proposals (
+        id               TEXT PRIMARY KEY,
+        conversation_id  TEXT NOT NULL REFERENCES conversations(id),
+        agent_id         TEXT NOT NULL,
+        kind             TEXT NOT NULL CHECK (kind IN ('entry', 'phrasing')),
+        faq_id           TEXT,
+        lang             TEXT NOT NULL,
+        question         TEXT NOT NULL,
+        answer           TEXT,
+        status           TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+        note             TEXT,
+        created_at       TEXT NOT NULL,
+        decided_at       TEXT
+    )""",
+    "CREATE INDEX kb_proposals_status ON kb_proposals (status, created_at)",
+)
+
+_KB_TABLES_POSTGRES = (
+    """CREATE TABLE kb_outcomes (
+        conversation_id  text NOT NULL REFERENCES conversations(id),
+        seq              integer NOT NULL,
+        faq_id           text NOT NULL,
+        outcome          text NOT NULL,
+        at               timestamptz NOT NULL,
+        PRIMARY KEY (conversation_id, seq, outcome)
+    )""",
+    """CREATE TABLE kb_proposals (
+        id               text PRIMARY KEY,
+        conversation_id  text NOT NULL REFERENCES conversations(id),
+        agent_id         text NOT NULL,
+        kind             text NOT NULL CHECK (kind IN ('entry', 'phrasing')),
+        faq_id           text,
+        lang             text NOT NULL,
+        question         text NOT NULL,
+        answer           text,
+        status           text NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+        note             text,
+        created_at       timestamptz NOT NULL,
+        decided_at       timestamptz
+    )""",
+    "CREATE INDEX kb_proposals_status ON kb_proposals (status, created_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "customers, identities, conversations, events", _INITIAL_SQLITE, _INITIAL_POSTGRES),
     Migration(2, "PostgreSQL: append events in one round trip", (), _APPEND_FUNCTION_POSTGRES),
@@ -344,6 +399,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                     PRIMARY KEY (queue, minute)
                 )''',
                "CREATE INDEX queue_samples_minute ON queue_samples (minute)")),
+    Migration(6, "knowledge base: answer outcomes per entry and agents' proposals", _KB_TABLES_SQLITE,
+              _KB_TABLES_POSTGRES),
 )
 
 # Bookkeeping table; created before anything else, outside the versioned list.

@@ -26,6 +26,7 @@ from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_postgres
 from .postgres_samples import PostgresQueueSamples
 from .postgres_channels import PostgresChannelTables
+from .postgres_kb import PostgresKbTables
 from .records import new_id
 from .text import cannot_hold, dumps, identifier, storable, storable_json
 
@@ -114,9 +115,10 @@ def _event(row: asyncpg.Record) -> Event:
                  client_id=row["client_id"], data=json.loads(row["data"]), at=row["at"])
 
 
-class PostgresStore(PostgresChannelTables, PostgresQueueSamples):
+class PostgresStore(PostgresChannelTables, PostgresQueueSamples, PostgresKbTables):
     """The engine. Attachments, channel references and the outbox are in postgres_channels.py;
-    the board's queue samples in postgres_samples.py."""
+    the board's queue samples in postgres_samples.py; the KB's outcomes and proposals in
+    postgres_kb.py."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
                  connect_timeout: float = 10.0, close_timeout: float = 30.0) -> None:

@@ -26,6 +26,7 @@ from .batching import AppendBatcher, AppendRequest
 from .migrations import migrate_sqlite
 from .sqlite_samples import SQLiteQueueSamples
 from .sqlite_channels import SQLiteChannelTables, insert_outbox_item
+from .sqlite_kb import SQLiteKbTables
 from .sqlite_rows import execute, fetchone, parse_ts, ts
 from .text import cannot_hold, dumps, identifier, storable, storable_json
 
@@ -74,9 +75,10 @@ def _event(row: sqlite3.Row) -> Event:
                  at=datetime.fromisoformat(row["at"]))
 
 
-class SQLiteStore(SQLiteChannelTables, SQLiteQueueSamples):
+class SQLiteStore(SQLiteChannelTables, SQLiteQueueSamples, SQLiteKbTables):
     """The engine. Attachments, channel references and the outbox are in sqlite_channels.py;
-    the board's queue samples in sqlite_samples.py."""
+    the board's queue samples in sqlite_samples.py; the KB's outcomes and proposals in
+    sqlite_kb.py."""
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
         self.url = url

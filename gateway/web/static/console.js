@@ -148,7 +148,20 @@
       h("span", { class: "who", text: authorName(conv, event) }),
       h("span", { class: "text", text: event.text || "" }));
     for (const file of event.attachments || []) item.append(fileButton(file));
+    if (event.suggestions && event.suggestions.length) item.append(suggestionButtons(event.suggestions));
     return item;
+  }
+
+  // The KB's suggestions for a customer message (docs/protocol.md#kb-suggestions): a click puts
+  // the entry's answer into the reply box, to send as it is or edited.
+  function suggestionButtons(suggestions) {
+    const list = h("div", { class: "suggestions", role: "group", "aria-label": "Suggested answers" });
+    for (const s of suggestions) {
+      const button = h("button", { type: "button", class: "suggestion", title: s.answer, text: s.question });
+      button.addEventListener("click", () => { reply.value = s.answer; reply.focus(); });
+      list.append(button);
+    }
+    return list;
   }
 
   function customerCard(c, extra) {
@@ -258,6 +271,7 @@
     const e = { seq: frame.seq, kind: frame.type, author: frame.author, text: frame.text, at: frame.at };
     if (frame.id) e.id = frame.id;
     if (frame.attachments) e.attachments = frame.attachments;
+    if (frame.suggestions) e.suggestions = frame.suggestions;
     if (frame.type === "delivery_failed") e.text = frame.reason;
     return e;
   }

@@ -1,0 +1,229 @@
+"""The bot's turn in a conversation: what it says to one customer message, and when it hands
+the conversation to a person (docs/selfservice.md#conversation-policy).
+
+Pure of I/O but for asking the matcher: :func:`take_turn` reads the customer's message against
+the bot's memory of the conversation (``gateway/state/bot.py``), changes the memory and returns
+a :class:`Turn`: the messages to send, in order, whether to hand off and why, and the outcomes to
+count for the deflection figures. The pipeline appends the messages and routes the handoff.
+
+In this order:
+
+1. a pick of what the bot asked last: a "did you mean" choice (the button's value, its label,
+   or its number "2") is answered with that entry; a "yes" to "did this help?" is thanked, a
+   "no" hands off (``not_helpful``);
+2. an angry message hands off (``angry``); the same question as the last one (``repeated``);
+   more than ``max_bot_turns`` messages (``max_turns``);
+3. otherwise :meth:`SelfService.reply`: an answer (with "did this help?"), a "did you mean", "I
+   don't know", or its handoff (``asked``, ``unanswered``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from adapters.base import BotTurn
+
+from ..config import SelfServiceConfig
+from ..faq import detect_lang
+from ..state.bot import BotMemo, Choice
+from . import MAX_CHOICES, Answer, Candidate, Choices, Handoff, NoAnswer, SelfService
+from .suggest import guess_json, top_entries
+
+# Outcomes counted per KB entry (gateway/selfservice/deflection.py reads them back).
+ANSWERED, HELPFUL_YES, HELPFUL_NO, HANDED_OFF = "answered", "helpful_yes", "helpful_no", "handed_off"
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    text: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Turn:
+    says: list[Say] = field(default_factory=list)
+    handoff: str | None = None          # the reason, when the conversation goes to a person
+    outcomes: list[tuple[str, str]] = field(default_factory=list)  # (faq id, outcome)
+    topic: str | None = None            # the entry answered (routing's topic rules read it)
+
+
+_PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+_CJK = re.compile(r"[\u3400-\u9fff]")
+MAX_VERDICT_WORDS, MAX_VERDICT_CJK = 4, 8  # longer replies to "did this help?" are new questions
+
+
+def normalize(text: str) -> str:
+    """Case, width, spaces and punctuation aside: what makes two messages "the same"."""
+    return _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def _words(words: list[str]) -> set[str]:
+    return {normalize(w) for w in words if normalize(w)}
+
+
+def is_angry(text: str, words: list[str]) -> bool:
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    padded = f" {normalize(text)} "
+    for word in words:
+        word = normalize(word)
+        if not word:
+            continue
+        if _CJK.search(word):
+            if word in folded:
+                return True
+        elif f" {word} " in padded:
+            return True
+    return False
+
+
+def yes_or_no(text: str, yes: list[str], no: list[str]) -> str | None:
+    """"yes" or "no" for a short reply that is, or starts with, one of the words ("yes, thanks",
+    "no it didn't", "没有帮助谢谢"); None for anything else, which is a new question."""
+    said = normalize(text)
+    words = said.split()
+    if len(words) > MAX_VERDICT_WORDS or (len(words) == 1 and _CJK.search(said) and len(said) > MAX_VERDICT_CJK):
+        return None
+    for verdict, table in (("no", no), ("yes", yes)):  # "no" first: "not really" starts like neither
+        for word in sorted(_words(table), key=len, reverse=True):
+            if said == word or said.startswith(word + " ") or (_CJK.search(word) and len(word) > 1 and said.startswith(word)):
+                return verdict
+    return None
+
+
+def picked(memo: BotMemo, text: str, choice: Any) -> Choice | None:
+    """The choice of the bot's last question that the message picks, if any: by the button's
+    value (``choice``: ``{"value": ...}`` from web chat and Telegram), by its label, or by its
+    number ("2", "#2")."""
+    if not memo.choices:
+        return None
+    value = choice.get("value") if isinstance(choice, dict) else None
+    if isinstance(value, str):
+        for option in memo.choices:
+            if option.value == value:
+                return option
+        if re.fullmatch(r"#\d", value):  # Telegram's stand-in for a value too long for a button
+            text = value
+    said = normalize(text)
+    for option in memo.choices:
+        if normalize(option.text) == said:
+            return option
+    number = re.fullmatch(r"#?\s*(\d)\s*[.)]?", unicodedata.normalize("NFKC", text).strip())
+    if number and 1 <= int(number.group(1)) <= len(memo.choices):
+        return memo.choices[int(number.group(1)) - 1]
+    return None
+
+
+async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo, text: str,
+                    turn: BotTurn, choice: Any, channel: str, now: datetime) -> Turn:
+    """The bot's reply to one customer message (``turn``: adapters.base.BotTurn, not "quiet").
+    Changes ``memo``; the last message said carries its snapshot."""
+    policy = config.policy
+    lang = detect_lang(text) if text.strip() else "en"
+    if turn == "greet":
+        return _said(memo, Turn([Say(config.greeting or config.no_answer, {"faq": None})]))
+    if turn == "handoff":
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "asked"))
+    memo.turns += 1
+    option = picked(memo, text, choice)
+    if option is not None:
+        lang = detect_lang(option.text)  # "2" says nothing of the language; the label it picks does
+    if memo.asking == "helpful":
+        verdict = option.value if option is not None else yes_or_no(text, policy.yes_words, policy.no_words)
+        faq = memo.faq
+        if verdict == "yes":
+            memo.asking, memo.choices, memo.stuck_since, memo.unanswered = None, (), None, 0
+            return _said(memo, Turn([Say(policy.text(policy.glad, lang), {"faq": None, "helpful": faq})],
+                                    outcomes=[(faq, HELPFUL_YES)] if faq else []))
+        if verdict == "no":
+            # The guesses are for the question the answer did not help with, not for the "no".
+            made = await _hand_off(selfservice, config, memo, memo.question or text, "not_helpful")
+            if faq:
+                made.outcomes.insert(0, (faq, HELPFUL_NO))
+            return _said(memo, made)
+    if memo.asking == "did_you_mean" and option is not None:
+        entry = _entry(selfservice, option.value, lang)
+        if entry is not None:
+            memo.question = normalize(option.text)
+            return _said(memo, _answer(config, memo, Candidate(
+                entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), entry.lang, picked=True))
+    question = normalize(text)
+    if is_angry(text, policy.angry_words):
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "angry"))
+    if policy.repeat_hands_off and question and question == memo.question:
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "repeated"))
+    if memo.turns > policy.max_bot_turns:
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "max_turns"))
+    memo.question = question
+    reply = await selfservice.areply(text, memo.unanswered, channel)
+    if isinstance(reply, Answer):
+        best = reply.candidates[0] if reply.candidates else Candidate(reply.faq_id, "", reply.text, reply.score)
+        return _said(memo, _answer(config, memo, best, lang))
+    if isinstance(reply, Handoff):
+        guesses = reply.candidates or tuple((await top_entries(selfservice, text, MAX_CHOICES)))
+        return _said(memo, _handoff_turn(memo, reply.text, reply.reason, guesses))
+    memo.unanswered += 1
+    memo.stuck_since = memo.stuck_since or now
+    if isinstance(reply, Choices):
+        options = reply.options[:MAX_CHOICES]
+        memo.asking = "did_you_mean"
+        memo.choices = tuple(Choice(c.question, c.faq_id) for c in options)
+        memo.scores = {c.faq_id: round(c.score, 3) for c in options}
+        return _said(memo, Turn([Say(reply.text, {
+            "faq": None, "did_you_mean": [guess_json(c) for c in options],
+            "choices": [c.as_json() for c in memo.choices], "numbered_hint": policy.text(policy.numbered_hint, lang)})]))
+    assert isinstance(reply, NoAnswer)
+    memo.asking, memo.choices = None, ()
+    return _said(memo, Turn([Say(reply.text, {"faq": None})]))
+
+
+def _entry(selfservice: SelfService, faq_id: str, lang: str) -> Any:
+    index = selfservice.faq
+    found = [e for e in (index.entries if index is not None else ()) if e.id == faq_id]
+    return next((e for e in found if e.lang == lang), found[0] if found else None)
+
+
+def _answer(config: SelfServiceConfig, memo: BotMemo, best: Candidate, lang: str, *, picked: bool = False) -> Turn:
+    policy = config.policy
+    memo.unanswered, memo.stuck_since, memo.faq = 0, None, best.faq_id
+    data: dict[str, Any] = {"faq": best.faq_id, "score": round(best.score, 3)}
+    if picked:
+        data["picked"] = True
+    text = best.answer
+    if policy.ask_helpful:
+        labels = policy.helpful_choices.get(lang) or policy.helpful_choices.get("en") or ["Yes", "No"]
+        memo.asking, memo.choices = "helpful", (Choice(labels[0], "yes"), Choice(labels[1], "no"))
+        text = f"{best.answer}\n\n{policy.text(policy.helpful_prompt, lang)}"
+        data.update(choices=[c.as_json() for c in memo.choices], ask="helpful",
+                    numbered_hint=policy.text(policy.numbered_hint, lang))
+    else:
+        memo.asking, memo.choices = None, ()
+    return Turn([Say(text, data)], outcomes=[(best.faq_id, ANSWERED)], topic=best.faq_id)
+
+
+async def _hand_off(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo, text: str,
+                    reason: str) -> Turn:
+    # A command ("/agent") says nothing of the question: its guesses would be noise.
+    guesses = [] if reason == "asked" else await top_entries(selfservice, text, MAX_CHOICES)
+    return _handoff_turn(memo, config.handoff, reason, tuple(guesses))
+
+
+def _handoff_turn(memo: BotMemo, text: str, reason: str, guesses: tuple[Candidate, ...]) -> Turn:
+    outcomes = [(memo.faq, HANDED_OFF)] if memo.faq else []
+    memo.asking, memo.choices, memo.stuck_since = None, (), None
+    return Turn([Say(text, {"handoff": reason, "guesses": [guess_json(g) for g in guesses]})],
+                handoff=reason, outcomes=outcomes)
+
+
+def _said(memo: BotMemo, turn: Turn) -> Turn:
+    if turn.says:
+        turn.says[-1].data["bot"] = memo.snapshot()
+    return turn
+
+
+def stalled_turn(config: SelfServiceConfig, memo: BotMemo) -> Turn:
+    """The watchdog's handoff: no progress for ``policy.stalled_after`` seconds."""
+    return _said(memo, _handoff_turn(memo, config.handoff, "stalled", ()))

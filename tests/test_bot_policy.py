@@ -1,0 +1,197 @@
+"""The bot's conversation policy (gateway/selfservice/conversation.py), turn by turn on the
+shipped KB: did you mean and its picks, did this help, angry, repeated, max turns, the memory
+kept in the bot's messages; and the numbered choices of channels without buttons."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.email.compose import numbered_choices
+from gateway.config import SelfServiceConfig
+from gateway.model import Author, Event, EventKind
+from gateway.selfservice import SelfService
+from gateway.selfservice.conversation import is_angry, normalize, picked, stalled_turn, take_turn, yes_or_no
+from gateway.state.bot import BotMemo, Choice
+
+FAQ = Path(__file__).resolve().parent.parent / "faq" / "shipping_kb.yaml"
+NOW = datetime(2026, 12, 2, 9, tzinfo=timezone.utc)
+NEAR_MISS = "parcel broken"  # damaged-parcel ~0.69, then two below 0.35: a did-you-mean of three
+
+
+def config(**changes: Any) -> SelfServiceConfig:
+    policy = changes.pop("policy", {})
+    return SelfServiceConfig(faq=FAQ, min_score=0.9, choices_min_score=0.3, max_unanswered=3,
+                             policy=policy, **changes)
+
+
+_services: dict[str, SelfService] = {}
+
+
+def service(cfg: SelfServiceConfig) -> SelfService:
+    """One index per distinct config: loading the KB is what costs here."""
+    key = cfg.model_dump_json()
+    if key not in _services:
+        _services[key] = SelfService.from_config(cfg)
+    return _services[key]
+
+
+async def turn(cfg: SelfServiceConfig, memo: BotMemo, text: str, choice: Any = None, now: datetime = NOW) -> Any:
+    return await take_turn(service(cfg), cfg, memo, text, "answer", choice, "webchat", now)
+
+
+async def test_did_you_mean_offers_three_choices_and_a_pick_by_value_label_or_number_answers() -> None:
+    cfg = config()
+    for pick, choice in (("anything", {"value": "damaged-parcel"}),
+                         ("My parcel arrived damaged, what should I do?", None), ("1", None), ("#1", None)):
+        memo = BotMemo()
+        asked = await turn(cfg, memo, NEAR_MISS)
+        say = asked.says[0]
+        assert say.text == cfg.did_you_mean and asked.handoff is None
+        assert [c["value"] for c in say.data["choices"]] == ["damaged-parcel", "track-parcel", "change-address"]
+        assert say.data["choices"][0]["text"] == "My parcel arrived damaged, what should I do?"
+        assert [g["faq_id"] for g in say.data["did_you_mean"]] == ["damaged-parcel", "track-parcel", "change-address"]
+        assert memo.asking == "did_you_mean" and memo.stuck_since == NOW and asked.outcomes == []
+        answered = await turn(cfg, memo, pick, choice)
+        say = answered.says[0]
+        assert say.text.startswith("Sorry about that. Keep the packaging"), pick
+        assert say.data["faq"] == "damaged-parcel" and say.data["picked"] is True
+        assert say.data["score"] == pytest.approx(0.689, abs=0.01)
+        assert answered.outcomes == [("damaged-parcel", "answered")] and answered.topic == "damaged-parcel"
+        assert memo.stuck_since is None and memo.unanswered == 0
+
+
+async def test_a_pick_by_number_answers_in_the_language_of_the_choice() -> None:
+    cfg = config()
+    memo = BotMemo()
+    asked = await turn(cfg, memo, "包裹坏了")
+    assert asked.says[0].data["choices"], asked
+    first = asked.says[0].data["choices"][0]
+    answered = await turn(cfg, memo, "1")
+    say = answered.says[0]
+    assert say.data["faq"] == first["value"] and say.text.endswith("这个回答对您有帮助吗?")
+    glad = await turn(cfg, memo, "1")  # "1. 有帮助"
+    assert glad.says[0].text == "很高兴能帮到您!"
+
+
+async def test_a_pick_that_is_not_one_of_the_choices_is_a_question() -> None:
+    cfg = config()
+    memo = BotMemo()
+    await turn(cfg, memo, NEAR_MISS)
+    answered = await turn(cfg, memo, "How much does shipping cost?", {"value": "no-such-entry"})
+    assert answered.says[0].data["faq"] == "shipping-cost" and "picked" not in answered.says[0].data
+    memo = BotMemo()
+    await turn(cfg, memo, NEAR_MISS)
+    nothing = await turn(cfg, memo, "4")  # three choices: "4" picks none
+    assert nothing.says[0].data["faq"] is None
+
+
+async def test_did_this_help_yes_thanks_and_no_hands_off_with_the_guesses() -> None:
+    cfg = config()
+    memo = BotMemo()
+    answered = await turn(cfg, memo, "How do I track my parcel?")
+    say = answered.says[0]
+    assert say.text.endswith("\n\nDid this help?") and say.data["ask"] == "helpful"
+    assert say.data["choices"] == [{"text": "Yes", "value": "yes"}, {"text": "No", "value": "no"}]
+    glad = await turn(cfg, memo, "Yes!")
+    assert glad.says[0].text == "Glad I could help!" and glad.outcomes == [("track-parcel", "helpful_yes")]
+    assert memo.asking is None
+
+    memo = BotMemo()
+    await turn(cfg, memo, "我的快递到哪了")
+    no = await turn(cfg, memo, "没有帮助")
+    assert no.handoff == "not_helpful"
+    assert no.outcomes == [("track-parcel", "helpful_no"), ("track-parcel", "handed_off")]
+    assert no.says[0].data["handoff"] == "not_helpful"
+    assert no.says[0].data["guesses"][0]["faq_id"] == "track-parcel"  # for the question, not the "no"
+
+    memo = BotMemo()
+    chinese = await turn(cfg, memo, "我的快递到哪了")
+    assert chinese.says[0].text.endswith("这个回答对您有帮助吗?")
+    assert [c["text"] for c in chinese.says[0].data["choices"]] == ["有帮助", "没有帮助"]
+    by_button = await turn(cfg, memo, "没有帮助", {"value": "no"})
+    assert by_button.handoff == "not_helpful"
+
+
+async def test_a_new_question_instead_of_a_yes_or_no_is_answered() -> None:
+    cfg = config()
+    memo = BotMemo()
+    await turn(cfg, memo, "How do I track my parcel?")
+    other = await turn(cfg, memo, "How much does shipping cost?")
+    assert other.says[0].data["faq"] == "shipping-cost" and other.handoff is None
+
+
+async def test_no_helpful_question_when_it_is_off() -> None:
+    cfg = config(policy={"ask_helpful": False})
+    memo = BotMemo()
+    answered = await turn(cfg, memo, "How do I track my parcel?")
+    assert "choices" not in answered.says[0].data and not answered.says[0].text.endswith("help?")
+    assert memo.asking is None
+
+
+async def test_angry_repeated_and_too_many_turns_hand_off_with_their_reason() -> None:
+    cfg = config(policy={"max_bot_turns": 3})
+    angry = await turn(cfg, BotMemo(), "This is useless, where is my parcel")
+    assert angry.handoff == "angry" and angry.says[0].text == cfg.handoff
+    assert angry.says[0].data["guesses"][0]["faq_id"] == "track-parcel"
+    assert (await turn(cfg, BotMemo(), "你们这个破机器人太差了")).handoff == "angry"
+
+    memo = BotMemo()
+    first = await turn(cfg, memo, "where is my stuff?")
+    assert first.handoff is None
+    again = await turn(cfg, memo, "Where is my stuff")
+    assert again.handoff == "repeated"
+
+    memo = BotMemo()
+    for text in ("How do I track my parcel?", "How much does shipping cost?", "Can I insure my shipment?"):
+        assert (await turn(cfg, memo, text)).handoff is None
+    assert (await turn(cfg, memo, "How do I get an invoice?")).handoff == "max_turns"
+
+
+def test_a_short_reply_that_starts_with_yes_or_no_is_a_verdict_a_longer_one_a_question() -> None:
+    policy = config().policy
+    verdict = [yes_or_no(t, policy.yes_words, policy.no_words) for t in (
+        "Yes, thanks!", "no it didn't", "Not really", "没有帮助,谢谢", "有帮助", "no, how much does it cost",
+        "不知道怎么寄", "有没有保险", "nothing")]
+    assert verdict == ["yes", "no", "no", "no", "yes", None, None, None, None]
+
+
+def test_angry_words_are_whole_words_in_english_and_substrings_in_chinese() -> None:
+    words = config().policy.angry_words
+    assert is_angry("DAMN it", words) and is_angry("气死我了", words)
+    assert not is_angry("a damning review of the scampi", words)  # "damn", "scam" inside words
+    assert normalize("  Where is MY stuff?! ") == "where is my stuff"
+
+
+def test_the_memory_rides_in_the_bot_message_and_comes_back_from_the_events() -> None:
+    memo = BotMemo(turns=2, unanswered=1, question="parcel broken", asking="did_you_mean",
+                   choices=(Choice("A?", "a"), Choice("B?", "b")), scores={"a": 0.5, "b": 0.4},
+                   faq="x", stuck_since=NOW)
+    events = [Event("c", 1, Author.CUSTOMER, EventKind.MESSAGE, "hi", None, {}, NOW),
+              Event("c", 2, Author.BOT, EventKind.MESSAGE, "Did you mean?", None, {"bot": memo.snapshot()}, NOW),
+              Event("c", 3, Author.CUSTOMER, EventKind.MESSAGE, "2", None, {}, NOW)]
+    again = BotMemo.from_events(events)
+    assert again == memo
+    assert picked(again, "2", None) == Choice("B?", "b")
+    assert BotMemo.from_events(events[:1]) == BotMemo()
+
+
+async def test_the_watchdog_turn_hands_off_as_stalled() -> None:
+    cfg = config()
+    memo = BotMemo()
+    await turn(cfg, memo, "where is my stuff?", now=NOW)
+    assert memo.stuck_since == NOW
+    await turn(cfg, memo, "hello?", now=NOW + timedelta(minutes=3))
+    assert memo.stuck_since == NOW  # the first reply without progress counts
+    stalled = stalled_turn(cfg, memo)
+    assert stalled.handoff == "stalled" and stalled.says[0].data["bot"]["stuck_since"] is None
+
+
+def test_email_numbers_the_choices_under_the_text() -> None:
+    body = numbered_choices("Did you mean one of these?", [{"text": "How do I track my parcel?", "value": "t"},
+                                                         {"text": "Lost?", "value": "l"}], "Reply with the number.")
+    assert body == "Did you mean one of these?\n\n1. How do I track my parcel?\n2. Lost?\n\nReply with the number."
+    assert numbered_choices("Hello", [], None) == "Hello"
