@@ -3,6 +3,8 @@ tracker, and the client address behind trusted proxies."""
 
 from __future__ import annotations
 
+import itertools
+
 from ipaddress import ip_network
 
 import pytest
@@ -160,6 +162,7 @@ def test_client_address_without_trusted_proxies_ignores_the_header() -> None:
 
 def test_the_commented_limits_block_of_config_yaml_is_the_defaults() -> None:
     text = (REPO / "config.yaml").read_text(encoding="utf-8")
-    block = text[text.index("# limits:"):]
-    uncommented = "\n".join(line[2:] for line in block.splitlines() if line.startswith("# "))
+    block = text[text.index("# limits:"):].splitlines()
+    lines = [block[0]] + list(itertools.takewhile(lambda line: line.startswith("#   "), block[1:]))
+    uncommented = "\n".join(line[2:] for line in lines)
     assert LimitsConfig.model_validate(yaml.safe_load(uncommented)["limits"]) == LimitsConfig()
