@@ -4,7 +4,6 @@ tracker, and the client address behind trusted proxies."""
 from __future__ import annotations
 
 import itertools
-
 from ipaddress import ip_network
 
 import pytest
