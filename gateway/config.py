@@ -95,7 +95,11 @@ class SemanticConfig(Strict):
     """The semantic matcher (the optional ``[semantic]`` extra): an embedding model's cosine
     combined with the lexical score, ``weight * cosine + (1 - weight) * lexical``."""
 
-    weight: float = Field(default=0.9, ge=0, le=1)  # picked on tests/faq_dev/dev.yaml
+    # Both picked on tests/faq_dev/dev.yaml (docs/selfservice.md): the lexical score did not
+    # help e5 there (weight 1), the best entry's lead over the runner-up did (margin 1).
+    weight: float = Field(default=1.0, ge=0, le=1)
+    # The best entry's score gains margin x (its score - the runner-up's): a clear winner is surer.
+    margin: float = Field(default=1.0, ge=0, le=5)
     # Where the KB's embeddings are kept between starts (keyed by text and model version);
     # relative to config.yaml. None: $XDG_CACHE_HOME/contactgate, else ~/.cache/contactgate.
     cache_dir: Path | None = None

