@@ -489,3 +489,32 @@ def test_the_real_model_ranks_paraphrases_in_both_languages(kb: Path, tmp_path: 
         assert (name, version) == ("semantic", m.version)
     finally:
         m.close()
+
+
+def test_embedding_a_kb_takes_the_model_lock_per_batch(tmp_path: Path) -> None:
+    """A reload embedding a large KB lets replies use the model between its batches."""
+    import threading
+
+    from gateway.selfservice.semantic import EMBED_BATCH, SemanticMatcher
+
+    class CountingLock:
+        def __init__(self) -> None:
+            self.lock, self.taken = threading.Lock(), 0
+
+        def __enter__(self) -> None:
+            self.lock.acquire()
+            self.taken += 1
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    entries = [{"id": f"e{i}", "question": f"question number {i}", "answer": f"answer {i}"}
+               for i in range(EMBED_BATCH * 2 + 1)]
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(entries), encoding="utf-8")
+    lock = CountingLock()
+    m = SemanticMatcher(LexicalMatcher.load(path), _BagOfLetters(), "fake-1", weight=1.0,
+                        cache_dir=tmp_path / "cache", lock=lock)
+    # the questions (as queries) and the question+answer passages: 3 batches each
+    assert m.embedded == 2 * len(entries) and lock.taken == 6
+    m.close()

@@ -47,6 +47,7 @@ __all__ = ["SemanticMatcher", "SemanticUnavailable", "semantic_matcher"]
 log = logging.getLogger("contactgate")
 
 MODEL = "multilingual-e5-small-q4"
+EMBED_BATCH = 16  # texts per model call when embedding a KB (~0.2 s on 2 cores)
 
 
 class SemanticUnavailable(RuntimeError):
@@ -161,8 +162,12 @@ class SemanticMatcher:
 
     def _embed(self, texts: list[str], as_query: bool) -> Any:
         embed = self._model.query if as_query else self._model.passage
-        with self._lock:
-            out = [embed(texts[i:i + 64]) for i in range(0, len(texts), 64)]
+        out = []
+        for i in range(0, len(texts), EMBED_BATCH):
+            # The lock per batch, not around the whole KB: a reload that embeds a large KB lets
+            # the replies' questions in between batches instead of after it.
+            with self._lock:
+                out.append(embed(texts[i:i + EMBED_BATCH]))
         import numpy as np
 
         return np.concatenate([o.reshape(-1, o.shape[-1]) for o in out])
