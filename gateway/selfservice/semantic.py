@@ -156,7 +156,16 @@ class SemanticMatcher:
         self._owner = np.asarray(owner, dtype=np.intp)
         self._n = len(entries)
         self._phrasings = np.maximum(np.bincount(self._owner, minlength=self._n), 1)
+        # Each entry's phrasings as a row of indices into the phrasings' cosines, padded with
+        # one past the end (a sentinel): max and mean per entry in two numpy reductions.
+        slots = np.full((self._n, int(self._phrasings.max()) if self._n else 1), len(owner), dtype=np.intp)
+        filled = np.zeros(self._n, dtype=np.intp)
+        for row, i in enumerate(owner):
+            slots[i, filled[i]] = row
+            filled[i] += 1
+        self._slots = slots
         self._lang_of = [_primary_lang(e.lang) for e in entries]
+        self._lang_arr = np.asarray(self._lang_of, dtype=object)
         self._langs = frozenset(self._lang_of)
         self._pos = {(e.id, e.lang): i for i, e in enumerate(entries)}
 
@@ -184,31 +193,33 @@ class SemanticMatcher:
         if not text.strip() or self._n == 0:
             return []
         lex = np.zeros(self._n)
-        for m in self.lexical.rank(text):
-            lex[self._pos[(m.entry.id, m.entry.lang)]] = m.score
+        if self.weight < 1:
+            for m in self.lexical.rank(text):
+                lex[self._pos[(m.entry.id, m.entry.lang)]] = m.score
         with self._lock:
             q = self._model.query(text)
         sims = self._matrix @ q
-        best = np.full(self._n, -1.0)
-        np.maximum.at(best, self._owner, sims)
-        mean = np.zeros(self._n)
-        np.add.at(mean, self._owner, sims)
-        mean /= self._phrasings
+        padded = self._slots
+        best = np.append(sims, -np.inf)[padded].max(axis=1)
+        mean = np.append(sims, 0.0)[padded].sum(axis=1) / self._phrasings
         cos = (best + 3 * mean + 2 * (self._qa @ q)) / 6
         score = self.weight * cos + (1 - self.weight) * lex
         lang = detect_lang(text)
         prefer = lang in self._langs
-        order = sorted(range(self._n), key=lambda i: (prefer and self._lang_of[i] != lang, -score[i], i))
-        # The best entry's lead over the runner-up is evidence too: e5 scores an unrelated
-        # question about as high as a paraphrase, but rarely one entry clearly above the rest.
-        group = [i for i in order if not prefer or self._lang_of[i] == lang]
-        lead = score[group[0]] - (score[group[1]] if len(group) > 1 else 0.0)
-        score[group[0]] += self.margin * lead
-        score = np.clip(score, 0.0, 1.0)
+        other = (self._lang_arr != lang) if prefer else np.zeros(self._n, dtype=bool)
+        # The question's language first, then by score, ties to the entry that comes first.
+        order = np.lexsort((np.arange(self._n), -score, other))
+        # The best entry's lead over the runner-up (in the same group) is evidence too: e5 scores
+        # an unrelated question about as high as a paraphrase, but rarely one entry clearly
+        # above the rest.
+        top = order[0]
+        second = order[1] if self._n > 1 and other[order[1]] == other[top] else None
+        score[top] += self.margin * (score[top] - (score[second] if second is not None else 0.0))
+        score = np.round(np.clip(score, 0.0, 1.0), 6)
         if limit is not None:
             order = order[:limit]
         entries = self.index.entries
-        return [FaqMatch(entries[i], round(float(score[i]), 6)) for i in order]
+        return [FaqMatch(entries[i], s) for i, s in zip(order.tolist(), score[order].tolist())]
 
     def close(self) -> None:
         """Let the worker end once the questions queued for it are answered."""
