@@ -17,8 +17,9 @@ from gateway.cli import main
 from gateway.config import SelfServiceConfig, load_config
 from gateway.faq import FaqEntry, FaqIndex, FaqMatch, Synonyms
 from gateway.selfservice import SelfService, build_matcher
-from gateway.selfservice.evaluate import (CalibrationError, Outcome, Question, _pick, _pick_floor, calibrate,
-                                          evaluate, load_calibration, load_questions, outcomes)
+from gateway.selfservice.calibration import _pick, _pick_floor, calibrate, load_calibration
+from gateway.selfservice.evaluate import (CalibrationError, Outcome, Question, evaluate, load_questions,
+                                          outcomes)
 from gateway.selfservice.matcher import LexicalMatcher, Matcher, Thresholds, choose
 
 REPO = Path(__file__).resolve().parent.parent

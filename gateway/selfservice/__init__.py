@@ -2,7 +2,7 @@
 
 A pure policy over the customer's text and how many turns in a row went unanswered; the pipeline
 records what it decides. Matching is behind :class:`~gateway.selfservice.matcher.Matcher`
-(``matcher.py``); ``evaluate.py`` measures it and calibrates the thresholds.
+(``matcher.py``); ``evaluate.py`` measures it, ``calibration.py`` calibrates the thresholds.
 
 The score an answer needs, in this order: the channel's ``selfservice.channels.<name>.min_score``;
 ``selfservice.thresholds`` for the question's language; the ``selfservice.calibration`` file's;

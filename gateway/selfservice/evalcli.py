@@ -10,8 +10,8 @@ from pathlib import Path
 from ..config import ConfigError, SelfServiceConfig, load_config
 from ..faq import FaqError
 from . import build_matcher
-from .evaluate import (CHOICES_HIT, CHOICES_OUT, CalibrationError, calibrate, check_ids, evaluate,
-                       load_calibration, load_questions, outcomes, render, write_calibration)
+from .calibration import CHOICES_HIT, CHOICES_OUT, calibrate, load_calibration, write_calibration
+from .evaluate import CalibrationError, check_ids, evaluate, load_questions, outcomes, render
 from .matcher import Thresholds
 
 EXIT_USAGE = 2

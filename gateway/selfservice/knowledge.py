@@ -16,7 +16,8 @@ from routing.config import Condition
 from routing.contact import Contact
 
 from ..config import SelfServiceConfig
-from .evaluate import CalibrationError, load_calibration
+from .calibration import load_calibration
+from .evaluate import CalibrationError
 from .matcher import Matcher, Thresholds
 
 __all__ = ["DEFAULT_KB", "KnowledgeBase", "KnowledgeBaseError", "choose_kb", "thresholds_for"]
