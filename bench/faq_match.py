@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import sys
 import tempfile
@@ -211,7 +212,10 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"# FAQ matching bench {result['stamp']}", "", f"`{result['command']}`", ""]
+    host = result["host"]
+    lines = [f"# FAQ matching bench {result['stamp']}", "", f"`{result['command']}`", "",
+             f"{host['cpus']} CPUs, load average {host['loadavg_before'][0]:.1f} before and"
+             f" {host['loadavg_after'][0]:.1f} after (other processes on the machine make the noise).", ""]
     lines += ["| matcher | KB entries | match p50 ms | p99 ms |", "|---|---|---|---|"]
     lines += [f"| {m['matcher']} | {m['kb_entries']} | {m['p50_ms']} | {m['p99_ms']} |" for m in result["match"]]
     lines += ["", "| KB entries | texts embedded | cold s | ms per text | cached s |", "|---|---|---|---|---|"]
@@ -237,13 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--large must be more than the shipped KB's 30 entries")
     command = " ".join(["python -m bench.faq_match", *(argv if argv is not None else sys.argv[1:])])
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="contactgate-faq-bench-") as tmp:
         workdir = Path(tmp)
         suite, notes = match_suite(args.large, args.repeat, workdir)
         matchers = ["lexical"] + (["semantic"] if any(m["matcher"] == "semantic" for m in suite["match"]) else [])
         rt = asyncio.run(round_trips(args.customers, args.duration, workdir, matchers))
     result = {"stamp": stamp, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": command, "notes": notes, **suite, "round_trip": rt}
+              "command": command, "notes": notes, **suite, "round_trip": rt,
+              "host": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
     result["ratios"] = ratios(result)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / f"faq-{stamp}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
