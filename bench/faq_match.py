@@ -95,15 +95,15 @@ def _timed_ranks(matcher: Any, questions: list[str], repeat: int) -> dict[str, A
             "mean_ms": ms(sum(samples) / len(samples))}
 
 
-def match_suite(large: int, repeat: int, workdir: Path) -> tuple[dict[str, Any], list[str]]:
+def match_suite(kb: Path, large: int, repeat: int, workdir: Path,
+                questions: list[str]) -> tuple[dict[str, Any], list[str]]:
     notes: list[str] = []
-    shipped = yaml.safe_load(KB.read_text(encoding="utf-8"))
+    shipped = yaml.safe_load(kb.read_text(encoding="utf-8"))
     big = workdir / "large_kb.yaml"
     big.write_text(yaml.safe_dump(shipped + large_kb(large - len(shipped)), allow_unicode=True), encoding="utf-8")
-    questions = [q.text for q in load_questions(DEV)]
     out: dict[str, Any] = {"match": [], "embed": []}
     for matcher_name in ("lexical", "semantic"):
-        for label, path in (("30", KB), (str(large), big)):
+        for label, path in (("small", kb), ("large", big)):
             cache = workdir / f"cache-{label}"
             config = SelfServiceConfig(faq=path, matcher=matcher_name, semantic=SemanticConfig(cache_dir=cache))
             t0 = time.perf_counter()
@@ -131,16 +131,16 @@ def match_suite(large: int, repeat: int, workdir: Path) -> tuple[dict[str, Any],
 
 
 # the gateway's round trip ------------------------------------------------------------------------
-def _gateway(matcher: str, workdir: Path) -> ServerProcess:
+def _gateway(kb: Path, matcher: str, workdir: Path) -> ServerProcess:
     port = free_port()
     config = gateway_config("sqlite:///" + str(workdir / f"rt-{matcher}.db"), "asyncio", 1, port)
     config["selfservice"] = {
-        "faq": str(KB), "matcher": matcher,
+        "faq": str(kb), "matcher": matcher,
         "calibration": str(REPO / "faq" / f"shipping_kb.{matcher}.calibration.yaml"),
         # The bot keeps answering: no handoff, whatever the question says.
         "max_unanswered": 1_000_000, "handoff_phrases": [],
         # The match suite's cache of this KB: the start reads vectors (embedding is timed there).
-        "semantic": {"cache_dir": str(workdir / "cache-30")},
+        "semantic": {"cache_dir": str(workdir / "cache-small")},
     }
     path = workdir / f"rt-{matcher}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -170,11 +170,11 @@ async def _customer(url: str, name: str, questions: list[str], until: float, tim
     return latencies
 
 
-async def round_trips(customers: int, duration: float, workdir: Path, matchers: list[str]) -> list[dict[str, Any]]:
-    questions = [q.text for q in load_questions(DEV)]
+async def round_trips(kb: Path, customers: int, duration: float, workdir: Path,
+                      matchers: list[str], questions: list[str]) -> list[dict[str, Any]]:
     out = []
     for matcher in matchers:
-        server = _gateway(matcher, workdir)
+        server = _gateway(kb, matcher, workdir)
         t0 = time.monotonic()
         await asyncio.get_running_loop().run_in_executor(None, server.start)
         started = time.monotonic() - t0
@@ -231,22 +231,29 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.faq_match", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--large", type=int, default=3000, help="entries of the generated KB (default %(default)s)")
+    parser.add_argument("--kb", type=Path, default=KB, help="the small KB, also the gateway's (default: the shipped one)")
+    parser.add_argument("--large", type=int, default=3000,
+                        help="entries of the large KB: the small one's and generated ones (default %(default)s)")
+    parser.add_argument("--questions", type=int, default=0,
+                        help="ask only the first N questions of the dev set (default: all)")
     parser.add_argument("--repeat", type=int, default=3, help="times each dev question is matched (default %(default)s)")
     parser.add_argument("--customers", type=int, default=4, help="round trip: customers asking at once (default %(default)s)")
     parser.add_argument("--duration", type=float, default=10.0, help="round trip: seconds per gateway (default %(default)s)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    if args.large < 31:
-        parser.error("--large must be more than the shipped KB's 30 entries")
+    small = len(yaml.safe_load(args.kb.read_text(encoding="utf-8")))
+    if args.large <= small:
+        parser.error(f"--large must be more than the {small} entries of {args.kb}")
     command = " ".join(["python -m bench.faq_match", *(argv if argv is not None else sys.argv[1:])])
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="contactgate-faq-bench-") as tmp:
         workdir = Path(tmp)
-        suite, notes = match_suite(args.large, args.repeat, workdir)
+        questions = [q.text for q in load_questions(DEV)][: args.questions or None]
+        suite, notes = match_suite(args.kb.resolve(), args.large, args.repeat, workdir, questions)
         matchers = ["lexical"] + (["semantic"] if any(m["matcher"] == "semantic" for m in suite["match"]) else [])
-        rt = asyncio.run(round_trips(args.customers, args.duration, workdir, matchers))
+        rt = asyncio.run(round_trips(args.kb.resolve(), args.customers, args.duration, workdir, matchers,
+                                     questions))
     result = {"stamp": stamp, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": command, "notes": notes, **suite, "round_trip": rt,
               "host": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
