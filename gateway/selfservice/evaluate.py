@@ -1,5 +1,4 @@
-"""``contactgate faq-eval``: how well a matcher answers a set of questions, per language, and
-per-language thresholds picked for a target wrong-answer rate (``--calibrate``).
+"""``contactgate faq-eval``: how well a matcher answers a set of questions, per language.
 
 The three figures the self-service promise is about, per language of the question:
 
@@ -8,48 +7,44 @@ The three figures the self-service promise is about, per language of the questio
   all questions (a wrong answer costs trust whichever way it happens);
 * **out-of-KB handed off**: out-of-KB questions not answered, of all out-of-KB questions.
 
-Calibration, per language: the lowest threshold whose wrong rate on the questions is at most
-the target (so the most answered), set halfway between the score it admits and the next lower
-score. The questions are split into k folds (seeded shuffle); for each fold a threshold is picked
-on the other folds and scored on the fold itself, which estimates how the procedure does on
-questions it has not seen. The threshold written is the higher of the one picked on all
-questions and the median of the fold thresholds, so one lucky split cannot lower it.
+And the "did you mean" band below the answer's threshold (``Thresholds.choices_*``): how many
+questions are offered choices (up to 3 candidates scoring at least the band's floor), for how
+many in-KB ones of those the right entry is among the choices, and how many out-of-KB questions
+are offered choices at all.
+
+Calibration (``--calibrate``) is in ``calibration.py``.
 
 Questions file (YAML list): ``{text: ..., lang: en|zh|..., expect: <entry id> | null}``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
-import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..faq import FaqMatch
 from .matcher import Matcher, Thresholds, choose
 
+if TYPE_CHECKING:
+    from .calibration import Calibration
+
 __all__ = [
     "CalibrationError",
-    "Calibration",
     "LangReport",
+    "Outcome",
     "Question",
-    "calibrate",
     "evaluate",
-    "load_calibration",
     "load_questions",
+    "outcomes",
     "render",
-    "write_calibration",
 ]
 
-CALIBRATION_FORMAT = 1
-SUGGESTIONS = 3  # choices a "did you mean" would offer: reported as top-3 recall
+SUGGESTIONS = 3  # choices a "did you mean" offers (SelfService's MAX_CHOICES)
 
 
 class CalibrationError(ValueError):
@@ -75,6 +70,13 @@ class Outcome:
     def answer(self, threshold: float) -> FaqMatch | None:
         return choose(self.ranked, threshold)
 
+    def choices(self, threshold: float, floor: float | None) -> tuple[FaqMatch, ...]:
+        """What SelfService offers when nothing reaches ``threshold``: the top candidates
+        scoring at least ``floor`` (none when answered, or without a band)."""
+        if floor is None or self.answer(threshold) is not None:
+            return ()
+        return tuple(m for m in self.ranked[:SUGGESTIONS] if m.score >= floor)
+
 
 @dataclass(slots=True)
 class LangReport:
@@ -89,10 +91,23 @@ class LangReport:
     in_top3: int = 0  # in-KB not answered whose entry is among the top 3 (a "did you mean")
     unanswered_in_kb: int = 0
     confusions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (expected, answered)
+    choices_floor: float | None = None  # the "did you mean" band's floor; None: no band
+    offered: int = 0  # questions offered choices
+    offered_in_kb: int = 0
+    right_in_choices: int = 0  # in-KB offered choices with their entry among them
+    offered_out_of_kb: int = 0
 
     def add(self, o: Outcome) -> None:
         q, m = o.question, o.answer(self.threshold)
         self.questions += 1
+        choices = o.choices(self.threshold, self.choices_floor)
+        if choices:
+            self.offered += 1
+            if q.expect is None:
+                self.offered_out_of_kb += 1
+            else:
+                self.offered_in_kb += 1
+                self.right_in_choices += q.expect in {c.entry.id for c in choices}
         if q.expect is None:
             self.out_of_kb += 1
             if m is None:
@@ -124,12 +139,30 @@ class LangReport:
     def handoff_rate(self) -> float:
         return self.handed_off / self.out_of_kb if self.out_of_kb else 1.0
 
+    @property
+    def offered_rate(self) -> float:
+        """The "did you mean" rate: questions offered choices, of all questions."""
+        return self.offered / self.questions if self.questions else 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        """The right entry among the choices, of the in-KB questions offered choices."""
+        return self.right_in_choices / self.offered_in_kb if self.offered_in_kb else 1.0
+
+    @property
+    def offered_out_rate(self) -> float:
+        return self.offered_out_of_kb / self.out_of_kb if self.out_of_kb else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold, "questions": self.questions, "in_kb": self.in_kb,
             "out_of_kb": self.out_of_kb, "correct": self.correct, "wrong": self.wrong,
             "handed_off": self.handed_off, "correct_rate": round(self.correct_rate, 4),
             "wrong_rate": round(self.wrong_rate, 4), "handoff_rate": round(self.handoff_rate, 4),
+            "choices_floor": self.choices_floor, "offered": self.offered,
+            "offered_in_kb": self.offered_in_kb, "right_in_choices": self.right_in_choices,
+            "offered_out_of_kb": self.offered_out_of_kb, "offered_rate": round(self.offered_rate, 4),
+            "hit_rate": round(self.hit_rate, 4), "offered_out_rate": round(self.offered_out_rate, 4),
         }
 
 
@@ -185,142 +218,15 @@ def evaluate(results: Sequence[Outcome], thresholds: Thresholds) -> dict[str, La
     for o in results:
         lang = o.question.lang
         if lang not in reports:
-            reports[lang] = LangReport(lang, thresholds.by_lang.get(lang, thresholds.default))
+            reports[lang] = LangReport(lang, thresholds.by_lang.get(lang, thresholds.default),
+                                       choices_floor=thresholds.choices_by_lang.get(lang, thresholds.choices_default))
         rep = reports[lang]
-        saved = rep.threshold
+        saved = rep.threshold, rep.choices_floor
         rep.threshold = thresholds.for_text(o.question.text)
+        rep.choices_floor = thresholds.choices_for_text(o.question.text)
         rep.add(o)
-        rep.threshold = saved
+        rep.threshold, rep.choices_floor = saved
     return dict(sorted(reports.items()))
-
-
-def _pick(results: Sequence[Outcome], target: float) -> float:
-    """The lowest threshold whose wrong rate over ``results`` is at most ``target``, halfway
-    between the lowest top score it admits and the next lower one (above 1 to answer nothing)."""
-    n = len(results)
-    if n == 0:
-        return 1.0
-    budget = target * n
-    # Every threshold between two neighbouring top scores answers the same questions, so only
-    # the top scores themselves are candidates; go down from the highest while the budget holds.
-    scored = sorted(((o.top.score, o) for o in results if o.top is not None), key=lambda t: -t[0])
-    chosen: float | None = None  # lowest admitted score so far
-    i = 0
-    while i < len(scored):
-        s = scored[i][0]
-        j = i
-        while j < len(scored) and scored[j][0] == s:
-            j += 1
-        wrong = sum(1 for o in results if _is_wrong(o, s))
-        if wrong > budget:
-            break
-        chosen = s
-        i = j
-    if chosen is None:  # even the surest answers are too often wrong: answer nothing
-        return round(scored[0][0], 4) + 0.0001
-    lower = scored[i][0] if i < len(scored) else 0.0
-    return round((chosen + lower) / 2, 4)
-
-
-def _is_wrong(o: Outcome, threshold: float) -> bool:
-    m = o.answer(threshold)
-    return m is not None and m.entry.id != o.question.expect
-
-
-@dataclass(slots=True)
-class Calibration:
-    matcher: str
-    version: str
-    target_wrong: float
-    folds: int
-    seed: int
-    thresholds: dict[str, float]
-    fold_thresholds: dict[str, list[float]]
-    cross_validated: dict[str, LangReport]  # each fold scored with the threshold of the others
-    fitted: dict[str, LangReport]  # all questions at the written thresholds
-
-
-def calibrate(results: Sequence[Outcome], *, matcher: Matcher, target_wrong: float = 0.03,
-              folds: int = 5, seed: int = 14) -> Calibration:
-    by_lang: dict[str, list[Outcome]] = {}
-    for o in results:
-        by_lang.setdefault(o.question.lang, []).append(o)
-    thresholds: dict[str, float] = {}
-    fold_thresholds: dict[str, list[float]] = {}
-    cv: dict[str, LangReport] = {}
-    for lang, items in sorted(by_lang.items()):
-        shuffled = list(items)
-        random.Random(f"{seed}:{lang}").shuffle(shuffled)
-        k = max(2, min(folds, len(shuffled)))
-        parts = [shuffled[f::k] for f in range(k)]
-        report = LangReport(lang, threshold=float("nan"))
-        picked = []
-        for f in range(k):
-            train = [o for g, part in enumerate(parts) if g != f for o in part]
-            t = _pick(train, target_wrong)
-            picked.append(t)
-            report.threshold = t
-            for o in parts[f]:
-                report.add(o)
-        report.threshold = statistics.median(picked)
-        cv[lang] = report
-        fold_thresholds[lang] = picked
-        thresholds[lang] = max(_pick(items, target_wrong), statistics.median(picked))
-    fitted = evaluate(results, Thresholds(default=1.0, by_lang=thresholds))
-    return Calibration(matcher.name, matcher.version, target_wrong, folds, seed, thresholds,
-                       fold_thresholds, cv, fitted)
-
-
-# ---------------------------------------------------------------------------------------------
-# Calibration files
-
-
-def kb_digest(matcher: Matcher) -> str:
-    h = hashlib.sha256()
-    for e in matcher.entries:
-        h.update(repr((e.id, e.lang, e.phrasings)).encode())
-    return h.hexdigest()[:16]
-
-
-def write_calibration(path: Path, cal: Calibration, *, matcher: Matcher, kb: Path, questions: Path) -> None:
-    doc = {
-        "format": CALIBRATION_FORMAT,
-        "matcher": cal.matcher,
-        "version": cal.version,
-        "thresholds": cal.thresholds,
-        "target_wrong": cal.target_wrong,
-        "made": {
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "kb": str(kb), "kb_digest": kb_digest(matcher), "questions": str(questions),
-            "folds": cal.folds, "seed": cal.seed, "fold_thresholds": cal.fold_thresholds,
-        },
-        "cross_validated": {lang: r.as_dict() for lang, r in cal.cross_validated.items()},
-    }
-    header = ("# Written by `contactgate faq-eval --calibrate`; name it in selfservice.calibration.\n"
-              "# Valid only for the matcher and version below: re-calibrate after changing either.\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(header + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
-
-
-def load_calibration(path: Path) -> tuple[str, str, dict[str, float]]:
-    """``(matcher, version, thresholds per language)`` of a calibration file."""
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CalibrationError(f"{path}: cannot read calibration: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != CALIBRATION_FORMAT:
-        raise CalibrationError(f"{path}: not a calibration file of format {CALIBRATION_FORMAT}"
-                               " (write one with contactgate faq-eval --calibrate)")
-    thresholds = doc.get("thresholds")
-    if (not isinstance(thresholds, dict) or not thresholds
-            or not all(isinstance(k, str) and isinstance(v, (int, float)) and 0 < v <= 1.0001
-                       for k, v in thresholds.items())):
-        raise CalibrationError(f"{path}: 'thresholds' must map languages to scores in (0, 1]")
-    matcher, version = doc.get("matcher"), doc.get("version")
-    if not isinstance(matcher, str) or not isinstance(version, str):
-        raise CalibrationError(f"{path}: needs 'matcher' and 'version'")
-    return matcher, version, {k: float(v) for k, v in thresholds.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +246,14 @@ def render_reports(reports: dict[str, LangReport], title: str) -> list[str]:
             f"  out-of-KB handed off {_pct(r.handed_off, r.out_of_kb)}"
             f"  unanswered in-KB with the entry in the top {SUGGESTIONS} {_pct(r.in_top3, r.unanswered_in_kb)}"
         )
+        if r.choices_floor is None:
+            lines.append(f"  {lang}: did you mean: no band")
+        else:
+            lines.append(
+                f"  {lang}: did you mean from {r.choices_floor:.4f}: offered {_pct(r.offered, r.questions)} of all"
+                f"  right entry among the choices {_pct(r.right_in_choices, r.offered_in_kb)} of in-KB offered"
+                f"  out-of-KB offered choices {_pct(r.offered_out_of_kb, r.out_of_kb)}"
+            )
     return lines
 
 
@@ -353,6 +267,8 @@ def render(results: Sequence[Outcome], reports: dict[str, LangReport], *, matche
             "each fold at the threshold picked on the others, median shown):")
         for lang, ts in calibration.fold_thresholds.items():
             lines.append(f"  {lang} fold thresholds: {', '.join(f'{t:.4f}' for t in ts)}")
+        for lang, ts in calibration.fold_choices.items():
+            lines.append(f"  {lang} fold did-you-mean floors: {', '.join(f'{t:.4f}' for t in ts)}")
         lines += render_reports(calibration.fitted, "at the calibrated thresholds, all questions:")
     else:
         lines += render_reports(reports, "at the thresholds:")

