@@ -281,10 +281,13 @@ class WebChatAdapter:
                 session.sender.send({"type": "ack", "id": client_id, "seq": receipt.event.seq})
         elif kind == "typing":
             await self.gateway.customer_typing(session.conversation_id, typing_active(frame))
+        elif kind == "read":
+            await self.gateway.reads.customer_read(session.conversation_id, frame)
         elif kind == "close":
             await self.gateway.customer_leaves(session.conversation_id)
         else:
-            raise FrameRejected("unknown_type", f"unknown frame type {kind!r}; expected hello, message, typing or close")
+            raise FrameRejected("unknown_type",
+                                f"unknown frame type {kind!r}; expected hello, message, typing, read or close")
 
     async def _hello(self, session: CustomerSession, frame: dict[str, Any]) -> None:
         token, last_seq = frame.get("token"), frame.get("last_seq", 0)
@@ -322,6 +325,8 @@ class WebChatAdapter:
         # Join the live fan-out first, then replay: the cursor drops whatever arrives twice.
         await self._join(session, conversation.id)
         await session.delivery.catch_up()
+        if (read := self.gateway.reads.for_customer(conversation.id)) is not None:
+            session.sender.send(read)
 
 
 def web_identity(token: str) -> str:

@@ -29,6 +29,7 @@ from routing.servicelevel import ServiceLevels, estimated_wait
 from .attachments import AttachmentsConfig, Refused, clean_name, clean_type, refusal_note, screen
 from .config import GatewayConfig
 from .crm import CrmClient
+from .desk.reads import ReadState
 from .dispatcher import Dispatcher, Presence, Route
 from .faq import detect_lang
 from .limits import Limits
@@ -99,6 +100,7 @@ class Pipeline:
         self._arrivals = KeyedLocks()  # (channel, provider id): one delivery of a message at a time
         self._last_status: dict[str, tuple[int, int]] = {}
         self.limits = Limits(lambda: self.config.limits)  # reads the live config: reloads apply at once
+        self.reads = ReadState(self.dispatcher, self.notice, self._tell_customer, self.get_conversation)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -895,6 +897,7 @@ class Pipeline:
             self.stats.handled(conversation.queue, (now - assigned_at).total_seconds(), now)
         for table in (self._unanswered, self._routing_text, self._topics, self._transfer, self._last_status, self._tiers):
             table.pop(cid, None)  # type: ignore[attr-defined]
+        self.reads.forget(cid)
         log.info("closed", extra={"closed_by": closed_by, "disposition": disposition,
                                   "state_before": conversation.state.value})
         _, event = await self._append(conversation, Author.SYSTEM, EventKind.CLOSED,
