@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from gateway.attachments import AttachmentsConfig
     from gateway.desk.reads import ReadState
+    from gateway.desk.satisfaction import Satisfaction
     from gateway.limits import Limits
     from gateway.model import Attachment, ChannelRef, Conversation, Customer, Event, OutboxItem
 
@@ -168,6 +169,7 @@ class GatewayPort(Protocol):
     max_frame_bytes: int
     limits: "Limits"  # rate limits and the client address of a request (``limits:`` config)
     reads: "ReadState"  # read frames of a channel's live sessions (gateway/desk/reads.py)
+    satisfaction: "Satisfaction"  # answers to the satisfaction question (gateway/desk/satisfaction.py)
 
     @property
     def allowed_origins(self) -> list[str]:

@@ -107,9 +107,13 @@ def customer_frame(event: Event, own: bool) -> dict[str, Any] | None:
                  "at": event.at.isoformat()}
         if event.author is Author.CUSTOMER:
             frame["id"] = event.client_id
-        if event.data.get("attachments"):
-            frame["attachments"] = event.data["attachments"]
+        for key in ("attachments", "choices", "satisfaction"):  # files; the bot's buttons; the rating question
+            if event.data.get(key):
+                frame[key] = event.data[key]
         return frame
+    if event.kind is EventKind.SATISFACTION:
+        return {"type": "satisfaction", "seq": event.seq, "score": event.data.get("score"),
+                "comment": event.data.get("comment")}
     if event.kind in (EventKind.QUEUED, EventKind.TRANSFERRED):
         return {"type": "queued", "seq": event.seq, "position": event.data.get("position"),
                 "estimated_wait": event.data.get("estimated_wait"), "reason": event.data.get("reason")}
@@ -283,11 +287,13 @@ class WebChatAdapter:
             await self.gateway.customer_typing(session.conversation_id, typing_active(frame))
         elif kind == "read":
             await self.gateway.reads.customer_read(session.conversation_id, frame)
+        elif kind == "satisfaction":
+            await self.gateway.satisfaction.answer(session.conversation_id, frame)
         elif kind == "close":
             await self.gateway.customer_leaves(session.conversation_id)
         else:
             raise FrameRejected("unknown_type",
-                                f"unknown frame type {kind!r}; expected hello, message, typing, read or close")
+                                f"unknown frame type {kind!r}; expected hello, message, typing, read, satisfaction or close")
 
     async def _hello(self, session: CustomerSession, frame: dict[str, Any]) -> None:
         token, last_seq = frame.get("token"), frame.get("last_seq", 0)
