@@ -190,7 +190,10 @@ class GatewayPort(Protocol):
 
     async def get_conversation(self, conversation_id: str) -> "Conversation": ...
 
-    async def customer_message(self, conversation_id: str, text: str, client_id: str | None) -> Receipt: ...
+    async def customer_message(self, conversation_id: str, text: str, client_id: str | None, *,
+                               files: Sequence[IncomingFile] = (), bot: BotTurn = "answer") -> Receipt:
+        """A message of a live session (with ``files``: checked against ``attachments:``, stored
+        with it; ``bot="quiet"``: the bot does not answer it)."""
 
     async def customer_leaves(self, conversation_id: str) -> None: ...
 

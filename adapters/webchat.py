@@ -30,6 +30,7 @@ from gateway.websocket import (CLOSE_RATE_LIMITED, FrameError, FrameRejected, Fr
                                prepare, typing_active)
 
 from .base import GatewayPort, SessionPolicy
+from .webchat_uploads import customer_upload
 
 log = logging.getLogger("contactgate.webchat")
 
@@ -58,6 +59,8 @@ class Settings(BaseModel):
     # What the widget asks before the chat starts: "name", "email", both or none. The page's
     # data-prechat attribute, when it has one, takes precedence.
     prechat: list[str] = []
+    # Customers may send files (POST <attachments_path>, within `attachments:`); false: 403.
+    uploads: bool = True
 
     @field_validator("allowed_origins")
     @classmethod
@@ -136,6 +139,8 @@ class WebChatAdapter:
         files = self.settings.attachments_path + "/{attachment_id}"
         return [web.get(self.settings.path, self.handle),
                 web.get(files, self.download), web.options(files, self.preflight),
+                web.post(self.settings.attachments_path, self.upload),
+                web.options(self.settings.attachments_path, self.preflight),
                 web.get(f"/widget/{self.name}.json", self.widget_settings)]
 
     # The widget runs in the embedding site's pages, so what it fetches from us is cross-origin:
@@ -150,16 +155,26 @@ class WebChatAdapter:
         """What widget.js needs to know of this channel (GET /widget/<channel>.json)."""
         return web.json_response(
             {"channel": self.name, "path": self.settings.path, "attachments_path": self.settings.attachments_path,
-             "prechat": self.settings.prechat},
+             "prechat": self.settings.prechat, "uploads": self.settings.uploads,
+             "max_bytes": self.gateway.attachments.max_bytes},
             headers={**self._cors(request), "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     async def preflight(self, request: web.Request) -> web.Response:
-        """The browser's question before a download with an Authorization header."""
+        """The browser's question before a download or an upload with an Authorization header."""
         headers = self._cors(request)
         if "Access-Control-Allow-Origin" in headers:
-            headers.update({"Access-Control-Allow-Methods": "GET", "Access-Control-Allow-Headers": "Authorization",
+            headers.update({"Access-Control-Allow-Methods": "GET, POST",
+                            "Access-Control-Allow-Headers": "Authorization, Content-Type",
                             "Access-Control-Max-Age": "600"})
         return web.Response(status=204, headers=headers)
+
+    async def upload(self, request: web.Request) -> web.Response:
+        """A file from the customer, as a message of its own (adapters/webchat_uploads.py)."""
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        response = await customer_upload(request, self.name, self.settings, self.gateway,
+                                         web_identity(token) if token else None)
+        response.headers.update(self._cors(request))
+        return response
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         response = await self._download(request)

@@ -28,15 +28,16 @@ def token(agent_id: str) -> str:
 async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[GatewayProcess]:
     directory: Path = tmp_path_factory.mktemp("reads")
     queues = [{"name": "general", "description": "Everything else"}, {"name": "q_read"}, {"name": "q_dir"},
-              {"name": "q_sat"}]
+              {"name": "q_sat"}, {"name": "q_file"}]
     agents = [{"id": i, "name": name, "token": token(i), "capacity": 2, "queues": qs}
               for i, name, qs in (("ra", "Rita", ["q_read"]), ("da", "Dana", ["q_dir"]),
                                   ("db", "Ben", ["q_dir"]), ("dc", "Cleo", ["q_dir", "general"]),
-                                  ("sa", "Sam", ["q_sat"]))]
-    rules = [{"name": q, "when": {"keywords": [f"<{q}>"]}, "queue": q} for q in ("q_read", "q_dir", "q_sat")]
+                                  ("sa", "Sam", ["q_sat"]), ("fa", "Fay", ["q_file"]))]
+    rules = [{"name": q, "when": {"keywords": [f"<{q}>"]}, "queue": q} for q in ("q_read", "q_dir", "q_sat", "q_file")]
     config = gateway_config(f"sqlite:///{directory / 'gateway.db'}", queues=queues, agents=agents,
                             routing={"rules": rules, "default_queue": "general"},
-                            desk={"satisfaction": {"enabled": True}})
+                            desk={"satisfaction": {"enabled": True}},
+                            attachments={"max_bytes": 4096, "max_message_bytes": 8192})
     config["server"]["admin_token"] = ADMIN
     process = await GatewayProcess.write_config(directory, config).start()
     yield process
@@ -60,7 +61,7 @@ async def test_the_directory_lists_queues_and_the_other_agents_with_presence(gat
         frame = await directory(dana)
         assert frame["queues"] == [{"name": "general", "description": "Everything else"},
                                    {"name": "q_read", "description": None}, {"name": "q_dir", "description": None},
-                                   {"name": "q_sat", "description": None}]
+                                   {"name": "q_sat", "description": None}, {"name": "q_file", "description": None}]
         by_id = {a["id"]: a for a in frame["agents"]}
         assert "da" not in by_id  # not herself
         assert [a["name"] for a in frame["agents"]] == sorted(a["name"] for a in frame["agents"])
@@ -214,3 +215,48 @@ async def test_a_chinese_chat_is_asked_in_chinese_and_a_customers_own_close_asks
     finally:
         await customer.close()
         await sam.close()
+
+
+async def test_a_customer_sends_a_file_over_http_as_a_message_of_its_own(gateway: GatewayProcess) -> None:
+    fay = await agent(gateway, "fa")
+    customer = await customer_with(gateway, fay, "q_file")
+    cid = customer.conversation_id
+    url = gateway.http + "/webchat/attachments"
+    bearer = {"Authorization": f"Bearer {customer.token}", "Content-Type": "image/png"}
+    photo = b"\x89PNG\r\n" + bytes(range(256)) * 4
+    try:
+        async with aiohttp.ClientSession() as http:
+            params = {"conversation_id": cid, "id": "f1", "name": "../parcel.png"}
+            async with http.post(url, params=params, data=photo, headers=bearer) as response:
+                assert response.status == 201, await response.text()
+                sent = await response.json()
+            assert sent["id"] == "f1" and [a["name"] for a in sent["attachments"]] == ["parcel.png"]
+            shown = await customer.next("message", author="customer", timeout=FRAME)
+            assert shown["id"] == "f1" and shown["seq"] == sent["seq"] and shown["attachments"] == sent["attachments"]
+            got = await fay.next("message", author="customer", timeout=FRAME)
+            assert got["attachments"] == sent["attachments"] and got["text"] == ""
+            async with http.get(f"{url}/{sent['attachments'][0]['id']}",
+                                headers={"Authorization": f"Bearer {customer.token}"}) as response:
+                assert response.status == 200 and await response.read() == photo
+
+            # The same id again (a retry after a lost answer): stored once, the first message answered.
+            async with http.post(url, params=params, data=photo, headers=bearer) as response:
+                assert response.status == 200 and (await response.json())["seq"] == sent["seq"]
+
+            # Refusals name their reason and store nothing.
+            async def refused(status: int, code: str, **request: Any) -> None:
+                async with http.post(url, **{"params": {**params, "id": "f2"}, "data": b"x", "headers": bearer,
+                                             **request}) as response:
+                    assert response.status == status, await response.text()
+                    assert (await response.json())["error"] == code
+
+            await refused(413, "attachment_too_large", data=b"x" * 5000)
+            await refused(401, "unauthorized", headers={})
+            await refused(401, "unauthorized", headers={"Authorization": "Bearer nope"})
+            await refused(400, "bad_attachment", params={"conversation_id": cid, "id": "f3"})
+            await refused(404, "unknown_conversation", params={"conversation_id": "elsewhere", "id": "f4", "name": "a"})
+            await refused(400, "bad_attachment", data=b"")
+        await fay.expect_nothing(0.3)
+    finally:
+        await customer.close()
+        await fay.close()

@@ -120,14 +120,15 @@ async def test_widget_settings_answer_cors_only_to_allowed_sites(gateway: Gatewa
     async with http.get(gateway.http + "/widget/webchat.json", headers={"Origin": SITE}) as answer:
         assert answer.status == 200 and answer.headers["Access-Control-Allow-Origin"] == SITE
         assert await answer.json() == {"channel": "webchat", "path": "/webchat/ws",
-                                       "attachments_path": "/webchat/attachments", "prechat": ["name"]}
+                                       "attachments_path": "/webchat/attachments", "prechat": ["name"],
+                                       "uploads": True, "max_bytes": 10 * 1024 * 1024}
     async with http.get(gateway.http + "/widget/webchat.json", headers={"Origin": "https://evil.example"}) as answer:
         assert "Access-Control-Allow-Origin" not in answer.headers
     async with http.options(gateway.http + "/webchat/attachments/x",
                             headers={"Origin": SITE, "Access-Control-Request-Method": "GET",
                                      "Access-Control-Request-Headers": "authorization"}) as answer:
         assert answer.status == 204 and answer.headers["Access-Control-Allow-Origin"] == SITE
-        assert answer.headers["Access-Control-Allow-Headers"] == "Authorization"
+        assert answer.headers["Access-Control-Allow-Headers"] == "Authorization, Content-Type"
     async with http.get(gateway.http + "/webchat/attachments/x", headers={"Origin": SITE}) as answer:
         assert answer.status == 401 and answer.headers["Access-Control-Allow-Origin"] == SITE
 
