@@ -281,6 +281,7 @@
     const item = addMessage(frame.author, frame.text, frame.attachments, frame.seq, frame.author === "customer" ? frame.id : null);
     if (frame.satisfaction) item.append(ratingForm());
     else if (Array.isArray(frame.choices) && frame.choices.length && frame.author !== "customer") item.append(choiceButtons(frame.choices));
+    log.scrollTop = log.scrollHeight;
     showRead();
     if (!panel.hidden) markRead();
     else if (frame.author !== "customer" && frame.seq > state.readSeq) { unread += 1; showUnread(); }
