@@ -12,11 +12,14 @@
    console-alerts.js. Plain JavaScript modules, no build step, no inline script or style (the
    page's CSP allows neither): console-i18n.js (words), console-dom.js, console-files.js
    (downloads and uploads), console-transfer.js (the picker), console-socket.js (the connection),
-   console-offers.js (offer cards and their shortcuts). */
-import { alertsOn, announceOffer, setAlerts } from "./console-alerts.js";
-import { h, newId } from "./console-dom.js";
-import { fileButton, upload } from "./console-files.js";
-import { LANGUAGES, chooseLanguage, lang, t } from "./console-i18n.js";
+   console-offers.js (offer cards and their shortcuts), console-compose.js (replies and files), console-conversation.js (a conversation's
+   events), console-layout.js (the page's elements). */
+import { announceOffer, setAlerts } from "./console-alerts.js";
+import { composer } from "./console-compose.js";
+import { h } from "./console-dom.js";
+import { eventItem, renderConversation } from "./console-conversation.js";
+import { chooseLanguage, lang, t } from "./console-i18n.js";
+import { buildLayout } from "./console-layout.js";
 import { customerCard, offerShortcuts, renderOffers } from "./console-offers.js";
 import { deskSocket } from "./console-socket.js";
 import { transferPicker } from "./console-transfer.js";
@@ -39,7 +42,6 @@ let requireDisposition = false;
 let selected = sessionStorage.getItem(`${KEY}:selected`);
 let wrapUntil = null;
 const typingTimers = {};
-let lastTypingSent = 0;
 
 function save() {
   sessionStorage.setItem(`${KEY}:state`, JSON.stringify({ convs }));
@@ -60,80 +62,17 @@ const socket = deskSocket({
 });
 const send = socket.send;
 
-// ---- DOM --------------------------------------------------------------------------------------
-const app = document.getElementById("console");
-const tokenInput = h("input", { id: "cg-token", type: "password", autocomplete: "current-password", required: true });
-const signInError = h("p", { class: "error", role: "alert", hidden: true });
-const signIn = h("form", { class: "signin", "aria-labelledby": "cg-signin-title" },
-  h("h1", { id: "cg-signin-title", text: t("title") }),
-  h("label", { for: "cg-token", text: t("token") }), tokenInput, signInError,
-  h("button", { type: "submit", class: "primary", text: t("signIn") }));
-
-const whoami = h("span", { class: "whoami" });
-const presence = h("select", { id: "cg-presence" },
-  h("option", { value: "available", text: t("available") }), h("option", { value: "away", text: t("away") }));
-const presenceReason = h("span", { class: "reason", role: "status" });
-const connection = h("span", { class: "connection", role: "status" });
-const alerts = h("input", { id: "cg-alerts", type: "checkbox", checked: alertsOn() });
-const language = h("select", { id: "cg-lang" },
-  ...Object.entries(LANGUAGES).map(([value, text]) => h("option", { value, text, selected: value === lang })));
-const signOut = h("button", { type: "button", text: t("signOut") });
-const header = h("header", { class: "top" }, h("h1", { text: t("title") }), whoami,
-  h("label", { for: "cg-presence", text: t("status") }), presence, presenceReason, connection,
-  h("span", { class: "alerts" }, alerts, h("label", { for: "cg-alerts", text: t("alerts") })),
-  h("label", { for: "cg-lang", text: t("language") }), language, signOut);
-
-const offerList = h("ul", { class: "offers", "aria-label": t("offers") });
-const convList = h("ul", { class: "conversations", "aria-label": t("conversations") });
-const notice = h("p", { class: "notice", role: "status" });
-const sidebar = h("nav", { class: "side", "aria-label": t("work") },
-  h("h2", { text: t("offers") }), h("p", { class: "hint", text: t("shortcuts") }), offerList,
-  h("h2", { text: t("conversations") }), convList, notice);
-
-const card = h("div", { class: "card" });
-const log = h("ol", { class: "log" });
-const logRegion = h("div", { class: "log-region", role: "log", "aria-label": t("messages"), "aria-live": "polite" }, log);
-const pendingLog = h("ol", { class: "pending", "aria-label": t("notYetSent") });
-const typing = h("p", { class: "typing", hidden: true, text: t("customerTyping") });
-const reply = h("textarea", { id: "cg-reply", rows: "3", placeholder: t("replyPlaceholder") });
-const fileInput = h("input", { id: "cg-file", type: "file", hidden: true, multiple: true });
-const attach = h("button", { type: "button", class: "attach", text: t("attach"), onclick: () => fileInput.click() });
-const compose = h("form", { class: "compose" }, h("label", { for: "cg-reply", class: "visually-hidden", text: t("reply") }),
-  reply, h("div", { class: "compose-buttons" }, h("button", { type: "submit", class: "primary", text: t("send") }), attach, fileInput));
-const disposition = h("select", { id: "cg-disposition" });
-const closeForm = h("form", { class: "close" }, h("label", { for: "cg-disposition", text: t("disposition") }), disposition,
-  h("button", { type: "submit", text: t("closeConversation") }));
+// ---- the page (console-layout.js) -------------------------------------------------------------
 const picker = transferPicker(send);
-const ended = h("p", { class: "ended", hidden: true });
-const dismiss = h("button", { type: "button", text: t("removeFromList"), hidden: true });
-const empty = h("p", { class: "empty", text: t("noSelection") });
-const main = h("main", { class: "main", "aria-label": t("conversation") }, empty, card, logRegion, pendingLog, typing,
-  compose, h("div", { class: "actions" }, closeForm, picker.form), ended, dismiss);
-const desk = h("div", { class: "desk", hidden: true }, header, h("div", { class: "panes" }, sidebar, main));
-app.append(signIn, desk);
+const {
+  tokenInput, signInError, signIn, whoami, presence, presenceReason, connection,
+  alerts, language, signOut, offerList, convList, notice, card,
+  log, logRegion, pendingLog, typing, reply, fileInput, compose,
+  disposition, closeForm, ended, dismiss, empty, desk,
+} = buildLayout(picker);
 
 // ---- rendering --------------------------------------------------------------------------------
-const AUTHOR = { customer: t("customer"), bot: t("assistant"), system: t("notice") };
-
-function authorName(conv, event) {
-  if (event.author === "customer") return (conv.customer && conv.customer.name) || AUTHOR.customer;
-  if (event.author === "agent") return event.agentName || (me && me.name) || t("agent");
-  return AUTHOR[event.author] || event.author || "";
-}
-
-function eventItem(conv, event) {
-  if (event.kind === "closed") return h("li", { class: "event", text: t("closedEvent") });
-  if (event.kind === "transferred") return h("li", { class: "event", text: t("youTransferred") });
-  if (event.kind === "assigned") return null;
-  if (event.kind === "delivery_failed") return h("li", { class: "event error", text: t("notDelivered", { text: event.text }) });
-  const item = h("li", { class: `msg ${event.author}`, "data-seq": String(event.seq) },
-    h("span", { class: "who", text: authorName(conv, event) }),
-    h("span", { class: "text", text: event.text || "" }));
-  for (const file of event.attachments || []) item.append(fileButton(file, () => token));
-  return item;
-}
-
-const offersView = () => renderOffers(offerList, offers, eventItem, send);
+const offersView = () => renderOffers(offerList, offers, (c, e) => eventItem(c, e, me, () => token), send);
 
 function renderList() {
   convList.replaceChildren();
@@ -150,13 +89,6 @@ function renderList() {
   }
 }
 
-// "Read" goes under the last of the agent's messages the customer has shown.
-function readMarker(conv) {
-  const mark = conv.readByCustomer || 0;
-  const mine = conv.events.filter((e) => e.author === "agent" && e.kind === "message" && e.seq <= mark);
-  return mine.length ? mine[mine.length - 1].seq : null;
-}
-
 function renderMain() {
   const conv = selected && convs[selected];
   empty.hidden = !!conv;
@@ -165,17 +97,7 @@ function renderMain() {
   if (!conv) { typing.hidden = true; ended.hidden = true; dismiss.hidden = true; return; }
   card.replaceChildren(customerCard(conv, conv.customerConnected === false
     ? [h("dt", { text: t("online") }), h("dd", { text: t("leftChat") })] : []));
-  log.replaceChildren();
-  const readAt = readMarker(conv);
-  for (const e of conv.events) {
-    const item = eventItem(conv, e);
-    if (!item) continue;
-    if (e.seq === readAt) item.append(h("span", { class: "read", text: t("read") }));
-    log.append(item);
-  }
-  pendingLog.replaceChildren(...conv.pending.map((p) => h("li", { class: "msg agent sending" },
-    h("span", { class: "who", text: p.uploading ? t("uploading", { name: p.uploading }) : t("sending") }),
-    h("span", { class: "text", text: p.text || (p.files || []).map((f) => f.name).join(", ") }))));
+  renderConversation(log, pendingLog, conv, me, () => token);
   typing.hidden = !conv.typing || !!conv.ended;
   compose.hidden = closeForm.parentElement.hidden = !!conv.ended;
   ended.hidden = dismiss.hidden = !conv.ended;
@@ -454,51 +376,8 @@ alerts.addEventListener("change", () => setAlerts(alerts.checked));
 language.addEventListener("change", () => chooseLanguage(language.value));
 offerShortcuts(offers, send);
 
-function sendReply() {
-  const conv = selected && convs[selected];
-  const text = reply.value.trim();
-  if (!conv || conv.ended || !text) return;
-  const p = { id: newId(), text };
-  conv.pending.push(p);
-  save();
-  reply.value = "";
-  if (lastTypingSent) { send({ type: "typing", conversation_id: conv.id, active: false }); lastTypingSent = 0; }
-  resend(conv.id, p);
-  renderMain();
-}
-
-// A file goes up first (POST /api/attachments), then its id in a message of its own.
-async function sendFile(conv, file) {
-  const p = { id: newId(), text: "", uploading: file.name };
-  conv.pending.push(p);
-  renderMain();
-  try {
-    const summary = await upload(file, conv.id, () => token);
-    p.files = [summary];
-    delete p.uploading;
-    save();
-    resend(conv.id, p);
-  } catch (e) {
-    conv.pending = conv.pending.filter((x) => x !== p);
-    setNotice(t("uploadFailed", { name: file.name, reason: e.message }));
-  }
-  if (conv.id === selected) renderMain();
-}
-fileInput.addEventListener("change", () => {
-  const conv = selected && convs[selected];
-  const files = [...fileInput.files];
-  fileInput.value = "";
-  if (conv && !conv.ended) for (const file of files) sendFile(conv, file);
-});
-
-compose.addEventListener("submit", (event) => { event.preventDefault(); sendReply(); });
-reply.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); sendReply(); }
-});
-reply.addEventListener("input", () => {
-  if (!selected || !reply.value.trim()) return;
-  if (Date.now() - lastTypingSent > 3000 && send({ type: "typing", conversation_id: selected, active: true })) lastTypingSent = Date.now();
-});
+composer({ reply, fileInput, form: compose, current: () => selected && convs[selected], send, resend, save,
+  changed: (conv) => { if (conv.id === selected) renderMain(); }, token: () => token, failed: setNotice });
 closeForm.addEventListener("submit", (event) => {
   event.preventDefault();
   if (!selected) return;
