@@ -289,7 +289,8 @@ class AgentHub:
                                 "conversations": sorted(agent.assigned),
                                 # What a close may carry (docs/protocol.md), for the console's picker.
                                 "dispositions": list(desk.dispositions),
-                                "require_disposition": desk.require_disposition})
+                                "require_disposition": desk.require_disposition,
+                                "canned": [reply.model_dump() for reply in desk.canned]})
         for conversation_id in sorted(agent.assigned):
             await connection.follow(conversation_id, request.resume.get(conversation_id, 0)).catch_up()
             if (read := self.pipeline.reads.for_agent(conversation_id)) is not None:

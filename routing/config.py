@@ -367,6 +367,13 @@ class SatisfactionConfig(Strict):
         return value
 
 
+class CannedReply(Strict):
+    """A reply an agent inserts from the console's list (then edits or sends as it is)."""
+
+    title: str = Field(min_length=1, max_length=80)
+    text: str = Field(min_length=1, max_length=4000)
+
+
 class DeskConfig(Strict):
     """How the agent desk behaves for every agent."""
 
@@ -379,6 +386,8 @@ class DeskConfig(Strict):
     dispositions: list[str] = []
     require_disposition: bool = False
     satisfaction: SatisfactionConfig = SatisfactionConfig()
+    # Replies the console offers to insert, in this order (sent to agents in `ready`).
+    canned: list[CannedReply] = []
 
 
 class AgentConfig(Strict):

@@ -1,13 +1,14 @@
 /* The agent console's reply box: Enter sends, Shift+Enter is a new line, typing is sent at most
    every 3 s; "Attach a file" uploads first (POST /api/attachments), then sends the file's id in a
-   message of its own. Every reply is a pending entry with a client id until its ack. */
-import { newId } from "./console-dom.js";
+   message of its own. Every reply is a pending entry with a client id until its ack. The canned
+   replies (desk.canned, from `ready`) are inserted into the box, to edit or send. */
+import { h, newId } from "./console-dom.js";
 import { upload } from "./console-files.js";
 import { t } from "./console-i18n.js";
 
 /** `current()`: the selected conversation; `resend(id, pending)` sends a pending reply;
     `changed(conv)` re-renders it; `failed(text)` shows a refusal. */
-export function composer({ reply, fileInput, form, current, send, resend, save, changed, token, failed }) {
+export function composer({ reply, fileInput, canned, form, current, send, resend, save, changed, token, failed }) {
   let lastTypingSent = 0;
 
   function sendReply() {
@@ -50,9 +51,29 @@ export function composer({ reply, fileInput, form, current, send, resend, save, 
   reply.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); sendReply(); }
   });
+  canned.addEventListener("change", () => {
+    const text = canned.value;
+    canned.value = "";
+    if (!text) return;
+    const start = reply.selectionStart ?? reply.value.length;
+    const end = reply.selectionEnd ?? start;
+    reply.value = reply.value.slice(0, start) + text + reply.value.slice(end);
+    reply.focus();
+    reply.setSelectionRange(start + text.length, start + text.length);
+  });
+
   reply.addEventListener("input", () => {
     const conv = current();
     if (!conv || !reply.value.trim()) return;
     if (Date.now() - lastTypingSent > 3000 && send({ type: "typing", conversation_id: conv.id, active: true })) lastTypingSent = Date.now();
   });
+
+  return {
+    /** The replies of `ready.canned` ([{title, text}]); none hides the picker. */
+    setCanned(replies) {
+      canned.replaceChildren(h("option", { value: "", text: t("canned") }),
+        ...replies.map((r) => h("option", { value: r.text, text: r.title })));
+      canned.hidden = !replies.length;
+    },
+  };
 }

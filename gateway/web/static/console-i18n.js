@@ -31,6 +31,7 @@ const STRINGS = {
     sending: "sending", read: "Read", alerts: "Sound and notification for new offers",
     newOffer: "New offer: {name}", newOfferBody: "{channel}, queue {queue}", attach: "Attach a file",
     uploading: "Uploading {name}…", uploadFailed: "Could not send {name}: {reason}",
+    cannedLabel: "Insert a canned answer", canned: "Canned answers…",
   },
   zh: {
     title: "坐席工作台", token: "坐席令牌", signIn: "登录", status: "状态", available: "空闲",
@@ -60,6 +61,7 @@ const STRINGS = {
     sending: "发送中", read: "已读", alerts: "新会话提示音和通知",
     newOffer: "新的待接会话:{name}", newOfferBody: "{channel},队列 {queue}", attach: "发送文件",
     uploading: "正在上传 {name}…", uploadFailed: "无法发送 {name}:{reason}",
+    cannedLabel: "插入常用回复", canned: "常用回复…",
   },
 };
 

@@ -43,8 +43,10 @@ export function buildLayout(picker) {
   const reply = h("textarea", { id: "cg-reply", rows: "3", placeholder: t("replyPlaceholder") });
   const fileInput = h("input", { id: "cg-file", type: "file", hidden: true, multiple: true });
   const attach = h("button", { type: "button", class: "attach", text: t("attach"), onclick: () => fileInput.click() });
+  const canned = h("select", { id: "cg-canned", "aria-label": t("cannedLabel"), hidden: true });
   const compose = h("form", { class: "compose" }, h("label", { for: "cg-reply", class: "visually-hidden", text: t("reply") }),
-    reply, h("div", { class: "compose-buttons" }, h("button", { type: "submit", class: "primary", text: t("send") }), attach, fileInput));
+    reply, h("div", { class: "compose-buttons" }, h("button", { type: "submit", class: "primary", text: t("send") }), attach,
+      fileInput, canned));
   const disposition = h("select", { id: "cg-disposition" });
   const closeForm = h("form", { class: "close" }, h("label", { for: "cg-disposition", text: t("disposition") }), disposition,
     h("button", { type: "submit", text: t("closeConversation") }));
@@ -55,5 +57,5 @@ export function buildLayout(picker) {
     compose, h("div", { class: "actions" }, closeForm, picker.form), ended, dismiss);
   const desk = h("div", { class: "desk", hidden: true }, header, h("div", { class: "panes" }, sidebar, main));
   app.append(signIn, desk);
-  return { tokenInput, signInError, signIn, whoami, presence, presenceReason, connection, alerts, language, signOut, header, offerList, convList, notice, sidebar, card, log, logRegion, pendingLog, typing, reply, fileInput, attach, compose, disposition, closeForm, ended, dismiss, empty, main, desk };
+  return { tokenInput, signInError, signIn, whoami, presence, presenceReason, connection, alerts, language, signOut, header, offerList, convList, notice, sidebar, card, log, logRegion, pendingLog, typing, reply, fileInput, attach, canned, compose, disposition, closeForm, ended, dismiss, empty, main, desk };
 }

@@ -66,7 +66,7 @@ const send = socket.send;
 const picker = transferPicker(send);
 const {
   tokenInput, signInError, signIn, whoami, presence, presenceReason, connection,
-  alerts, language, signOut, offerList, convList, notice, card,
+  alerts, language, signOut, offerList, convList, notice, card, canned,
   log, logRegion, pendingLog, typing, reply, fileInput, compose,
   disposition, closeForm, ended, dismiss, empty, desk,
 } = buildLayout(picker);
@@ -238,6 +238,7 @@ function resend(id, p) {
 function onReady(frame) {
   me = frame.agent;
   dispositions = frame.dispositions || [];
+  box.setCanned(frame.canned || []);
   requireDisposition = !!frame.require_disposition;
   renderDispositions();
   whoami.textContent = me.name;
@@ -376,7 +377,7 @@ alerts.addEventListener("change", () => setAlerts(alerts.checked));
 language.addEventListener("change", () => chooseLanguage(language.value));
 offerShortcuts(offers, send);
 
-composer({ reply, fileInput, form: compose, current: () => selected && convs[selected], send, resend, save,
+const box = composer({ reply, fileInput, canned, form: compose, current: () => selected && convs[selected], send, resend, save,
   changed: (conv) => { if (conv.id === selected) renderMain(); }, token: () => token, failed: setNotice });
 closeForm.addEventListener("submit", (event) => {
   event.preventDefault();
