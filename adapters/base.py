@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from gateway.attachments import AttachmentsConfig
+    from gateway.desk.reads import ReadState
+    from gateway.desk.satisfaction import Satisfaction
     from gateway.limits import Limits
     from gateway.model import Attachment, ChannelRef, Conversation, Customer, Event, OutboxItem
 
@@ -166,6 +168,8 @@ class GatewayPort(Protocol):
 
     max_frame_bytes: int
     limits: "Limits"  # rate limits and the client address of a request (``limits:`` config)
+    reads: "ReadState"  # read frames of a channel's live sessions (gateway/desk/reads.py)
+    satisfaction: "Satisfaction"  # answers to the satisfaction question (gateway/desk/satisfaction.py)
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -187,9 +191,12 @@ class GatewayPort(Protocol):
     async def get_conversation(self, conversation_id: str) -> "Conversation": ...
 
     async def customer_message(self, conversation_id: str, text: str, client_id: str | None, *,
-                               details: dict[str, Any] | None = None) -> Receipt:
-        """``details``: what the event's data keeps besides the text, e.g. ``{"choice": {"value":
-        ...}}`` for a pick of one of the bot's choices (a button)."""
+                               files: Sequence[IncomingFile] = (), details: dict[str, Any] | None = None,
+                               bot: BotTurn = "answer") -> Receipt:
+        """A message of a live session (with ``files``: checked against ``attachments:``, stored
+        with it; ``bot="quiet"``: the bot does not answer it). ``details``: what the event's data
+        keeps besides the text, e.g. ``{"choice": {"value": ...}}`` for a pick of one of the bot's
+        choices (a button)."""
 
     async def customer_leaves(self, conversation_id: str) -> None: ...
 

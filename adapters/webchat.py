@@ -30,6 +30,7 @@ from gateway.websocket import (CLOSE_RATE_LIMITED, FrameError, FrameRejected, Fr
                                prepare, typing_active)
 
 from .base import GatewayPort, SessionPolicy
+from .webchat_uploads import customer_upload
 
 log = logging.getLogger("contactgate.webchat")
 
@@ -59,6 +60,8 @@ class Settings(BaseModel):
     # What the widget asks before the chat starts: "name", "email", both or none. The page's
     # data-prechat attribute, when it has one, takes precedence.
     prechat: list[str] = []
+    # Customers may send files (POST <attachments_path>, within `attachments:`); false: 403.
+    uploads: bool = True
 
     @field_validator("allowed_origins")
     @classmethod
@@ -108,14 +111,15 @@ def customer_frame(event: Event, own: bool) -> dict[str, Any] | None:
                  "at": event.at.isoformat()}
         if event.author is Author.CUSTOMER:
             frame["id"] = event.client_id
-        if event.data.get("attachments"):
-            frame["attachments"] = event.data["attachments"]
-        if event.author is Author.BOT and event.data.get("choices"):
-            # Buttons: a click sends a message with the label as text and "choice": value.
-            frame["choices"] = event.data["choices"]
+        for key in ("attachments", "choices", "satisfaction"):  # files; the bot's buttons; the rating question
+            if event.data.get(key):
+                frame[key] = event.data[key]
         if event.author is Author.CUSTOMER and isinstance(event.data.get("choice"), dict):
             frame["choice"] = event.data["choice"].get("value")
         return frame
+    if event.kind is EventKind.SATISFACTION:
+        return {"type": "satisfaction", "seq": event.seq, "score": event.data.get("score"),
+                "comment": event.data.get("comment")}
     if event.kind in (EventKind.QUEUED, EventKind.TRANSFERRED):
         return {"type": "queued", "seq": event.seq, "position": event.data.get("position"),
                 "estimated_wait": event.data.get("estimated_wait"), "reason": event.data.get("reason")}
@@ -138,6 +142,8 @@ class WebChatAdapter:
         files = self.settings.attachments_path + "/{attachment_id}"
         return [web.get(self.settings.path, self.handle),
                 web.get(files, self.download), web.options(files, self.preflight),
+                web.post(self.settings.attachments_path, self.upload),
+                web.options(self.settings.attachments_path, self.preflight),
                 web.get(f"/widget/{self.name}.json", self.widget_settings)]
 
     # The widget runs in the embedding site's pages, so what it fetches from us is cross-origin:
@@ -152,16 +158,26 @@ class WebChatAdapter:
         """What widget.js needs to know of this channel (GET /widget/<channel>.json)."""
         return web.json_response(
             {"channel": self.name, "path": self.settings.path, "attachments_path": self.settings.attachments_path,
-             "prechat": self.settings.prechat},
+             "prechat": self.settings.prechat, "uploads": self.settings.uploads,
+             "max_bytes": self.gateway.attachments.max_bytes},
             headers={**self._cors(request), "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     async def preflight(self, request: web.Request) -> web.Response:
-        """The browser's question before a download with an Authorization header."""
+        """The browser's question before a download or an upload with an Authorization header."""
         headers = self._cors(request)
         if "Access-Control-Allow-Origin" in headers:
-            headers.update({"Access-Control-Allow-Methods": "GET", "Access-Control-Allow-Headers": "Authorization",
+            headers.update({"Access-Control-Allow-Methods": "GET, POST",
+                            "Access-Control-Allow-Headers": "Authorization, Content-Type",
                             "Access-Control-Max-Age": "600"})
         return web.Response(status=204, headers=headers)
+
+    async def upload(self, request: web.Request) -> web.Response:
+        """A file from the customer, as a message of its own (adapters/webchat_uploads.py)."""
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        response = await customer_upload(request, self.name, self.settings, self.gateway,
+                                         web_identity(token) if token else None)
+        response.headers.update(self._cors(request))
+        return response
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         response = await self._download(request)
@@ -293,10 +309,15 @@ class WebChatAdapter:
                 session.sender.send({"type": "ack", "id": client_id, "seq": receipt.event.seq})
         elif kind == "typing":
             await self.gateway.customer_typing(session.conversation_id, typing_active(frame))
+        elif kind == "read":
+            await self.gateway.reads.customer_read(session.conversation_id, frame)
+        elif kind == "satisfaction":
+            await self.gateway.satisfaction.answer(session.conversation_id, frame)
         elif kind == "close":
             await self.gateway.customer_leaves(session.conversation_id)
         else:
-            raise FrameRejected("unknown_type", f"unknown frame type {kind!r}; expected hello, message, typing or close")
+            raise FrameRejected("unknown_type",
+                                f"unknown frame type {kind!r}; expected hello, message, typing, read, satisfaction or close")
 
     async def _hello(self, session: CustomerSession, frame: dict[str, Any]) -> None:
         token, last_seq = frame.get("token"), frame.get("last_seq", 0)
@@ -334,6 +355,8 @@ class WebChatAdapter:
         # Join the live fan-out first, then replay: the cursor drops whatever arrives twice.
         await self._join(session, conversation.id)
         await session.delivery.catch_up()
+        if (read := self.gateway.reads.for_customer(conversation.id)) is not None:
+            session.sender.send(read)
 
 
 def web_identity(token: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from .config import GatewayConfig
+from .desk.directory import directory
 from .delivery import OrderedDelivery
 from .errors import frame_failure
 from .limits import RateLimited, seconds
@@ -34,7 +35,8 @@ from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_REPLACED, 
 
 log = logging.getLogger("contactgate.hub")
 
-AGENT_FRAMES = ("accept", "decline", "message", "send_suggestion", "typing", "transfer", "propose_kb", "close")
+AGENT_FRAMES = ("accept", "decline", "message", "send_suggestion", "typing", "read", "transfer", "propose_kb",
+                "close")
 
 
 class AgentConnection:
@@ -293,9 +295,12 @@ class AgentHub:
                                 "conversations": sorted(agent.assigned),
                                 # What a close may carry (docs/protocol.md), for the console's picker.
                                 "dispositions": list(desk.dispositions),
-                                "require_disposition": desk.require_disposition})
+                                "require_disposition": desk.require_disposition,
+                                "canned": [reply.model_dump() for reply in desk.canned]})
         for conversation_id in sorted(agent.assigned):
             await connection.follow(conversation_id, request.resume.get(conversation_id, 0)).catch_up()
+            if (read := self.pipeline.reads.for_agent(conversation_id)) is not None:
+                connection.sender.send(read)
         for conversation_id, seen in request.resume.items():
             if conversation_id not in agent.assigned:
                 await self._finish_replay(connection, conversation_id, seen)
@@ -360,11 +365,14 @@ class AgentHub:
             await self.pipeline.set_presence(connection.agent_id, status)
             connection.sender.send({"type": "presence", "status": status})
             return
+        if kind == "directory":  # whom a transfer may go to, for the console's picker
+            connection.sender.send(directory(self.pipeline.dispatcher, connection.agent_id, self.pipeline.clock()))
+            return
         conversation_id = frame.get("conversation_id")
         if not isinstance(conversation_id, str) or not conversation_id:
             raise ConversationError("bad_frame", f'"{kind}" needs a "conversation_id"'
                                     if kind in AGENT_FRAMES else
-                                    f"unknown frame type {kind!r}; expected one of presence, {', '.join(AGENT_FRAMES)}")
+                                    f"unknown frame type {kind!r}; expected one of presence, directory, {', '.join(AGENT_FRAMES)}")
         if kind == "accept":
             await self.pipeline.accept(connection.agent_id, conversation_id)
         elif kind == "decline":
@@ -377,6 +385,8 @@ class AgentHub:
                                          to_queue=to_queue, note=note)
         elif kind == "typing":
             await self.pipeline.agent_typing(connection.agent_id, conversation_id, typing_active(frame))
+        elif kind == "read":
+            await self.pipeline.reads.agent_read(connection.agent_id, conversation_id, frame)
         elif kind in ("message", "send_suggestion"):
             attachments = attachment_ids(frame)
             data = None
@@ -410,4 +420,5 @@ class AgentHub:
             await self.pipeline.agent_close(connection.agent_id, conversation_id,
                                             disposition if isinstance(disposition, str) else None)
         else:
-            raise ConversationError("unknown_type", f"unknown frame type {kind!r}; expected one of presence, {', '.join(AGENT_FRAMES)}")
+            raise ConversationError("unknown_type", f"unknown frame type {kind!r}; "
+                                    f"expected one of presence, directory, {', '.join(AGENT_FRAMES)}")

@@ -44,6 +44,7 @@ class EventKind(str, enum.Enum):
     CLOSED = "closed"      # data: closed_by, disposition
     NOTICE = "notice"      # mail the channel recorded without answering (an auto-reply); data: notice, from, subject
     DELIVERY_FAILED = "delivery_failed"  # an outbound message did not reach the customer; data: seq, reason, attempts
+    SATISFACTION = "satisfaction"  # the customer's answer to the satisfaction question; data: score, comment, queue, agent_id
 
 
 @dataclass(frozen=True, slots=True)

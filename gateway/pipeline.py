@@ -29,6 +29,8 @@ from routing.servicelevel import ServiceLevels, estimated_wait
 from .attachments import AttachmentsConfig, Refused, clean_name, clean_type, refusal_note, screen
 from .config import GatewayConfig
 from .crm import CrmClient
+from .desk.reads import ReadState
+from .desk.satisfaction import Satisfaction
 from .dispatcher import Dispatcher, Presence, Route
 from .faq import detect_lang
 from .limits import Limits
@@ -102,6 +104,8 @@ class Pipeline:
         self._arrivals = KeyedLocks()  # (channel, provider id): one delivery of a message at a time
         self._last_status: dict[str, tuple[int, int]] = {}
         self.limits = Limits(lambda: self.config.limits)  # reads the live config: reloads apply at once
+        self.reads = ReadState(self.dispatcher, self.notice, self._tell_customer, self.get_conversation)
+        self.satisfaction = Satisfaction(lambda: self.config, store, self._lock, self._append, self._append_receipt, clock)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -290,6 +294,8 @@ class Pipeline:
         Its provider id (``client_id``) is recorded as a ref of the conversation it went to
         before the message is stored, so a redelivery, even one whose first delivery died
         half way, finds that conversation, where the store's client-id check makes it a no-op."""
+        if (answer := await self.satisfaction.from_channel(inbound)) is not None:
+            return answer  # a press of the satisfaction question's button (gateway/desk/satisfaction.py)
         if inbound.client_id is None:
             return await self._receive(inbound, None)
         async with self._arrivals(f"{inbound.channel}\n{inbound.client_id}"):
@@ -753,6 +759,7 @@ class Pipeline:
             async with self._lock(conversation_id):
                 conversation = await self._assigned_to(agent_id, conversation_id)
                 event = await self._close(conversation, closed_by=agent_id, disposition=disposition)
+                await self.satisfaction.ask(conversation_id)
             queue = self.queue_config(conversation.queue or "")
             until = self.dispatcher.start_wrap_up(agent_id, self.clock(), queue.wrap_up if queue else 0)
             if until is not None:
@@ -913,6 +920,7 @@ class Pipeline:
         self.bot.forget(cid)
         for table in (self._routing_text, self._topics, self._transfer, self._last_status, self._tiers):
             table.pop(cid, None)  # type: ignore[attr-defined]
+        self.reads.forget(cid)
         log.info("closed", extra={"closed_by": closed_by, "disposition": disposition,
                                   "state_before": conversation.state.value})
         _, event = await self._append(conversation, Author.SYSTEM, EventKind.CLOSED,

@@ -44,6 +44,8 @@ def queue_report(pipeline: Pipeline, now: datetime) -> list[dict[str, Any]]:
             "average_handle": _round(level.average_handle),
             "agents": {status: sum(1 for a in agents if agent_status(a) == status)
                        for status in ("available", "busy", "away", "offline")},
+            # Answers to the satisfaction question since this process started (gateway/desk/satisfaction.py).
+            "satisfaction": pipeline.satisfaction.figures(name),
         })
     return report
 
@@ -84,6 +86,10 @@ class GatewayCollector(Collector):
             "service_level": GaugeMetricFamily("contactgate_queue_service_level_percent", "Percent answered within the target (window)", labels=["queue"]),
             "average_handle": GaugeMetricFamily("contactgate_queue_average_handle_seconds", "Average handle time (window)", labels=["queue"]),
         }
+        rated = GaugeMetricFamily("contactgate_queue_satisfaction_answers",
+                                  "Answers to the satisfaction question since the start", labels=["queue"])
+        rating = GaugeMetricFamily("contactgate_queue_satisfaction_average",
+                                   "Average satisfaction score (1-5) since the start", labels=["queue"])
         agents = GaugeMetricFamily("contactgate_queue_agents", "Agents serving the queue by status", labels=["queue", "status"])
         for row in report:
             for key, family in families.items():
@@ -91,8 +97,11 @@ class GatewayCollector(Collector):
                     family.add_metric([row["queue"]], row[key])
             for status, count in row["agents"].items():
                 agents.add_metric([row["queue"], status], count)
+            rated.add_metric([row["queue"]], row["satisfaction"]["answers"])
+            if row["satisfaction"]["average"] is not None:
+                rating.add_metric([row["queue"]], row["satisfaction"]["average"])
         yield from families.values()
-        yield agents
+        yield from (agents, rated, rating)
         deliveries = CounterMetricFamily("contactgate_outbox_deliveries",
                                          "Outbound messages by outcome in this process since its start (sent, skipped, deferred, "
                                          "retried, failed)", labels=["channel", "outcome"])

@@ -345,6 +345,35 @@ class RoutingConfig(Strict):
     default_queue: str
 
 
+class SatisfactionConfig(Strict):
+    """The question a customer is asked when an agent closes the conversation (gateway/desk/
+    satisfaction.py): a score from 1 to 5, and an optional comment. Off by default."""
+
+    enabled: bool = False
+    # The question and the thanks, per language ("en" needed; "zh" is used for Chinese chats).
+    question: dict[str, str] = {"en": "How would you rate this conversation? (1 = poor, 5 = excellent)",
+                                "zh": "您对本次服务满意吗?(1 = 很不满意,5 = 非常满意)"}
+    thanks: dict[str, str] = {"en": "Thank you for your feedback!", "zh": "感谢您的反馈!"}
+    # Channel names that ask; empty: every channel but email ones.
+    channels: list[str] = []
+    # Seconds after the close during which an answer is taken.
+    answer_within: float = Field(default=24 * 3600, gt=0)
+
+    @field_validator("question", "thanks")
+    @classmethod
+    def _english(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value.get("en", "").strip():
+            raise ValueError('needs an "en" text (the one used for languages without their own)')
+        return value
+
+
+class CannedReply(Strict):
+    """A reply an agent inserts from the console's list (then edits or sends as it is)."""
+
+    title: str = Field(min_length=1, max_length=80)
+    text: str = Field(min_length=1, max_length=4000)
+
+
 class DeskConfig(Strict):
     """How the agent desk behaves for every agent."""
 
@@ -356,6 +385,9 @@ class DeskConfig(Strict):
     # Codes an agent picks from when closing; empty = any text or none.
     dispositions: list[str] = []
     require_disposition: bool = False
+    satisfaction: SatisfactionConfig = SatisfactionConfig()
+    # Replies the console offers to insert, in this order (sent to agents in `ready`).
+    canned: list[CannedReply] = []
 
 
 class AgentConfig(Strict):

@@ -25,7 +25,9 @@ AXE = REPO / "tests" / "vendor" / "axe-core" / "axe.min.js"
 @pytest_asyncio.fixture
 async def gateway(tmp_path: Path, sqlite_url: str) -> AsyncIterator[GatewayProcess]:
     config = gateway_config(sqlite_url)
-    config["desk"] = {"dispositions": ["resolved", "follow_up"], "require_disposition": True}
+    config["desk"] = {"dispositions": ["resolved", "follow_up"], "require_disposition": True,
+                      "canned": [{"title": "Greeting", "text": "Hi, how can I help?"},
+                                 {"title": "Tracking", "text": "Your parcel is on its way."}]}
     process = await GatewayProcess.write_config(tmp_path, config).start()
     yield process
     await process.stop()
@@ -122,6 +124,13 @@ async def test_agent_signs_in_takes_the_offer_chats_drops_and_closes(browser: Br
     await reply.press("Enter")
     answer = await customer.next("message", author="agent", timeout=30)
     assert answer["text"] == "Let me check.\nOne moment."
+
+    # A canned reply from desk.canned goes into the box where the cursor is, to edit or send.
+    await reply.fill("Good news: ")
+    await page.get_by_label("Insert a canned answer").select_option(label="Tracking")
+    await expect(reply).to_have_value("Good news: Your parcel is on its way.")
+    await expect(reply).to_be_focused()
+    await reply.fill("")
     await page.screenshot(path=artefact("console-2-chat.png"))
     assert await accessibility_problems(page) == []
 

@@ -98,12 +98,20 @@ async def test_console_page_has_the_strict_policy_and_versioned_files(gateway: G
         csp = answer.headers["Content-Security-Policy"]
         page = (await answer.read()).decode()
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "<script>" not in page
-    script = re.search(r'<script src="(web/console\.js\?v=[0-9a-f]{16})"></script>', page)
+    script = re.search(r'<script type="module" src="(web/console\.js\?v=[0-9a-f]{16})"></script>', page)
     style = re.search(r'<link rel="stylesheet" href="(web/console\.css\?v=[0-9a-f]{16})">', page)
     assert script and style, page
     for path in (script.group(1), style.group(1)):
         async with http.get(f"{gateway.http}/{path}") as answer:
             assert answer.status == 200
+            assert answer.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    # The console's modules import each other by versioned URLs too: all of them kept a year.
+    async with http.get(f"{gateway.http}/{script.group(1)}") as answer:
+        imports = re.findall(r'from "\./([\w-]+\.js)(\?v=[0-9a-f]{16})?"', await answer.text())
+    assert len(imports) >= 5 and all(version for _, version in imports), imports
+    for name, version in imports:
+        async with http.get(f"{gateway.http}/web/{name}{version}") as answer:
+            assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/javascript")
             assert answer.headers["Cache-Control"] == "public, max-age=31536000, immutable"
 
 
@@ -112,14 +120,15 @@ async def test_widget_settings_answer_cors_only_to_allowed_sites(gateway: Gatewa
     async with http.get(gateway.http + "/widget/webchat.json", headers={"Origin": SITE}) as answer:
         assert answer.status == 200 and answer.headers["Access-Control-Allow-Origin"] == SITE
         assert await answer.json() == {"channel": "webchat", "path": "/webchat/ws",
-                                       "attachments_path": "/webchat/attachments", "prechat": ["name"]}
+                                       "attachments_path": "/webchat/attachments", "prechat": ["name"],
+                                       "uploads": True, "max_bytes": 10 * 1024 * 1024}
     async with http.get(gateway.http + "/widget/webchat.json", headers={"Origin": "https://evil.example"}) as answer:
         assert "Access-Control-Allow-Origin" not in answer.headers
     async with http.options(gateway.http + "/webchat/attachments/x",
                             headers={"Origin": SITE, "Access-Control-Request-Method": "GET",
                                      "Access-Control-Request-Headers": "authorization"}) as answer:
         assert answer.status == 204 and answer.headers["Access-Control-Allow-Origin"] == SITE
-        assert answer.headers["Access-Control-Allow-Headers"] == "Authorization"
+        assert answer.headers["Access-Control-Allow-Headers"] == "Authorization, Content-Type"
     async with http.get(gateway.http + "/webchat/attachments/x", headers={"Origin": SITE}) as answer:
         assert answer.status == 401 and answer.headers["Access-Control-Allow-Origin"] == SITE
 

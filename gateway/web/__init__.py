@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
@@ -33,6 +34,9 @@ TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".s
          ".png": "image/png", ".txt": "text/plain"}
 # The widget's stylesheet URL inside widget.js, replaced by its versioned URL when served.
 CSS_PLACEHOLDER = "__CONTACTGATE_WIDGET_CSS__"
+# An ES module's import of a sibling file (the console's modules), given its versioned URL when
+# served, so every module may be cached for a year like the page's own script.
+IMPORT = re.compile(rb'from "\./([\w-]+\.js)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +67,37 @@ def load_static(package: str = "gateway.web", folder: str = "static") -> dict[st
     vendor = root.joinpath("vendor")
     if vendor.is_dir():
         files.update({f"vendor/{entry.name}": entry.read_bytes() for entry in vendor.iterdir() if entry.is_file()})
-    loaded = {name: StaticFile.of(name, body, modified) for name, body in files.items() if name != "widget.js"}
+    # Our own ES modules get their imports rewritten to versioned URLs (_module); the rest as is.
+    loaded = {name: StaticFile.of(name, body, modified) for name, body in files.items()
+              if name != "widget.js" and not _own_module(name)}
+    for name in files:
+        if _own_module(name):
+            _module(name, files, loaded, modified, ())
     if "widget.js" in files:
         css = loaded["widget.css"]
         script = files["widget.js"].replace(CSS_PLACEHOLDER.encode(), f"web/widget.css?v={css.version}".encode())
         loaded["widget.js"] = StaticFile.of("widget.js", script, modified)
     return loaded
+
+
+def _own_module(name: str) -> bool:
+    return name.endswith(".js") and name != "widget.js" and not name.startswith("vendor/")
+
+
+def _module(name: str, files: dict[str, bytes], loaded: dict[str, StaticFile], modified: datetime,
+            importers: tuple[str, ...]) -> StaticFile:
+    """A script with its sibling imports versioned (those first: a module's hash covers theirs)."""
+    if name in loaded:
+        return loaded[name]
+    if name in importers or name not in files:
+        raise ValueError(f"gateway/web/static: {' -> '.join((*importers, name))}: an import cycle or a missing file")
+
+    def versioned(match: re.Match[bytes]) -> bytes:
+        child = _module(match[1].decode(), files, loaded, modified, (*importers, name))
+        return b'from "./' + match[1] + b"?v=" + child.version.encode() + b'"'
+
+    loaded[name] = StaticFile.of(name, IMPORT.sub(versioned, files[name]), modified)
+    return loaded[name]
 
 
 def html_csp(request: web.Request) -> str:
@@ -141,7 +170,7 @@ CONSOLE_PAGE = """<!doctype html>
 </head>
 <body>
 <div id="console" class="console"></div>
-<script src="web/console.js?v={js}"></script>
+<script type="module" src="web/console.js?v={js}"></script>
 </body>
 </html>
 """

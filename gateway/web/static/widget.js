@@ -32,6 +32,10 @@
       typing: (n) => `${n} is typing…`, ended: "The conversation has ended.", again: "Start a new chat",
       unread: (n) => `${n} unread`, download: (f, s) => `Download ${f} (${s})`, failed: (f) => `Could not download ${f}`,
       prechat: "Before we start, tell us who you are.", name: "Name", email: "Email", start: "Start chat",
+      read: "Read", choices: "Suggestions", attach: "Attach a file", uploadFailed: (f, why) => `Could not send ${f}: ${why}`,
+      tooLarge: (s) => `files up to ${s} are accepted`, rating: "Your rating", score: (n) => `${n} of 5`,
+      comment: "Comment (optional)", sendRating: "Submit rating",
+      rated: (n) => `You rated this conversation ${n} of 5.`,
     },
     zh: {
       open: "在线咨询", title: "客户服务", close: "收起聊天窗口", end: "结束对话",
@@ -45,6 +49,10 @@
       typing: (n) => `${n} 正在输入…`, ended: "对话已结束。", again: "开始新的对话",
       unread: (n) => `${n} 条未读`, download: (f, s) => `下载 ${f}(${s})`, failed: (f) => `无法下载 ${f}`,
       prechat: "开始之前,请告诉我们您的信息。", name: "姓名", email: "邮箱", start: "开始对话",
+      read: "已读", choices: "建议", attach: "上传文件", uploadFailed: (f, why) => `无法发送 ${f}:${why}`,
+      tooLarge: (s) => `仅接受不超过 ${s} 的文件`, rating: "您的评分", score: (n) => `${n} 分(满分 5 分)`,
+      comment: "留言(可选)", sendRating: "提交评分",
+      rated: (n) => `您给本次对话打了 ${n} 分(满分 5 分)。`,
     },
   };
   const lang = (script.dataset.lang || navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
@@ -97,8 +105,10 @@
   const typing = h("p", { class: "typing", "aria-live": "polite", hidden: "" });
   const input = h("textarea", { id: "contactgate-input", rows: "1", placeholder: T.placeholder });
   const sendButton = h("button", { type: "submit", class: "primary", text: T.send });
+  const fileInput = h("input", { type: "file", hidden: "", "aria-hidden": "true", tabindex: "-1" });
+  const attachButton = h("button", { type: "button", class: "attach", "aria-label": T.attach, title: T.attach, text: "📎", hidden: "" });
   const compose = h("form", { class: "compose" },
-    h("label", { for: "contactgate-input", class: "visually-hidden", text: T.label }), input, sendButton);
+    h("label", { for: "contactgate-input", class: "visually-hidden", text: T.label }), input, attachButton, fileInput, sendButton);
   const againButton = h("button", { type: "button", class: "primary", text: T.again });
   const ended = h("div", { class: "ended", hidden: "" }, h("p", { text: T.ended }), againButton);
   const prechatForm = h("form", { class: "prechat", hidden: "" });
@@ -125,6 +135,9 @@
   let isClosed = false;
   let profile = null;       // {name, email} from the pre-chat form, for the first hello
   let queueText = "";       // the latest queued/position line, shown again after a reconnect
+  let readSent = 0;         // the last seq told to the gateway as read (protocol.md#read-state)
+  let agentRead = 0;        // how far the agent has read
+  let readTimer = null;
 
   async function loadSettings() {
     if (settings) return settings;
@@ -132,6 +145,7 @@
     if (!answer.ok) throw new Error(`channel ${channel}: ${answer.status}`);
     settings = await answer.json();
     if (prechatFields === null) prechatFields = settings.prechat || [];
+    attachButton.hidden = !settings.uploads;
     return settings;
   }
 
@@ -203,7 +217,7 @@
   // ---- frames from the gateway -----------------------------------------------------------------
   function onFrame(frame) {
     if (typeof frame.seq === "number") {
-      if (frame.type !== "ack" && frame.seq <= lastSeq) return; // shown already
+      if (frame.type !== "ack" && frame.type !== "read" && frame.seq <= lastSeq) return; // shown already
     }
     switch (frame.type) {
       case "welcome": return onWelcome(frame);
@@ -213,12 +227,20 @@
       case "assigned": return onAssigned(frame);
       case "typing": return onTyping(frame);
       case "closed": return onClosed(frame);
+      case "read": return onRead(frame);
+      case "satisfaction": return onRated(frame);
       case "error": return onError(frame);
       default: return undefined; // a frame type of a later version
     }
   }
 
-  function seen(seq) { if (typeof seq === "number" && seq > lastSeq) lastSeq = seq; }
+  function seen(seq) {
+    if (typeof seq !== "number" || seq <= lastSeq) return;
+    lastSeq = seq;
+    // After the end, what follows it (the rating question, its answer) belongs to it too: a new
+    // chat says hello past all of it.
+    if (isClosed && seq > state.closedSeq) { state.closedSeq = seq; save(); }
+  }
 
   function onWelcome(frame) {
     welcomed = true;
@@ -229,13 +251,15 @@
       if (shownConversation !== null || frame.conversation_id !== state.conversationId) clearLog();
       shownConversation = frame.conversation_id;
       lastSeq = 0;
+      readSent = 0;
+      agentRead = 0;
     }
     if (frame.conversation_id !== state.conversationId) { state.closedSeq = 0; state.readSeq = 0; }
     state.token = frame.token;
     state.conversationId = frame.conversation_id;
     save();
     setClosed(false);
-    for (const item of state.outbox) sendFrame({ type: "message", id: item.id, text: item.text });
+    for (const item of state.outbox) sendFrame(messageFrame(item));
   }
 
   function clearLog() {
@@ -248,11 +272,20 @@
 
   function onMessage(frame) {
     seen(frame.seq);
+    if (frame.author === "customer") retireChoices();
     if (frame.author === "customer" && confirm(frame.id)) return;
+    if (frame.author === "customer" && frame.id && pending.querySelector(`[data-id="${CSS.escape(frame.id)}"]`)) {
+      pending.querySelector(`[data-id="${CSS.escape(frame.id)}"]`).remove(); // an upload of ours, now stored
+    }
     if (frame.author === "agent") hideTyping();
-    addMessage(frame.author, frame.text, frame.attachments, frame.seq);
+    const item = addMessage(frame.author, frame.text, frame.attachments, frame.seq, frame.author === "customer" ? frame.id : null);
+    if (frame.satisfaction) item.append(ratingForm());
+    else if (Array.isArray(frame.choices) && frame.choices.length && frame.author !== "customer") item.append(choiceButtons(frame.choices));
+    log.scrollTop = log.scrollHeight;
+    showRead();
     if (!panel.hidden) markRead();
     else if (frame.author !== "customer" && frame.seq > state.readSeq) { unread += 1; showUnread(); }
+    tellRead();
   }
 
   function onAck(frame) {
@@ -269,7 +302,81 @@
     const bubble = pending.querySelector(`[data-id="${CSS.escape(id)}"]`);
     if (bubble) bubble.remove();
     addMessage("customer", item.text, null, seq, id);
+    showRead();
     return true;
+  }
+
+  // ---- read state, choices, the rating --------------------------------------------------------
+  // What the customer has seen: the panel is open and the page visible (protocol.md#read-state).
+  function tellRead() {
+    clearTimeout(readTimer);
+    readTimer = setTimeout(() => {
+      if (!panel.hidden && !document.hidden && lastSeq > readSent && sendFrame({ type: "read", seq: lastSeq })) readSent = lastSeq;
+    }, 150); // a replay's frames come one by one: one read after them
+  }
+  document.addEventListener("visibilitychange", tellRead);
+
+  function onRead(frame) {
+    if (frame.by !== "agent" || frame.seq <= agentRead) return;
+    agentRead = frame.seq;
+    showRead();
+  }
+
+  // "Read" under the customer's last message the agent has read.
+  function showRead() {
+    for (const old of log.querySelectorAll(".read")) old.remove();
+    const mine = [...log.querySelectorAll(".msg.customer[data-seq]")].filter((m) => Number(m.dataset.seq) <= agentRead);
+    if (mine.length) mine[mine.length - 1].append(h("span", { class: "read", text: T.read }));
+  }
+
+  // The bot's buttons ("did you mean"): only on its latest message, gone once the customer writes.
+  function choiceButtons(choices) {
+    retireChoices();
+    const group = h("div", { class: "choices", role: "group", "aria-label": T.choices });
+    for (const choice of choices) {
+      const label = String(choice.text || choice.value || "");
+      group.append(h("button", { type: "button", text: label, onclick: () => sendMessage(label, choice.value) }));
+    }
+    return group;
+  }
+
+  function retireChoices() {
+    for (const group of log.querySelectorAll(".choices")) for (const b of group.querySelectorAll("button")) b.disabled = true;
+  }
+
+  function ratingForm() {
+    const form = h("form", { class: "rating" });
+    const scores = h("div", { class: "scores", role: "radiogroup", "aria-label": T.rating });
+    let picked = 0;
+    const pick = (n) => {
+      picked = n;
+      for (const b of scores.querySelectorAll("button")) b.setAttribute("aria-checked", String(Number(b.dataset.score) === n));
+      submit.disabled = false;
+    };
+    for (let n = 1; n <= 5; n += 1) {
+      scores.append(h("button", { type: "button", role: "radio", "aria-checked": "false", "data-score": String(n),
+        "aria-label": T.score(n), text: String(n), onclick: () => pick(n) }));
+    }
+    const comment = h("textarea", { id: "contactgate-comment", rows: "2", maxlength: "2000" });
+    const submit = h("button", { type: "submit", class: "primary", text: T.sendRating });
+    submit.disabled = true;
+    form.append(scores, h("label", { for: "contactgate-comment", text: T.comment }), comment, submit);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (!picked) return;
+      const frame = { type: "satisfaction", score: picked };
+      if (comment.value.trim()) frame.comment = comment.value.trim();
+      if (sendFrame(frame)) submit.disabled = true;
+    });
+    return form;
+  }
+
+  function onRated(frame) {
+    seen(frame.seq);
+    const form = log.querySelector(".rating");
+    const done = h("p", { class: "rated", text: T.rated(frame.score) });
+    if (form) form.replaceWith(done); else log.append(done);
+    log.scrollTop = log.scrollHeight;
   }
 
   function addMessage(author, text, attachments, seq, id) {
@@ -375,13 +482,13 @@
     }
     if (frame.code === "rate_limited" && frame.id) {
       const item = state.outbox.find((m) => m.id === frame.id);
-      if (item) setTimeout(() => sendFrame({ type: "message", id: item.id, text: item.text }),
+      if (item) setTimeout(() => sendFrame(messageFrame(item)),
         Math.max(200, (frame.retry_after || 1) * 1000));
       return;
     }
     if (frame.code === "unavailable" || frame.code === "internal") {
       // Nothing was stored: the outbox is sent again a little later.
-      setTimeout(() => { for (const item of state.outbox) sendFrame({ type: "message", id: item.id, text: item.text }); }, 3000);
+      setTimeout(() => { for (const item of state.outbox) sendFrame(messageFrame(item)); }, 3000);
     }
   }
 
@@ -398,17 +505,62 @@
     log.scrollTop = log.scrollHeight;
   }
 
+  function messageFrame(item) {
+    const frame = { type: "message", id: item.id, text: item.text };
+    if (item.choice !== undefined) frame.choice = item.choice;
+    return frame;
+  }
+
+  function sendMessage(text, choice) {
+    if (!text || isClosed) return;
+    const item = { id: newId(), text };
+    if (choice !== undefined) item.choice = choice;
+    state.outbox.push(item);
+    save();
+    addPending(item);
+    retireChoices();
+    if (lastTypingSent) { sendFrame({ type: "typing", active: false }); lastTypingSent = 0; }
+    if (!sendFrame(messageFrame(item))) connect();
+  }
+
   compose.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();
     if (!text || isClosed) return;
     input.value = "";
-    const item = { id: newId(), text };
-    state.outbox.push(item);
-    save();
+    sendMessage(text);
+  });
+
+  // A file goes up over HTTP with the token (protocol.md#files) and comes back as our message.
+  async function sendFile(file) {
+    const item = { id: newId(), text: file.name };
     addPending(item);
-    if (lastTypingSent) { sendFrame({ type: "typing", active: false }); lastTypingSent = 0; }
-    if (!sendFrame({ type: "message", id: item.id, text: item.text })) connect();
+    const fail = (why) => {
+      const bubble = pending.querySelector(`[data-id="${CSS.escape(item.id)}"]`);
+      if (bubble) bubble.remove();
+      setStatus(T.uploadFailed(file.name, why), "offline");
+    };
+    if (settings && file.size > settings.max_bytes) { fail(T.tooLarge(size(settings.max_bytes))); return; }
+    const url = new URL(settings.attachments_path, base);
+    url.search = new URLSearchParams({ conversation_id: state.conversationId, id: item.id, name: file.name }).toString();
+    try {
+      const answer = await fetch(url, { method: "POST", body: file, credentials: "omit",
+        headers: { Authorization: `Bearer ${state.token}`, "Content-Type": file.type || "application/octet-stream" } });
+      if (!answer.ok) {
+        let body = {};
+        try { body = await answer.json(); } catch (e) { body = {}; }
+        fail(answer.status === 413 ? T.tooLarge(size(body.max_bytes || settings.max_bytes)) : (body.message || String(answer.status)));
+      }
+    } catch (e) {
+      fail(T.offline);
+    }
+  }
+  attachButton.addEventListener("click", () => fileInput.click());
+  fileInput.addEventListener("change", () => {
+    const files = [...fileInput.files];
+    fileInput.value = "";
+    if (!state.token || !state.conversationId || isClosed) return;
+    for (const file of files) sendFile(file);
   });
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -440,6 +592,7 @@
 
   function markRead() {
     if (lastSeq > state.readSeq) { state.readSeq = lastSeq; save(); }
+    tellRead();
   }
 
   function showUnread() {
