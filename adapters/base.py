@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from gateway.attachments import AttachmentsConfig
     from gateway.limits import Limits
     from gateway.model import Attachment, ChannelRef, Conversation, Customer, Event, OutboxItem
+    from gateway.selfservice import SelfService
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,7 @@ class GatewayPort(Protocol):
     """What an adapter may ask of the gateway (implemented by ``gateway.pipeline.Pipeline``)."""
 
     max_frame_bytes: int
+    selfservice: "SelfService"  # the live FAQ and its thresholds (a reload swaps it)
     limits: "Limits"  # rate limits and the client address of a request (``limits:`` config)
 
     @property
@@ -186,9 +188,12 @@ class GatewayPort(Protocol):
 
     async def get_conversation(self, conversation_id: str) -> "Conversation": ...
 
-    async def customer_message(self, conversation_id: str, text: str, client_id: str | None) -> Receipt: ...
+    async def customer_message(self, conversation_id: str, text: str, client_id: str | None, *,
+                               bot: BotTurn = "answer") -> Receipt: ...
 
-    async def customer_leaves(self, conversation_id: str) -> None: ...
+    async def customer_leaves(self, conversation_id: str, disposition: str | None = None) -> None:
+        """The customer ended the conversation (a caller hung up): it closes, with
+        ``disposition``; a wait it ends counts as abandoned in its queue's figures."""
 
     async def customer_typing(self, conversation_id: str, active: bool) -> None:
         """The customer is typing (or stopped); its agent hears it. Never stored."""
@@ -220,6 +225,12 @@ class GatewayPort(Protocol):
         writer wins: False when ``ref`` already names something on the channel."""
 
     async def conversation_refs(self, conversation_id: str, channel: str) -> "Sequence[ChannelRef]": ...
+
+    async def find_ref(self, channel: str, refs: Sequence[str]) -> "ChannelRef | None":
+        """The conversation (and event) the first of ``refs`` recorded on ``channel`` names."""
+
+    def open_now(self, hours: str) -> bool:
+        """Whether the business hours of that name (``hours:`` in config.yaml) are open now."""
 
     async def get_customer(self, customer_id: str) -> "Customer": ...
 

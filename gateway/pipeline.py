@@ -389,13 +389,13 @@ class Pipeline:
             log.info("attachments refused", extra={"refused": [r.name for r in refused]})
         return refused
 
-    async def customer_leaves(self, conversation_id: str) -> None:
+    async def customer_leaves(self, conversation_id: str, disposition: str | None = None) -> None:
         with about(conversation_id):
             async with self._lock(conversation_id):
                 conversation = await self.get_conversation(conversation_id)
                 if not conversation.state.is_open:
                     return
-                await self._close(conversation, closed_by="customer")
+                await self._close(conversation, closed_by="customer", disposition=disposition)
             await self.dispatch()
 
     async def _self_service(self, conversation: Conversation, text: str, turn: BotTurn = "answer") -> bool:
@@ -997,6 +997,14 @@ class Pipeline:
 
     async def add_ref(self, channel: str, ref: str, conversation_id: str, seq: int | None = None) -> bool:
         return await self.store.add_ref(channel, ref, conversation_id, seq)
+
+    async def find_ref(self, channel: str, refs: Sequence[str]) -> ChannelRef | None:
+        return await self.store.find_ref(channel, refs)
+
+    def open_now(self, hours: str) -> bool:
+        """Whether the business hours named ``hours`` are open now (unknown names are open)."""
+        config = self.config.hours.get(hours)
+        return config is None or is_open(config, self.clock())
 
     async def conversation_refs(self, conversation_id: str, channel: str) -> Sequence[ChannelRef]:
         return await self.store.conversation_refs(conversation_id, channel)
