@@ -7,7 +7,7 @@ answers and the queue's news in, and does the effects.
     menu --(agent option)--> queued --(agent accepted: Leave, Dial)--> bridged --> ended
      |  \\--(callback option)--> callback --(confirmed)--> ended
      \\--(hangup option, on_fail, no next node)--> ended
-    queued --(callback key, max_wait: Leave)--> callback / on_max_wait's node
+    queued --(callback key, max_wait: Leave)--> callback (or on_max_wait's hangup)
 
 Every event in every phase has an answer: an event that does not fit the phase (a late wait
 request, a key press after the call was bridged) ends in a defined place, never an exception.

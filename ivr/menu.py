@@ -258,8 +258,9 @@ class Waiting(Strict):
 
     @model_validator(mode="after")
     def _overflow(self) -> "Waiting":
-        if self.on_max_wait.agent is not None or self.on_max_wait.faq is not None:
-            raise ValueError("on_max_wait is goto, callback or hangup (the caller already waits for an agent)")
+        if not (self.on_max_wait.callback or self.on_max_wait.hangup):
+            raise ValueError("on_max_wait is {callback: true} or {hangup: true}; to widen the search for an "
+                             "agent while the caller waits, use the routing rule's steps (docs/routing.md)")
         return self
 
 
@@ -310,3 +311,13 @@ def spoken_number(number: str) -> str:
     """+15551234567 -> "+1 5 5 5 1 2 3 4 5 6 7": digits one by one, as a caller writes them down."""
     digits = re.sub(r"[^0-9+]", "", number)
     return " ".join(digits)
+
+
+def merge_phrases(given: dict[str, Phrases]) -> dict[str, Phrases]:
+    """The defaults (English, Chinese) with a channel's ``phrases`` over them, key by key: a
+    language given in part keeps its own defaults for the rest."""
+    merged = dict(DEFAULT_PHRASES)
+    for language, phrases in given.items():
+        base = merged.get(language, Phrases())
+        merged[language] = base.model_copy(update={k: getattr(phrases, k) for k in phrases.model_fields_set})
+    return merged

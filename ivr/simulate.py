@@ -16,7 +16,7 @@ from routing.hours import is_open
 
 from .call import FaqHit, Machine, Step, ToAgent
 from .knowledge import answer_of
-from .menu import DEFAULT_PHRASES, Menu, Phrases, Waiting
+from .menu import Menu, Phrases, Waiting, merge_phrases
 from .twiml import Urls, render
 
 
@@ -50,7 +50,7 @@ def simulate_call(config: GatewayConfig, selfservice: SelfService, *, channel: s
     raw = found.settings
     menu = Menu.model_validate(raw["menu"])
     waiting = Waiting.model_validate(raw.get("waiting", {}))
-    phrases = {**DEFAULT_PHRASES, **{k: Phrases.model_validate(v) for k, v in (raw.get("phrases") or {}).items()}}
+    phrases = merge_phrases({k: Phrases.model_validate(v) for k, v in (raw.get("phrases") or {}).items()})
     machine = Machine(menu, waiting, phrases, lambda faq_id, lang: answer_of(selfservice.faq, faq_id, lang),
                       waiting.queue_name or f"contactgate-{channel}")
     urls = Urls.under(raw.get("path") or f"/ivr/{channel}")

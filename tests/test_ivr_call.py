@@ -370,3 +370,12 @@ def shipped_ivr_example() -> str:
             inside = False
         out.append("  " + line[4:] if inside else line)
     return "\n".join(out) + "\n"
+
+
+def test_phrases_given_in_part_keep_their_languages_defaults() -> None:
+    from ivr.menu import Phrases, merge_phrases
+    merged = merge_phrases({"zh": Phrases.model_validate({"goodbye": "再会。"}),
+                            "de": Phrases.model_validate({"goodbye": "Auf Wiederhören."})})
+    assert merged["zh"].goodbye == "再会。" and merged["zh"].invalid == DEFAULT_PHRASES["zh"].invalid
+    assert merged["de"].goodbye == "Auf Wiederhören." and merged["de"].invalid == DEFAULT_PHRASES["en"].invalid
+    assert merged["en"] == DEFAULT_PHRASES["en"]

@@ -36,12 +36,13 @@ from gateway.selfservice import Answer
 from gateway.store import StoreUnavailable
 from ivr.call import (Answered, Call, CallbackRequested, Ended, FaqHit, Heard, LeftQueue, Machine, Step, ToAgent)
 from ivr.knowledge import answer_of
-from ivr.menu import DEFAULT_PHRASES, Menu, Phrases, Waiting
+from ivr.menu import Menu, Phrases, Waiting, merge_phrases
 from ivr.twiml import Urls, render
 
 log = logging.getLogger("contactgate.ivr")
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+SIGNALWIRE_HEADER = "X-SignalWire-Signature"  # SignalWire's LaML: the same HMAC-SHA1, with its signing key
 ENDED = ("completed", "busy", "failed", "no-answer", "canceled")  # CallStatus values that end a call
 CACHE_CALLS = 10_000
 STATE_NOTICE = "ivr"
@@ -93,7 +94,7 @@ class IvrChannel:
         self.path = settings.path or f"/ivr/{name}"
         self.urls = Urls.under(self.path)
         self.validator = RequestValidator(settings.auth_token.get_secret_value())
-        self.machine = Machine(settings.menu, settings.waiting, {**DEFAULT_PHRASES, **settings.phrases},
+        self.machine = Machine(settings.menu, settings.waiting, merge_phrases(settings.phrases),
                                self._answer_of, settings.waiting.queue_name or f"contactgate-{name}")
         self._public = settings.public_url.rstrip("/")
         self._clock = clock
@@ -115,7 +116,10 @@ class IvrChannel:
         pass
 
     async def send(self, conversation: Conversation, event: Event) -> None:
-        """A caller hears no text: agents' messages on a call stay on the desk as notes."""
+        """A caller hears no text (agents' messages on a call stay on the desk as notes); the
+        place in line a conversation was queued with is what the next wait request announces."""
+        if event.kind in (EventKind.QUEUED, EventKind.TRANSFERRED) and "position" in event.data:
+            self._positions[conversation.id] = (int(event.data["position"]), int(event.data.get("estimated_wait") or 0))
 
     async def notify(self, conversation_id: str, status: dict[str, Any]) -> None:
         if status.get("type") == "position":
@@ -129,7 +133,7 @@ class IvrChannel:
                 return web.Response(status=413, text=f"a webhook may have {limit} bytes at most")
             form = await request.post()
             params = {key: str(value) for key, value in form.items() if isinstance(value, str)}
-            signature = request.headers.get(SIGNATURE_HEADER, "")
+            signature = request.headers.get(SIGNATURE_HEADER) or request.headers.get(SIGNALWIRE_HEADER, "")
             url = self._public + str(request.rel_url)
             if not signature or not self.validator.validate(url, params, signature):
                 log.warning("ivr: webhook without a valid signature",
@@ -285,7 +289,8 @@ class IvrChannel:
         elif isinstance(effect, ToAgent):
             log.info("ivr: to an agent", extra={"route": list(effect.route), "language": effect.language})
             await self.gateway.receive(Inbound(
-                channel=self.name, address=call.caller, text=" ".join(effect.route), client_id=f"{sid}:agent",
+                channel=self.name, address=call.caller, text=" ".join(effect.route),
+                client_id=f"{sid}:agent:{len(call.inputs)}",
                 profile={"phone": call.caller, "language": effect.language}, thread=Thread(refs=(sid,)),
                 details={"ivr": self._summary(sid, call)}, bot="handoff"))
         elif isinstance(effect, LeftQueue):
