@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 from .menu import Gather as GatherConfig, Menu, Phrases, Target, Waiting, phrases_for, short_language, spoken_number
+from .verbs import (Answered, CallbackRequested, Dial, Effect, Ended, Enqueue, Gather, Hangup, Heard, Leave, LeftQueue,
+                    Pause, Phase, Play, Say, ToAgent, Verb)
 
-Phase = Literal["menu", "callback", "queued", "bridged", "ended"]
+__all__ = ["Answered", "Call", "CallbackRequested", "Dial", "Effect", "Ended", "Enqueue", "FaqHit", "Gather", "Hangup",
+           "Heard", "Leave", "LeftQueue", "Machine", "Pause", "Phase", "Play", "Say", "Step", "ToAgent", "Verb"]
+
 MAX_INPUTS_KEPT = 50
 CALLBACK_TRIES = 3
 MIN_CALLBACK_DIGITS = 5
@@ -63,101 +67,6 @@ class Call:
         if self.agent_label:
             words.append(f"ivr:{self.agent_label}")
         return list(dict.fromkeys(words))
-
-
-# What the caller hears and does: one per TwiML verb ------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Say:
-    text: str
-    language: str
-    voice: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Play:
-    url: str
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class Gather:
-    prompts: tuple[Say | Play | Pause, ...]
-    action: Literal["step", "wait"]    # which of our URLs gets the answer
-    input: str = "dtmf"
-    timeout: int = 5
-    num_digits: int | None = 1
-    finish_on_key: str = ""
-    language: str = "en-US"
-    hints: tuple[str, ...] = ()
-    on_empty: bool = True              # ask our URL even without input (that is how a timeout is heard)
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueue:
-    queue: str
-
-
-@dataclass(frozen=True, slots=True)
-class Leave:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Dial:
-    target: str                        # client:<identity>, sip:<uri> or a phone number
-
-
-@dataclass(frozen=True, slots=True)
-class Hangup:
-    pass
-
-
-Verb = Say | Play | Pause | Gather | Enqueue | Leave | Dial | Hangup
-
-
-# What the gateway does ---------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Heard:
-    """The caller pressed or said something: a message on the conversation."""
-
-    text: str
-    speech: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Answered:
-    faq_id: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToAgent:
-    """Hand the call to routing (channel, tier, ``route`` words and language)."""
-
-    route: tuple[str, ...]
-    language: str
-
-
-@dataclass(frozen=True, slots=True)
-class LeftQueue:
-    reason: str                        # callback or max_wait
-
-
-@dataclass(frozen=True, slots=True)
-class CallbackRequested:
-    number: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    phase: Phase                       # the phase the call was in when it ended
-
-
-Effect = Heard | Answered | ToAgent | LeftQueue | CallbackRequested | Ended
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from twilio.twiml.voice_response import Gather as TwimlGather, VoiceResponse
 
-from .call import Dial, Enqueue, Gather, Hangup, Leave, Pause, Play, Say, Verb
+from .verbs import Dial, Enqueue, Gather, Hangup, Leave, Pause, Play, Say, Verb
 
 
 @dataclass(frozen=True, slots=True)

@@ -379,3 +379,45 @@ def test_phrases_given_in_part_keep_their_languages_defaults() -> None:
     assert merged["zh"].goodbye == "再会。" and merged["zh"].invalid == DEFAULT_PHRASES["zh"].invalid
     assert merged["de"].goodbye == "Auf Wiederhören." and merged["de"].invalid == DEFAULT_PHRASES["en"].invalid
     assert merged["en"] == DEFAULT_PHRASES["en"]
+
+
+def test_a_chinese_caller_hears_the_queue_in_chinese() -> None:
+    m = machine()
+    zh = m.input(m.input(m.start("+8613800000001").call, digits="8").call, speech="人工")
+    assert zh.call.phase == "queued" and heard(zh)[0] == ("Say", DEFAULT_PHRASES["zh"].handoff)
+    waiting = m.wait(zh.call, position=3, estimated_wait=200, assigned=False, now=1.0)
+    assert [text for verb, text in heard(waiting) if verb == "Say"] == [
+        "您目前排在第 3 位。", "预计等待约 4 分钟。", "按 9 键留下电话号码，我们会给您回电。"]
+
+
+# contactgate ivr-simulate ---------------------------------------------------------------------------
+def test_ivr_simulate_prints_the_twiml_of_each_step_and_where_routing_sends_a_handoff(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+    path = tmp_path / "config.yaml"
+    path.write_text(shipped_ivr_example(), encoding="utf-8")
+    (tmp_path / "faq").symlink_to(REPO / "faq")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "an-auth-token")
+    at = "2026-12-02T10:00+08:00"  # a Wednesday morning in Shanghai: office hours
+    assert main(["ivr-simulate", str(path), "--digits", "8", "--speech", "运费多少钱", "--speech", "转人工",
+                 "--at", at]) == 0
+    out = capsys.readouterr().out
+    steps = out.split("--- step ")[1:]
+    assert [s.split("\n", 1)[0] for s in steps] == [
+        "1: incoming call -> node main (menu, en-US)", "2: pressed 8 -> node zh_main (menu, zh-CN)",
+        "3: said '运费多少钱' -> node zh_main (menu, zh-CN)", "4: said '转人工' -> node zh_main (queued, zh-CN)"]
+    assert "<Say language=\"zh-CN\">运费按重量" in steps[2] and "Answered(faq_id='shipping-cost'" in steps[2]
+    assert "<Enqueue action=\"/ivr/phone/queued\"" in steps[3] and "rule: mandarin" in steps[3]
+    # Outside hours the call begins at the closed node.
+    assert main(["ivr-simulate", str(path), "--digits", "1", "--at", "2026-12-02T23:00+08:00"]) == 0
+    out = capsys.readouterr().out
+    assert "1: incoming call (outside hours 'office') -> node closed" in out and "We will call you back at" in out
+
+
+def test_ivr_simulate_without_an_ivr_channel_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+    path = tmp_path / "config.yaml"
+    path.write_text("channels: [{type: webchat}]\nqueues: [{name: general}]\nrouting: {default_queue: general}\n",
+                    encoding="utf-8")
+    assert main(["ivr-simulate", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"{path}: no channel of type ivr in this config"

@@ -114,6 +114,12 @@ async def test_every_request_is_signed_bad_missing_or_for_another_url_is_403_and
     ]
     assert [a.status for a in refused] == [403] * 5
     assert "X-Twilio-Signature" in refused[0].body
+    without_call = dict(form)
+    del without_call["CallSid"]
+    missing_call = await post_signed(gateway, path, without_call)
+    assert (missing_call.status, missing_call.body) == (400, "CallSid is missing")
+    too_large = await post_signed(gateway, path, {**form, "Padding": "x" * 70_000})
+    assert too_large.status == 413
     after = (await admin(gateway, "GET", "/api/conversations?channel=phone&limit=500"))["conversations"]
     assert after == before  # nothing was done
     assert (await caller.call()).said() == [WELCOME]
@@ -167,6 +173,11 @@ async def test_to_an_agent_waits_hears_its_place_and_is_dialled_to_the_agent_who
     again = await caller.wait(5)
     assert again.said() == [] and again.find("Pause").get("length") == "2"  # not announced again so soon
 
+    # A decline puts the call back in line (nobody else can take it: it comes back to Alice).
+    await alice.send(type="decline", conversation_id=offer["id"])
+    await alice.next("offer_withdrawn", conversation_id=offer["id"], reason="declined")
+    assert "Leave" not in (await caller.wait(7)).verbs()
+    offer = (await alice.next("offer"))["conversation"]
     await alice.send(type="accept", conversation_id=offer["id"])
     await alice.next("assigned", conversation_id=offer["id"])
     assert (await caller.wait(9)).verbs() == ["Leave"]
