@@ -182,9 +182,9 @@ class GatewayPort(Protocol):
 
     async def identify_known(self, channel: str, address: str) -> "Customer | None": ...
 
-    async def current_conversation(self, customer: "Customer", channel: str, *,
-                                   seen_seq: int = 0) -> "tuple[Conversation, bool]":
-        """(conversation, is_new)"""
+    async def current_conversation(self, customer: "Customer", channel: str, *, seen_seq: int = 0,
+                                   greet: bool = True) -> "tuple[Conversation, bool]":
+        """(conversation, is_new); a new one is greeted by the bot unless ``greet`` is false."""
 
     async def get_conversation(self, conversation_id: str) -> "Conversation": ...
 

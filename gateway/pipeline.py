@@ -245,10 +245,11 @@ class Pipeline:
     async def identify_known(self, channel: str, address: str) -> Customer | None:
         return await self.store.find_customer(channel, address)
 
-    async def current_conversation(self, customer: Customer, channel: str, *,
-                                   seen_seq: int = 0) -> tuple[Conversation, bool]:
+    async def current_conversation(self, customer: Customer, channel: str, *, seen_seq: int = 0,
+                                   greet: bool = True) -> tuple[Conversation, bool]:
         """(conversation, is_new): the customer's open conversation on this channel; or the last
-        closed one while it still has events the customer has not seen; else a new one."""
+        closed one while it still has events the customer has not seen; else a new one, which
+        the bot greets unless ``greet`` is false (a callback request)."""
         latest = await self.store.latest_conversation(customer.id, channel)
         if latest is not None and (latest.state.is_open or latest.last_seq > seen_seq):
             return latest, False
@@ -256,7 +257,7 @@ class Pipeline:
         self.presence.changed(conversation)  # absent until its first session joins
         with about(conversation.id):
             log.info("conversation opened", extra={"customer_id": customer.id, "channel": channel})
-            if self.config.selfservice.greeting:
+            if greet and self.config.selfservice.greeting:
                 async with self._lock(conversation.id):
                     conversation, _ = await self._append(
                         conversation, Author.BOT, EventKind.MESSAGE, text=self.config.selfservice.greeting)

@@ -210,6 +210,16 @@ async def test_a_hang_up_in_the_queue_is_abandoned_and_counted_once(gateway: Gat
     assert len(again) == len(events)
     figures = {q["queue"]: q for q in (await admin(gateway, "GET", "/api/queues"))["queues"]}
     assert figures["unstaffed"]["waiting"] == 0 and figures["unstaffed"]["abandoned"] == 1
+    # Another caller hangs up: the queue's end says so first, then the status callback.
+    other = Caller(gateway, "+15550123")
+    await other.call()
+    await other.press("3")
+    assert (await other.queue_ended("hangup")).verbs() == ["Hangup"]
+    await other.hang_up()
+    _, events = await call_conversation(gateway, other)
+    assert closing(events)["disposition"] == "abandoned"
+    figures = {q["queue"]: q for q in (await admin(gateway, "GET", "/api/queues"))["queues"]}
+    assert figures["unstaffed"]["abandoned"] == 2
 
 
 async def test_a_callback_confirmed_with_another_number_reaches_an_agent(gateway: GatewayProcess, alice: Agent) -> None:
@@ -229,7 +239,8 @@ async def test_a_callback_confirmed_with_another_number_reaches_an_agent(gateway
     assert offer["channel"] == "callback"
     assert offer["ivr"]["kind"] == "callback" and offer["ivr"]["number"] == "8613900001111"
     assert offer["ivr"]["caller"] == "+15550133"
-    assert "Please call me back at 8613900001111." in [e["text"] for e in offer["transcript"]]
+    assert [(e["author"], e["text"]) for e in offer["transcript"]] == [  # no bot greeting: nobody is there
+        ("customer", "Please call me back at 8613900001111."), ("bot", "Let me find you an agent. Please hold on.")]
     await alice.send(type="accept", conversation_id=offer["id"])
     await alice.next("assigned", conversation_id=offer["id"])
     await alice.send(type="close", conversation_id=offer["id"], disposition="reached")

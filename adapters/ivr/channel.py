@@ -161,7 +161,7 @@ class IvrChannel:
         # TODO(identities): pass the caller's number as a verified phone once identities land.
         receipt = await self.gateway.receive(Inbound(
             channel=self.name, address=caller, text=f"Incoming call from {caller}", client_id=f"{sid}:call",
-            profile={"phone": caller}, thread=Thread(refs=(sid,)),
+            profile={"phone": caller} if _dialable(caller) else {}, thread=Thread(refs=(sid,)),
             details={"call_sid": sid, "to": params.get("To")}, bot="quiet"))
         cid = receipt.event.conversation_id
         await self.gateway.add_ref(self.name, sid, cid)
@@ -291,7 +291,7 @@ class IvrChannel:
             await self.gateway.receive(Inbound(
                 channel=self.name, address=call.caller, text=" ".join(effect.route),
                 client_id=f"{sid}:agent:{len(call.inputs)}",
-                profile={"phone": call.caller, "language": effect.language}, thread=Thread(refs=(sid,)),
+                profile={"language": effect.language}, thread=Thread(refs=(sid,)),
                 details={"ivr": self._summary(sid, call)}, bot="handoff"))
         elif isinstance(effect, LeftQueue):
             self._positions.pop(cid, None)
@@ -308,7 +308,7 @@ class IvrChannel:
         """A callback conversation on the callback channel, routed like any other."""
         channel = self.settings.callback_channel
         customer = await self.gateway.identify(self.name, call.caller)
-        conversation, _ = await self.gateway.current_conversation(customer, channel, seen_seq=2**62)
+        conversation, _ = await self.gateway.current_conversation(customer, channel, seen_seq=2**62, greet=False)
         ref = f"callback:{sid}"
         await self.gateway.add_ref(channel, ref, conversation.id)
         with about(conversation.id):
@@ -341,6 +341,10 @@ class IvrChannel:
 def _changed(before: Call, after: Call) -> bool:
     """Whether the state is worth storing: an announcement's time alone is not."""
     return before.to_json() | {"announced_at": None} != after.to_json() | {"announced_at": None}
+
+
+def _dialable(number: str) -> bool:
+    return number.startswith("+") and number[1:].isdigit()
 
 
 def _e164(number: str) -> str:
