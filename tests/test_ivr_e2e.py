@@ -185,6 +185,8 @@ async def test_to_an_agent_waits_hears_its_place_and_is_dialled_to_the_agent_who
     assert bridged.said() == ["Connecting you to Alice."]
     dial = bridged.find("Dial")
     assert dial.get("action") == "/ivr/phone/dialed" and bridged.find("Client").text == "alice"
+    note = await alice.next("notice", conversation_id=offer["id"], text="Call connected to the agent")
+    assert note["notice"] == "ivr"
     assert (await caller.dial_ended("completed")).verbs() == ["Hangup"]
     await caller.hang_up()
     conversation, _ = await call_conversation(gateway, caller)

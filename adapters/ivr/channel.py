@@ -270,7 +270,7 @@ class IvrChannel:
         call = step.call
         with about(cid):
             if before is None or _changed(before, call):
-                await self.gateway.record_notice(self.name, [sid], STATE_NOTICE, data={
+                await self.gateway.record_notice(self.name, [sid], STATE_NOTICE, text=_state_text(call), data={
                     "ivr": self._summary(sid, call), "call": call.to_json()})
             self._remember(sid, (cid, call))
             for effect in step.effects:
@@ -336,6 +336,13 @@ class IvrChannel:
 
     def _answer_of(self, faq_id: str, language: str) -> str | None:
         return answer_of(self.gateway.selfservice.faq, faq_id, language)
+
+
+def _state_text(call: Call) -> str:
+    """The state notice as the agent reads it."""
+    return {"menu": f"Call in the menu: {call.node}", "callback": "Call: confirming a callback number",
+            "queued": "Call waiting for an agent", "bridged": "Call connected to the agent",
+            "ended": "Call ended"}[call.phase]
 
 
 def _changed(before: Call, after: Call) -> bool:
