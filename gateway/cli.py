@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from aiohttp import web
@@ -83,8 +84,6 @@ def check_config(path: Path) -> int:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
-
     from .simulate import as_json, render, simulate
 
     attributes: dict[str, object] = {}
@@ -94,15 +93,11 @@ def run_simulate(args: argparse.Namespace) -> int:
             print(f"--attr {item!r}: expected NAME=VALUE", file=sys.stderr)
             return EXIT_CONFIG
         attributes[name] = _number(value)
-    at = None
-    if args.at:
-        try:
-            at = datetime.fromisoformat(args.at)
-        except ValueError:
-            print(f"--at {args.at!r}: expected ISO 8601, e.g. 2026-11-24T22:00+08:00", file=sys.stderr)
-            return EXIT_CONFIG
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=timezone.utc)
+    try:
+        at = _at(args.at)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
     try:
         config, selfservice = load_gateway_config(Path(args.file))
     except ConfigError as exc:
@@ -115,19 +110,13 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_ivr_simulate(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
-
     from ivr.simulate import SimulationError, render_turns, simulate_call
 
-    at = None
-    if args.at:
-        try:
-            at = datetime.fromisoformat(args.at)
-        except ValueError:
-            print(f"--at {args.at!r}: expected ISO 8601, e.g. 2026-11-24T22:00+08:00", file=sys.stderr)
-            return EXIT_CONFIG
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=timezone.utc)
+    try:
+        at = _at(args.at)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
     try:
         config, selfservice = load_gateway_config(Path(args.file))
     except ConfigError as exc:
@@ -142,6 +131,17 @@ def run_ivr_simulate(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     print(render_turns(turns, config, selfservice, args.channel, at))
     return 0
+
+
+def _at(value: str | None) -> datetime | None:
+    """``--at``: ISO 8601, UTC when it has no offset. Raises ValueError with the message to print."""
+    if not value:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--at {value!r}: expected ISO 8601, e.g. 2026-11-24T22:00+08:00") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)
 
 
 def _number(value: str) -> object:
