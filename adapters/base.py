@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from gateway.desk.satisfaction import Satisfaction
     from gateway.limits import Limits
     from gateway.model import Attachment, ChannelRef, Conversation, Customer, Event, OutboxItem
+    from gateway.selfservice import SelfService
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,7 @@ class GatewayPort(Protocol):
     """What an adapter may ask of the gateway (implemented by ``gateway.pipeline.Pipeline``)."""
 
     max_frame_bytes: int
+    selfservice: "SelfService"  # the live FAQ and its thresholds (a reload swaps it)
     limits: "Limits"  # rate limits and the client address of a request (``limits:`` config)
     reads: "ReadState"  # read frames of a channel's live sessions (gateway/desk/reads.py)
     satisfaction: "Satisfaction"  # answers to the satisfaction question (gateway/desk/satisfaction.py)
@@ -184,9 +186,9 @@ class GatewayPort(Protocol):
 
     async def identify_known(self, channel: str, address: str) -> "Customer | None": ...
 
-    async def current_conversation(self, customer: "Customer", channel: str, *,
-                                   seen_seq: int = 0) -> "tuple[Conversation, bool]":
-        """(conversation, is_new)"""
+    async def current_conversation(self, customer: "Customer", channel: str, *, seen_seq: int = 0,
+                                   greet: bool = True) -> "tuple[Conversation, bool]":
+        """(conversation, is_new); a new one is greeted by the bot unless ``greet`` is false."""
 
     async def get_conversation(self, conversation_id: str) -> "Conversation": ...
 
@@ -198,7 +200,9 @@ class GatewayPort(Protocol):
         keeps besides the text, e.g. ``{"choice": {"value": ...}}`` for a pick of one of the bot's
         choices (a button)."""
 
-    async def customer_leaves(self, conversation_id: str) -> None: ...
+    async def customer_leaves(self, conversation_id: str, disposition: str | None = None) -> None:
+        """The customer ended the conversation (a caller hung up): it closes, with
+        ``disposition``; a wait it ends counts as abandoned in its queue's figures."""
 
     async def customer_typing(self, conversation_id: str, active: bool) -> None:
         """The customer is typing (or stopped); its agent hears it. Never stored."""
@@ -230,6 +234,12 @@ class GatewayPort(Protocol):
         writer wins: False when ``ref`` already names something on the channel."""
 
     async def conversation_refs(self, conversation_id: str, channel: str) -> "Sequence[ChannelRef]": ...
+
+    async def find_ref(self, channel: str, refs: Sequence[str]) -> "ChannelRef | None":
+        """The conversation (and event) the first of ``refs`` recorded on ``channel`` names."""
+
+    def open_now(self, hours: str) -> bool:
+        """Whether the business hours of that name (``hours:`` in config.yaml) are open now."""
 
     async def get_customer(self, customer_id: str) -> "Customer": ...
 

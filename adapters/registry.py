@@ -18,6 +18,7 @@ ADAPTERS: dict[str, str] = {
     "webchat": "adapters.webchat",
     "email": "adapters.email.channel",
     "telegram": "adapters.telegram.channel",
+    "ivr": "adapters.ivr.channel",
 }
 
 

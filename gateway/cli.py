@@ -1,4 +1,4 @@
-"""``contactgate`` command line: ``serve``, ``check-config``, ``simulate`` and ``faq-eval``."""
+"""``contactgate`` command line: ``serve``, ``check-config``, ``simulate``, ``ivr-simulate`` and ``faq-eval``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from aiohttp import web
@@ -45,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE", help="a customer attribute (repeatable)")
     sim.add_argument("--at", help="when, ISO 8601 with offset (default: now), e.g. 2026-11-24T22:00+08:00")
     sim.add_argument("--json", action="store_true", help="print JSON")
+    ivr = commands.add_parser("ivr-simulate", help="walk an IVR menu: the TwiML of each step of a call")
+    ivr.add_argument("file", nargs="?", default="config.yaml")
+    ivr.add_argument("--channel", help="the ivr channel's name (default: the first)")
+    ivr.add_argument("--digits", default="", help="keys pressed, one step each: 1,2 (an empty one, 1,,2, is a timeout)")
+    ivr.add_argument("--speech", action="append", default=[], help="a speech result, after the digits (repeatable)")
+    ivr.add_argument("--caller", default="+15550100", help="the caller's number (From)")
+    ivr.add_argument("--name", help="the caller's name, as a known customer")
+    ivr.add_argument("--at", help="when, ISO 8601 with offset (default: now): business hours apply")
     evalcli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "faq-eval":
@@ -53,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(Path(args.file))
     if args.command == "simulate":
         return run_simulate(args)
+    if args.command == "ivr-simulate":
+        return run_ivr_simulate(args)
     return run_serve(args)
 
 
@@ -73,8 +84,6 @@ def check_config(path: Path) -> int:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
-
     from .simulate import as_json, render, simulate
 
     attributes: dict[str, object] = {}
@@ -84,15 +93,11 @@ def run_simulate(args: argparse.Namespace) -> int:
             print(f"--attr {item!r}: expected NAME=VALUE", file=sys.stderr)
             return EXIT_CONFIG
         attributes[name] = _number(value)
-    at = None
-    if args.at:
-        try:
-            at = datetime.fromisoformat(args.at)
-        except ValueError:
-            print(f"--at {args.at!r}: expected ISO 8601, e.g. 2026-11-24T22:00+08:00", file=sys.stderr)
-            return EXIT_CONFIG
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=timezone.utc)
+    try:
+        at = _at(args.at)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
     try:
         config, selfservice = load_gateway_config(Path(args.file))
     except ConfigError as exc:
@@ -102,6 +107,41 @@ def run_simulate(args: argparse.Namespace) -> int:
                       tier=args.tier, email=args.email, phone=args.phone, attributes=attributes, at=at)
     print(as_json(result) if args.json else render(result))
     return 0
+
+
+def run_ivr_simulate(args: argparse.Namespace) -> int:
+    from ivr.simulate import SimulationError, render_turns, simulate_call
+
+    try:
+        at = _at(args.at)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config, selfservice = load_gateway_config(Path(args.file))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    digits = args.digits.split(",") if args.digits else []
+    try:
+        turns = simulate_call(config, selfservice, channel=args.channel, digits=digits, speech=args.speech,
+                              caller=args.caller, name=args.name, at=at)
+    except SimulationError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(render_turns(turns, config, selfservice, args.channel, at))
+    return 0
+
+
+def _at(value: str | None) -> datetime | None:
+    """``--at``: ISO 8601, UTC when it has no offset. Raises ValueError with the message to print."""
+    if not value:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--at {value!r}: expected ISO 8601, e.g. 2026-11-24T22:00+08:00") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)
 
 
 def _number(value: str) -> object:

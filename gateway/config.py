@@ -322,10 +322,17 @@ class GatewayConfig(Strict):
                 problems.append((("channels", index, "type"), f"unknown channel type {channel.type!r} (known: {sorted(registry.known_types())})"))
                 continue
             try:
-                registry.validate_settings(channel.type, channel.settings)
+                settings = registry.validate_settings(channel.type, channel.settings)
             except ValidationError as exc:
                 for error in exc.errors():
-                    problems.append((("channels", index, *error["loc"]), _message(error)))
+                    # A channel's validator may name several keys below it (an IVR menu's nodes).
+                    nested = getattr((error.get("ctx") or {}).get("error"), "problems", None)
+                    for path, message in nested or [((), _message(error))]:
+                        problems.append((("channels", index, *error["loc"], *path), message))
+                continue
+            for path, hours in getattr(settings, "hours_references", lambda: [])():
+                if hours not in self.hours:
+                    problems.append((("channels", index, *path), f"unknown hours {hours!r} (define it under `hours:`)"))
         if problems:
             raise _ReferenceProblems(problems)
         return self

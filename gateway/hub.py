@@ -170,8 +170,10 @@ class AgentHub:
                 await delivery.deliver(event)
 
     async def _offer(self, connection: AgentConnection, conversation: Conversation, offered: Event) -> None:
-        events = await self.pipeline.events_after(conversation.id, 0, offered.seq)
-        transcript = [event_frame(e) for e in events if e.kind is EventKind.MESSAGE]
+        before = await self.pipeline.events_after(conversation.id, 0, offered.seq)
+        transcript = [event_frame(e) for e in before if e.kind is EventKind.MESSAGE]
+        # A call (or a callback request): the caller, the IVR path and what was said, as last recorded.
+        ivr = next((e.data["ivr"] for e in reversed(before) if e.kind is EventKind.NOTICE and "ivr" in e.data), None)
         offer: dict[str, Any] = {
             "id": conversation.id, "channel": conversation.channel, "queue": offered.data.get("queue"),
             "customer": offered.data.get("customer"), "seq": offered.seq, "timeout": offered.data.get("timeout"),
@@ -179,7 +181,9 @@ class AgentHub:
             # Is anyone there (null: a channel without live sessions)? Changes come as customer_presence.
             "customer_connected": self.pipeline.customer_connected(conversation),
             "left_message": bool(offered.data.get("left_message"))}
-        offer.update(await kb.offer_extras(self.pipeline, events))  # the bot's handoff, KB suggestions
+        offer.update(await kb.offer_extras(self.pipeline, before))  # the bot's handoff, KB suggestions
+        if ivr is not None:
+            offer["ivr"] = ivr
         if offered.data.get("transferred_from"):
             offer["transferred_from"] = offered.data["transferred_from"]
             offer["note"] = offered.data.get("note")

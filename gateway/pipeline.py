@@ -257,10 +257,11 @@ class Pipeline:
     async def identify_known(self, channel: str, address: str) -> Customer | None:
         return await self.store.find_customer(channel, address)
 
-    async def current_conversation(self, customer: Customer, channel: str, *,
-                                   seen_seq: int = 0) -> tuple[Conversation, bool]:
+    async def current_conversation(self, customer: Customer, channel: str, *, seen_seq: int = 0,
+                                   greet: bool = True) -> tuple[Conversation, bool]:
         """(conversation, is_new): the customer's open conversation on this channel; or the last
-        closed one while it still has events the customer has not seen; else a new one."""
+        closed one while it still has events the customer has not seen; else a new one, which
+        the bot greets unless ``greet`` is false (a callback request)."""
         latest = await self.store.latest_conversation(customer.id, channel)
         if latest is not None and (latest.state.is_open or latest.last_seq > seen_seq):
             return latest, False
@@ -268,7 +269,7 @@ class Pipeline:
         self.presence.changed(conversation)  # absent until its first session joins
         with about(conversation.id):
             log.info("conversation opened", extra={"customer_id": customer.id, "channel": channel})
-            if self.config.selfservice.greeting:
+            if greet and self.config.selfservice.greeting:
                 async with self._lock(conversation.id):
                     conversation, _ = await self._append(
                         conversation, Author.BOT, EventKind.MESSAGE, text=self.config.selfservice.greeting)
@@ -403,13 +404,13 @@ class Pipeline:
             log.info("attachments refused", extra={"refused": [r.name for r in refused]})
         return refused
 
-    async def customer_leaves(self, conversation_id: str) -> None:
+    async def customer_leaves(self, conversation_id: str, disposition: str | None = None) -> None:
         with about(conversation_id):
             async with self._lock(conversation_id):
                 conversation = await self.get_conversation(conversation_id)
                 if not conversation.state.is_open:
                     return
-                await self._close(conversation, closed_by="customer")
+                await self._close(conversation, closed_by="customer", disposition=disposition)
             await self.dispatch()
 
     async def _self_service(self, conversation: Conversation, text: str, turn: BotTurn = "answer",
@@ -1023,6 +1024,14 @@ class Pipeline:
 
     async def add_ref(self, channel: str, ref: str, conversation_id: str, seq: int | None = None) -> bool:
         return await self.store.add_ref(channel, ref, conversation_id, seq)
+
+    async def find_ref(self, channel: str, refs: Sequence[str]) -> ChannelRef | None:
+        return await self.store.find_ref(channel, refs)
+
+    def open_now(self, hours: str) -> bool:
+        """Whether the business hours named ``hours`` are open now (unknown names are open)."""
+        config = self.config.hours.get(hours)
+        return config is None or is_open(config, self.clock())
 
     async def conversation_refs(self, conversation_id: str, channel: str) -> Sequence[ChannelRef]:
         return await self.store.conversation_refs(conversation_id, channel)

@@ -397,7 +397,7 @@ def test_several_problems_are_reported_in_line_order() -> None:
 
 def test_unknown_channel_type() -> None:
     message = error_of(MINIMAL.replace("type: webchat", "type: fax"))
-    assert message == "test.yaml:2: channels[0].type: unknown channel type 'fax' (known: ['email', 'telegram', 'webchat'])"
+    assert message == "test.yaml:2: channels[0].type: unknown channel type 'fax' (known: ['email', 'ivr', 'telegram', 'webchat'])"
 
 
 def test_bad_webchat_setting_value() -> None:
