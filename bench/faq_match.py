@@ -139,6 +139,10 @@ def _gateway(kb: Path, matcher: str, workdir: Path) -> ServerProcess:
         "calibration": str(REPO / "faq" / f"shipping_kb.{matcher}.calibration.yaml"),
         # The bot keeps answering: no handoff, whatever the question says.
         "max_unanswered": 1_000_000, "handoff_phrases": [],
+        # One reply per question: no "did this help?", and the conversation policy never hands
+        # off (the questions cycle, so they repeat; a customer asks more than max_bot_turns).
+        "policy": {"ask_helpful": False, "repeat_hands_off": False, "max_bot_turns": 1_000_000,
+                   "angry_words": [], "stalled_after": 0},
         # The match suite's cache of this KB: the start reads vectors (embedding is timed there).
         "semantic": {"cache_dir": str(workdir / "cache-small")},
     }
