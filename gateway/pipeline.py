@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
@@ -29,6 +30,8 @@ from routing.servicelevel import ServiceLevels, estimated_wait
 from .attachments import AttachmentsConfig, Refused, clean_name, clean_type, refusal_note, screen
 from .config import GatewayConfig
 from .crm import CrmClient
+from .customers import CustomerDirectory, VerificationCodes
+from .customers.desk import CustomerDesk
 from .dispatcher import Dispatcher, Presence, Route
 from .faq import detect_lang
 from .limits import Limits
@@ -99,6 +102,9 @@ class Pipeline:
         self._arrivals = KeyedLocks()  # (channel, provider id): one delivery of a message at a time
         self._last_status: dict[str, tuple[int, int]] = {}
         self.limits = Limits(lambda: self.config.limits)  # reads the live config: reloads apply at once
+        self.customers = CustomerDirectory(store, lambda: {c.channel_name: c.type for c in self.config.channels})
+        self.codes = VerificationCodes(time.monotonic)  # web chat visitors proving a claimed email
+        self.customer_desk = CustomerDesk(self)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -133,6 +139,7 @@ class Pipeline:
     async def recover(self) -> None:
         """Rebuild queues and agent load from the store after a restart."""
         now = self.clock()
+        await self.store.set_identity_kinds({c.channel_name: c.type for c in self.config.channels})
         for conversation in await self.store.open_conversations():
             with about(conversation.id):
                 if conversation.state is S.ASSIGNED and conversation.agent_id:
@@ -224,23 +231,30 @@ class Pipeline:
 
     # customers -------------------------------------------------------------------------------
     async def identify(self, channel: str, address: str, *, name: str | None = None,
-                       profile: dict[str, Any] | None = None) -> Customer:
-        """The customer known by (channel, address); a new one when unknown.
+                       profile: dict[str, Any] | None = None, verified: bool = True, kind: str | None = None,
+                       also: Sequence[tuple[str, str]] = (), claims: Sequence[tuple[str, str]] = ()) -> Customer:
+        """The customer known by (channel, address), linked across channels by verified
+        identities; a new one when unknown (gateway/customers/directory.py). Profile fields a
+        customer typed in are attributes and ``claims``: never a link, never a leak."""
+        return await self.customers.identify(channel, address, name=name, profile=profile, verified=verified,
+                                             kind=kind, also=also, claims=claims)
 
-        Only the channel's own address identifies a customer. Profile fields a customer typed
-        in (an email in the web chat form) are unverified attributes: they may pick a tier by
-        rule, but never link to, or reveal, another customer's profile and conversations.
-        """
-        profile = {k: v for k, v in (profile or {}).items() if v not in (None, "")}
-        customer = await self.store.find_customer(channel, address)
-        if customer is None:
-            customer = await self.store.create_customer(name=name, attributes=profile)
-            await self.store.add_identity(customer.id, channel, address)
-            log.info("new customer", extra={"customer_id": customer.id, "channel": channel})
-        elif (name and not customer.name) or any(customer.attributes.get(k) != v for k, v in profile.items()):
-            customer = await self.store.update_customer(
-                customer.id, name=customer.name or name, attributes={**customer.attributes, **profile})
-        return customer
+    async def send_verification(self, conversation_id: str) -> str:
+        """Mail a one-time code to the email the customer claimed (gateway/customers/desk.py)."""
+        return await self.customer_desk.send_code(await self.get_conversation(conversation_id))
+
+    async def verify_code(self, conversation_id: str, code: str) -> dict[str, Any]:
+        return await self.customer_desk.verify(conversation_id, code)
+
+    def routed_tier(self, conversation_id: str) -> str | None:
+        return self._tiers.get(conversation_id)
+
+    def customers_moved(self, conversation_ids: set[str], customer_id: str, source_id: str, target_id: str) -> None:
+        """A merge (or unmerge) moved these conversations: open ones stay where they are, under
+        their new customer; sticky routing follows the merged customer."""
+        for cid in conversation_ids & self._open.keys():
+            self._open[cid] = replace(self._open[cid], customer_id=customer_id)
+        self.dispatcher.customers_merged(source_id, target_id)
 
     async def identify_known(self, channel: str, address: str) -> Customer | None:
         return await self.store.find_customer(channel, address)
