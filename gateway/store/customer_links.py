@@ -66,14 +66,22 @@ async def customer_row(tx: LinkTx, customer_id: str) -> Customer | None:
 
 
 async def live_customer(tx: LinkTx, customer_id: str) -> Customer:
-    """The customer, or the one it was merged into (locked FOR SHARE on PostgreSQL, so a merge
-    under way finishes first). NotFound when absent."""
+    """The customer, or the one it was merged into, locked FOR SHARE on PostgreSQL (a merge
+    under way finishes first; one that merges it meanwhile waits for this transaction). The
+    chain is read without locks and only the live end is locked, so an addition never holds a
+    merged customer's row while it waits for another. NotFound when absent."""
     current = customer_id
     for _ in range(MAX_MERGE_HOPS):
         if cannot_hold(current):
             break
-        await tx.lock_customers([current], share=True)
         customer = await customer_row(tx, current)
+        if customer is None:
+            break
+        if customer.merged_into is not None:
+            current = customer.merged_into
+            continue
+        await tx.lock_customers([current], share=True)
+        customer = await customer_row(tx, current)  # as of the lock: a merge may have committed
         if customer is None:
             break
         if customer.merged_into is None:
