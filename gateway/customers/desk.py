@@ -184,5 +184,6 @@ class CustomerDesk:
                     continue
                 frame = {"type": "customer_unmerged" if undone else "customer_merged",
                          "conversation_id": conversation.id, "merge": merge.summary(),
-                         "customer": await self.view(conversation.customer_id, conversation)}
+                         # The customer's tier now; the conversation keeps the one it was routed with.
+                         "customer": await self.view(conversation.customer_id)}
                 self.pipeline.notice(conversation.agent_id, frame)
