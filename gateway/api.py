@@ -240,6 +240,14 @@ class AdminApi:
             dumps(body.attributes)
         except ValueError:
             return error(400, "bad_customer", "attributes: numbers must be finite (no NaN or Infinity)")
+        identities = []  # checked before anything is written
+        for index, identity in enumerate(body.identities):
+            channel = identity.channel or identity.kind or ""
+            kind = identity.kind or self.pipeline.customers.kind_of(channel)
+            try:
+                identities.append((channel, normalise(kind, identity.address), kind))
+            except BadAddress as exc:
+                return error(400, "bad_customer", f"identities.{index}.address: {exc}")
         store = self.pipeline.store
         created = False
         try:
@@ -264,13 +272,7 @@ class AdminApi:
                 fields = {k: getattr(body, k) for k in ("name", "tier", "attributes") if k in body.model_fields_set}
                 if fields:
                     await store.update_customer(customer_id, **fields)
-        for index, identity in enumerate(body.identities):
-            channel = identity.channel or identity.kind or ""
-            kind = identity.kind or self.pipeline.customers.kind_of(channel)
-            try:
-                address = normalise(kind, identity.address)
-            except BadAddress as exc:
-                return error(400, "bad_customer", f"identities.{index}.address: {exc}")
+        for channel, address, kind in identities:
             await store.add_identity(customer_id, channel, address, kind=kind, source="admin")
         return web.json_response(await self._profile(customer_id), status=201 if created else 200)
 

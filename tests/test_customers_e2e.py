@@ -254,6 +254,11 @@ async def test_an_agent_confirms_a_suggestion_and_the_admin_unmerges_it_exactly(
     status, body = await scene.admin("POST", "/api/customers/crm-bo/unmerge", {"merge_id": answer["merge"]["id"]})
     assert (status, body["error"]) == (409, "already_undone")
 
+    # An identity that is not one of its kind is refused before anything is written.
+    status, body = await scene.admin("PUT", "/api/customers/crm-bad", {"identities": [{"kind": "phone", "address": "12"}]})
+    assert (status, body["error"]) == (400, "bad_customer") and "international form" in body["message"]
+    assert (await scene.admin("GET", "/api/customers/crm-bad"))[0] == 404
+
     # The API's merge, and its refusals.
     status, body = await scene.admin("POST", "/api/customers/crm-bo/merge", {"from": "crm-bo"})
     assert (status, body["error"]) == (400, "same_customer")

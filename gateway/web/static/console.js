@@ -157,7 +157,27 @@
       h("dt", { text: "Customer" }), h("dd", { class: "name", text: customer.name || "Unknown" }),
       h("dt", { text: "Tier" }), h("dd", { class: "tier", text: customer.tier || "–" }),
       h("dt", { text: "Channel" }), h("dd", { class: "channel", text: c.channel || "–" }),
-      h("dt", { text: "Queue" }), h("dd", { class: "queue", text: c.queue || "–" }), ...(extra || []));
+      h("dt", { text: "Queue" }), h("dd", { class: "queue", text: c.queue || "–" }), ...(extra || []),
+      ...customer360(c.id, customer));
+  }
+
+  // The customer 360 and link suggestions (docs/customers.md): identities, earlier conversations
+  // on every channel, and a "Link" button per suggestion (merge_customers). Agents only.
+  function customer360(conversationId, customer) {
+    const out = [];
+    const ids = (customer.identities || []).filter((i) => i.kind !== "webchat");  // a token hash says nothing
+    if (ids.length) out.push(h("dt", { text: "Identities" }), h("dd", { class: "identities" },
+      ...ids.map((i) => h("span", { class: i.verified ? "verified" : "claimed",
+        text: `${i.kind} ${i.address}${i.verified ? "" : " (claimed)"} `}))));
+    const past = customer.conversations || [];
+    if (past.length) out.push(h("dt", { text: "History" }), h("dd", { class: "history" },
+      h("ol", {}, ...past.map((p) => h("li", { text: `${p.channel} · ${p.state}${p.disposition ? " · " + p.disposition : ""}` +
+        ` · ${(p.created_at || "").slice(0, 10)}${p.first_line ? " — " + p.first_line : ""}` })))));
+    for (const s of customer.suggestions || []) out.push(h("dt", { text: "Suggestion" }), h("dd", { class: "suggestion" },
+      h("span", { text: `Says ${s.address}: ${s.name || s.customer_id}, ${s.conversations} earlier conversation(s). ` }),
+      h("button", { type: "button", text: "Link", onclick: () => send({ type: "merge_customers",
+        conversation_id: conversationId, customer_id: s.customer_id }) })));
+    return out;
   }
 
   function renderOffers() {
@@ -380,6 +400,12 @@
         clearTimeout(typingTimers[conv.id]);
         if (conv.typing) typingTimers[conv.id] = setTimeout(() => { conv.typing = false; if (conv.id === selected) renderMain(); }, 6000);
         if (conv.id === selected) renderMain();
+        return;
+      }
+      case "customer_merged": case "customer_unmerged": case "customers_merged": case "customer": {
+        const conv = convs[frame.conversation_id];
+        if (conv && frame.customer) { conv.customer = frame.customer; save(); if (conv.id === selected) renderMain(); }
+        if (frame.type === "customers_merged") setNotice("Customers linked.");
         return;
       }
       case "customer_presence": {
