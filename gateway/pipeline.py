@@ -480,7 +480,7 @@ class Pipeline:
     async def _route(self, conversation: Conversation) -> bool:
         """Hand the conversation to routing. Returns True when it now waits for an agent."""
         now = self.clock()
-        customer = await self.store.get_customer(conversation.customer_id)
+        customer = await self.customer_desk.routing_customer(conversation.customer_id)  # all its verified identities
         contact = await self._routing_contact(conversation, customer, now)
         decision = choose_queue(self.config.routing, contact)
         steps = decision.steps

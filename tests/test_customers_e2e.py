@@ -294,3 +294,21 @@ async def test_a_bad_signature_is_refused_and_links_nothing(scene: Scene) -> Non
         await raw.send(type="close")
     finally:
         await raw.close()
+
+
+async def test_a_vip_by_email_domain_is_a_vip_on_telegram_once_linked(scene: Scene, api: BotApi) -> None:
+    # The tier rule matches the email domain vip.example; the customer's email is known only as
+    # a verified identity (no email attribute), and she writes on Telegram.
+    status, _ = await scene.admin("PUT", "/api/customers/crm-vic", {
+        "name": "Vic", "identities": [{"kind": "email", "address": "vic@vip.example"},
+                                      {"kind": "telegram", "address": "5553009"}]})
+    assert status == 201
+    dan = await scene.agent("dan")
+    await telegram_says(scene.gateway, api, 5553009, "/agent")
+    offer = (await dan.next("offer"))["conversation"]
+    assert offer["channel"] == "tg-support" and offer["queue"] == "vip_desk"
+    assert offer["customer"]["id"] == "crm-vic" and offer["customer"]["tier"] == "vip"
+    await dan.send(type="accept", conversation_id=offer["id"])
+    await dan.next("assigned")
+    await dan.send(type="close", conversation_id=offer["id"])
+    await dan.next("closed")

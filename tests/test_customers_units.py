@@ -74,3 +74,21 @@ def test_a_conversation_asks_for_a_few_codes_only() -> None:
         assert codes.may_send("c1")
         codes.new("c1", "email", "mei@example.com")
     assert not codes.may_send("c1") and codes.may_send("c2")
+
+
+def test_sticky_routing_follows_a_merged_customer() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from gateway.dispatcher import Dispatcher
+    from routing.config import AgentConfig, QueueConfig
+
+    d = Dispatcher([AgentConfig(id="ann", name="Ann", token="ann-token-1", capacity=1, queues=["general"]),
+                    AgentConfig(id="bo", name="Bo", token="bo-token-11", capacity=1, queues=["general"])],
+                   [QueueConfig(name="general")], "general")
+    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    d.last_agent["visitor"] = ("bo", now)
+    d.last_agent["crm-mei"] = ("ann", now - timedelta(days=1))
+    d.customers_merged("visitor", "crm-mei")
+    assert d.preferred_agent("crm-mei", now, 7 * 24 * 3600) == "bo"  # the later of the two, on any channel
+    d.customers_merged("nobody", "crm-lin")
+    assert d.preferred_agent("crm-lin", now, 7 * 24 * 3600) is None

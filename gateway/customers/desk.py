@@ -8,6 +8,7 @@ Frames and their answers are in docs/protocol.md; the rules in docs/customers.md
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from routing import Contact, resolve_tier
@@ -60,6 +61,17 @@ class CustomerDesk:
         tier, why = self.tier_of(customer, conversation)
         return await customer_360(self.store, self.pipeline.customers, customer, tier=tier, tier_reason=why,
                                   current=conversation.id if conversation else None)
+
+    async def routing_customer(self, customer_id: str) -> Customer:
+        """The customer as routing sees it: the live one (after merges), with the ``email`` and
+        ``phone`` attributes it lacks taken from its verified identities, so tier rules and the
+        CRM lookup match an address learned on any channel."""
+        customer = await self.live(customer_id)
+        missing = [kind for kind in ("email", "phone") if not customer.attributes.get(kind)]
+        if not missing:
+            return customer
+        found = {i.kind: i.address for i in await self.store.identities(customer.id) if i.kind in missing}
+        return replace(customer, attributes={**customer.attributes, **found}) if found else customer
 
     async def live(self, customer_id: str) -> Customer:
         customer = await self.store.get_customer(customer_id)
