@@ -4,6 +4,7 @@ on real websockets; the admin API over HTTP. One gateway for the module."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -312,3 +313,43 @@ async def test_a_vip_by_email_domain_is_a_vip_on_telegram_once_linked(scene: Sce
     await dan.next("assigned")
     await dan.send(type="close", conversation_id=offer["id"])
     await dan.next("closed")
+
+
+async def test_concurrent_merge_requests_on_postgres_lose_nothing(tmp_path: Path, pg_url: str) -> None:
+    config = gateway_config(pg_url)
+    config["channels"] = [{"type": "webchat", "identity_secret": IDENTITY_SECRET}]
+    config["server"]["admin_token"] = ADMIN
+    gateway = await GatewayProcess.write_config(tmp_path, config).start()
+    scene = Scene(gateway, MailSink())
+    try:
+        ids = [f"crm-c{n}" for n in range(5)]
+        for n, cid in enumerate(ids):
+            assert (await scene.admin("PUT", f"/api/customers/{cid}", {
+                "identities": [{"kind": "email", "address": f"c{n}@customer.example"}]}))[0] == 201
+            visitor = await scene.visitor(**signed_hello(None, f"c{n}@customer.example"))  # a conversation each
+            await frames_until(visitor, "message")
+        conversations = {c.conversation_id for c in scene.visitors}
+        # Real concurrent requests, overlapping pairs in both directions.
+        pairs = [(0, 1), (1, 0), (1, 2), (2, 1), (3, 4), (4, 3), (0, 4), (2, 3)]
+        answers = await asyncio.gather(*[scene.admin("POST", f"/api/customers/{ids[t]}/merge", {"from": ids[s]})
+                                         for t, s in pairs])
+        assert {status for status, _ in answers} <= {200, 409}
+        assert any(status == 200 for status, _ in answers)
+        assert all(body["error"] == "already_merged" for status, body in answers if status == 409)
+        owners: dict[str, str] = {}
+        found: set[str] = set()
+        for cid in ids:
+            status, body = await scene.admin("GET", f"/api/customers/{cid}")
+            assert status == 200
+            if body["merged_into"] is not None:
+                assert body["identities"] == []
+                continue
+            for identity in body["identities"]:
+                owner = owners.setdefault(identity["address"], cid)
+                assert owner == cid, f"{identity} on {cid} and {owner}"
+            found |= {c["id"] for c in body["conversations"]}
+        assert {a for a in owners if a.endswith("@customer.example")} == {f"c{n}@customer.example" for n in range(5)}
+        assert found == conversations
+    finally:
+        await scene.close()
+        await gateway.stop()
