@@ -22,16 +22,20 @@ transaction at a time.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import random
 import uuid
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, AsyncContextManager, Callable, Protocol, Sequence
+from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol, Sequence, TypeVar
 
 from ..model import Conversation, Customer, CustomerMerge, Identity, utcnow
 from .base import NotFound, StoreError
 from .text import cannot_hold, dumps, storable, storable_json
 
+T = TypeVar("T")
 CUSTOMER_COLS = "id, name, tier, attributes, created_at, merged_into"
 MAX_MERGE_HOPS = 64  # a chain of merges longer than this is a bug, not data
 
@@ -42,6 +46,32 @@ class MergeRefused(StoreError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         super().__init__(message)
+
+
+class TransientConflict(StoreError):
+    """The database broke a lock cycle by aborting this transaction (PostgreSQL's deadlock
+    detection); nothing of it was written, and :func:`retried` runs it again."""
+
+
+RETRIES = 5
+
+
+def retried(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Run a whole transaction again when it was aborted to break a lock cycle: rare (an
+    addition following a merge chain while merges of the same customers run), and harmless,
+    as the aborted attempt wrote nothing."""
+    @functools.wraps(method)
+    async def run(*args: Any, **kwargs: Any) -> T:
+        for attempt in range(RETRIES):
+            try:
+                return await method(*args, **kwargs)
+            except TransientConflict:
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return run
 
 
 class LinkTx(Protocol):
@@ -133,6 +163,7 @@ class CustomerLinks:
     _links: Callable[..., AsyncContextManager[LinkTx]]  # _links(write=False) for reads
 
     # verified identities ----------------------------------------------------------------------
+    @retried
     async def add_identity(self, customer_id: str, channel: str, address: str, *, kind: str | None = None,
                            source: str = "channel") -> str:
         """Link (channel, address) to the customer (or the one it was merged into; its id is
@@ -147,6 +178,7 @@ class CustomerLinks:
             await _put_identity(tx, customer.id, channel, address, kind, source)
         return customer.id
 
+    @retried
     async def identify_verified(self, channel: str, address: str, *, kind: str, name: str | None,
                                 attributes: dict[str, Any], source: str = "channel",
                                 link: bool = True) -> tuple[Customer, bool]:
@@ -199,6 +231,7 @@ class CustomerLinks:
         return [Identity(r["channel"], r["address"], r["customer_id"], kind=r["kind"] or r["channel"],
                          source=r["source"]) for r in rows]
 
+    @retried
     async def set_identity_kinds(self, kinds: dict[str, str]) -> None:
         """channel name -> type: rows of a channel whose name is not its type (a renamed or a
         second channel of a type) learn their kind. Run at start; cheap when nothing changes."""
@@ -209,6 +242,7 @@ class CustomerLinks:
                                      kind, channel, channel)
 
     # claims -------------------------------------------------------------------------------------
+    @retried
     async def add_claim(self, customer_id: str, kind: str, address: str, channel: str | None) -> bool:
         """Record that the customer says it is (kind, address). False when already claimed."""
         kind, address = storable(kind), storable(address)
@@ -230,12 +264,14 @@ class CustomerLinks:
         return [Identity(r["channel"] or "", r["address"], r["customer_id"], kind=r["kind"], verified=False,
                          source="claimed") for r in rows]
 
+    @retried
     async def drop_claim(self, customer_id: str, kind: str, address: str) -> None:
         async with self._links() as tx:
             await tx.execute("DELETE FROM identity_claims WHERE customer_id = ? AND kind = ? AND address = ?",
                              customer_id, storable(kind), storable(address))
 
     # merges -------------------------------------------------------------------------------------
+    @retried
     async def merge_customers(self, target_id: str, source_id: str, *, by: str) -> CustomerMerge:
         """Move the source's identities, claims and conversations to the target, merge the
         profiles (``merged_profile``) and record it all. NotFound for an unknown customer;
@@ -287,6 +323,7 @@ class CustomerLinks:
                              tx.at(merge.merged_at), dumps(moved))
         return merge
 
+    @retried
     async def unmerge_customers(self, target_id: str, merge_id: str, *, by: str) -> CustomerMerge:
         """Put back exactly what ``merge_id`` moved into ``target_id``. NotFound for an unknown
         merge of this customer; MergeRefused (with what changed) when something done since

@@ -24,7 +24,7 @@ from ..model import (
 )
 from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
-from .customer_links import CustomerLinks, LinkTx, insert_conversation
+from .customer_links import CustomerLinks, LinkTx, TransientConflict, insert_conversation, retried
 from .migrations import migrate_postgres
 from .postgres_channels import PostgresChannelTables
 from .records import new_id
@@ -240,6 +240,7 @@ class PostgresStore(PostgresChannelTables, CustomerLinks):
         return _customer(row)
 
     # conversations and events -----------------------------------------------------------------
+    @retried
     async def create_conversation(self, customer_id: str, channel: str) -> Conversation:
         if cannot_hold(customer_id):
             raise NotFound(f"customer {customer_id!r} not found")
@@ -257,8 +258,11 @@ class PostgresStore(PostgresChannelTables, CustomerLinks):
             if not write:
                 yield PostgresLinkTx(conn)
                 return
-            async with conn.transaction():
-                yield PostgresLinkTx(conn)
+            try:
+                async with conn.transaction():
+                    yield PostgresLinkTx(conn)
+            except pgexc.DeadlockDetectedError as exc:
+                raise TransientConflict(f"PostgreSQL broke a lock cycle: {exc}") from exc
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
         if cannot_hold(conversation_id):
