@@ -105,6 +105,8 @@ class Pipeline:
         self.customers = CustomerDirectory(store, lambda: {c.channel_name: c.type for c in self.config.channels})
         self.codes = VerificationCodes(time.monotonic)  # web chat visitors proving a claimed email
         self.customer_desk = CustomerDesk(self)
+        # GatewayPort's verification by code (gateway/customers/desk.py).
+        self.send_verification, self.verify_code = self.customer_desk.send_verification, self.customer_desk.verify
 
     @property
     def max_frame_bytes(self) -> int:
@@ -238,13 +240,6 @@ class Pipeline:
         customer typed in are attributes and ``claims``: never a link, never a leak."""
         return await self.customers.identify(channel, address, name=name, profile=profile, verified=verified,
                                              kind=kind, also=also, claims=claims)
-
-    async def send_verification(self, conversation_id: str) -> str:
-        """Mail a one-time code to the email the customer claimed (gateway/customers/desk.py)."""
-        return await self.customer_desk.send_code(await self.get_conversation(conversation_id))
-
-    async def verify_code(self, conversation_id: str, code: str) -> dict[str, Any]:
-        return await self.customer_desk.verify(conversation_id, code)
 
     def routed_tier(self, conversation_id: str) -> str | None:
         return self._tiers.get(conversation_id)

@@ -142,6 +142,9 @@ class CustomerDesk:
                 "next_after": events[-1].seq if more and events else None}
 
     # verification by code ---------------------------------------------------------------------------
+    async def send_verification(self, conversation_id: str) -> str:
+        return await self.send_code(await self.pipeline.get_conversation(conversation_id))
+
     async def send_code(self, conversation: Conversation) -> str:
         """Mail a one-time code to the email the conversation's customer claimed, through the
         configured email channel's outbox. Returns the address."""
