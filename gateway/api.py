@@ -292,7 +292,9 @@ class AdminApi:
                     "merged_into": customer.merged_into, "identities": [],
                     "merges": [m.summary() for m in await store.customer_merges(customer_id)]}
         view = await self.pipeline.customer_desk.view(customer_id)
-        return {**view, "merged_into": None, "merges": [m.summary() for m in await store.customer_merges(customer_id)]}
+        # `tier` is the profile's, as PUT sets it (null: rules decide); `effective_tier` what routing gives now.
+        return {**view, "tier": customer.tier, "effective_tier": view["tier"], "merged_into": None,
+                "merges": [m.summary() for m in await store.customer_merges(customer_id)]}
 
     async def merge_customer(self, request: web.Request) -> web.Response:
         """POST /api/customers/{id}/merge {"from": other}: the other customer moves into this one."""
