@@ -182,7 +182,17 @@ class GatewayPort(Protocol):
         """The live ``attachments:`` limits (a channel need not fetch a file they refuse)."""
 
     async def identify(self, channel: str, address: str, *, name: str | None = None,
-                       profile: dict[str, Any] | None = None) -> "Customer": ...
+                       profile: dict[str, Any] | None = None, verified: bool = True, kind: str | None = None,
+                       also: Sequence[tuple[str, str]] = (), claims: Sequence[tuple[str, str]] = ()) -> "Customer":
+        """The customer of (channel, address), linked across channels by verified identities
+        (``also``: more of them, e.g. a signed web chat email); ``claims`` are what the
+        customer typed in: never a link (docs/customers.md)."""
+
+    async def send_verification(self, conversation_id: str) -> str:
+        """Mail a one-time code to the email the conversation's customer claimed; its address."""
+
+    async def verify_code(self, conversation_id: str, code: str) -> dict[str, Any]:
+        """The frame that answers a code the customer typed (``verified`` or ``verify_failed``)."""
 
     async def identify_known(self, channel: str, address: str) -> "Customer | None": ...
 

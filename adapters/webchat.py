@@ -15,8 +15,10 @@ import secrets
 from typing import Any
 
 from aiohttp import WSCloseCode, web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from gateway.customers import signed
+from gateway.customers.codes import CODE_TTL
 from gateway.delivery import OrderedDelivery
 from gateway.errors import frame_failure
 from gateway.limits import RateLimited, TokenBucket
@@ -62,6 +64,10 @@ class Settings(BaseModel):
     prechat: list[str] = []
     # Customers may send files (POST <attachments_path>, within `attachments:`); false: 403.
     uploads: bool = True
+    # The key the embedding site signs its logged-in user with (docs/customers.md#signed-identity),
+    # from the environment: identity_secret: ${WEBCHAT_IDENTITY_SECRET}. Unset: hellos carrying
+    # user_hash are refused.
+    identity_secret: SecretStr | None = None
 
     @field_validator("allowed_origins")
     @classmethod
@@ -315,9 +321,17 @@ class WebChatAdapter:
             await self.gateway.satisfaction.answer(session.conversation_id, frame)
         elif kind == "close":
             await self.gateway.customer_leaves(session.conversation_id)
+        elif kind == "verify_email":
+            await self.gateway.send_verification(session.conversation_id)
+            session.sender.send({"type": "verification_sent", "kind": "email", "expires_in": CODE_TTL})
+        elif kind == "verify":
+            code = frame.get("code")
+            if not isinstance(code, str) or not code.strip().isdigit() or len(code.strip()) > 12:
+                raise FrameRejected("bad_verify", '"code" must be the digits from the mail, as a string')
+            session.sender.send(await self.gateway.verify_code(session.conversation_id, code))
         else:
-            raise FrameRejected("unknown_type",
-                                f"unknown frame type {kind!r}; expected hello, message, typing, read, satisfaction or close")
+            raise FrameRejected("unknown_type", f"unknown frame type {kind!r}; expected hello, message, typing, "
+                                "read, satisfaction, close, verify_email or verify")
 
     async def _hello(self, session: CustomerSession, frame: dict[str, Any]) -> None:
         token, last_seq = frame.get("token"), frame.get("last_seq", 0)
@@ -326,9 +340,11 @@ class WebChatAdapter:
             raise FrameRejected("bad_hello", '"token" must be null or the token from an earlier welcome')
         if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
             raise FrameRejected("bad_hello", '"last_seq" must be a non-negative integer')
-        for key, value in (("name", name), ("email", email)):
+        user_id, user_hash = frame.get("user_id"), frame.get("user_hash")
+        for key, value in (("name", name), ("email", email), ("user_id", user_id), ("user_hash", user_hash)):
             if value is not None and (not isinstance(value, str) or len(value) > MAX_NAME):
                 raise FrameRejected("bad_hello", f'"{key}" must be a string of at most {MAX_NAME} characters')
+        also, claims = self._signed(user_id, email, user_hash)
         if token is None:
             try:
                 self.gateway.limits.new_conversation(session.address)
@@ -339,7 +355,8 @@ class WebChatAdapter:
             token = secrets.token_urlsafe(24)
             last_seq = 0
             customer = await self.gateway.identify(self.name, web_identity(token), name=name,
-                                                   profile={"email": email.lower() if email else None})
+                                                   profile={"email": email.lower() if email else None},
+                                                   also=also, claims=claims)
         else:
             customer = await self.gateway.identify_known(self.name, web_identity(token))
             if customer is None:
@@ -357,6 +374,28 @@ class WebChatAdapter:
         await session.delivery.catch_up()
         if (read := self.gateway.reads.for_customer(conversation.id)) is not None:
             session.sender.send(read)
+
+
+    def _signed(self, user_id: str | None, email: str | None,
+                user_hash: str | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(verified identities, claims) of a hello. An email without a valid signature is
+        only a claim; a signature that does not check is refused, nothing is linked."""
+        if user_hash is None:
+            if user_id is not None:
+                raise FrameRejected("bad_identity", '"user_id" needs its "user_hash" (docs/customers.md)')
+            return [], [("email", email)] if email else []
+        secret = self.settings.identity_secret.get_secret_value() if self.settings.identity_secret else None
+        if not secret:
+            raise FrameRejected("identity_not_configured",
+                                "this channel has no identity_secret: say hello without user_hash")
+        if not signed.check(secret, user_id, email, user_hash):
+            log.info("web chat: a signed identity did not check", extra={"channel": self.name})
+            raise FrameRejected("bad_identity", '"user_hash" does not sign "user_id" and "email"; '
+                                "say hello without them, or with a fresh signature from the site")
+        also = [("email", email)] if email else []
+        if user_id:
+            also.append(("site_user", user_id))
+        return also, []
 
 
 def web_identity(token: str) -> str:

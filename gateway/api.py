@@ -1,7 +1,8 @@
 """The admin HTTP API (bearer ``server.admin_token``) and the Prometheus endpoint.
 
 - ``PUT /api/customers/{id}`` upserts a customer profile with identities, tier and attributes
-  (how a CRM pushes its VIP list); ``GET`` reads it back.
+  (how a CRM pushes its VIP list); ``GET`` reads back the customer 360; ``POST .../merge`` and
+  ``POST .../unmerge`` merge two customers and undo it (gateway/customers/).
 - ``GET /api/queues``: service levels and live figures per queue; ``GET /api/agents``.
 - ``POST /api/config/reload``: validate config.yaml and swap it in, or say why not.
 - ``GET /api/conversations`` (filtered, newest first, paged) and ``GET /api/conversations/{id}``
@@ -32,7 +33,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routing.config import NAME
 
@@ -41,6 +42,7 @@ from adapters.base import IncomingFile
 from .agent_auth import agent_for_token
 from .attachments import attachment_response
 from .board.feed import BoardFeed
+from .customers import BadAddress, normalise
 from .limits import seconds
 from .pipeline import ConversationError, Pipeline
 from .reload import ConfigReloader
@@ -48,6 +50,7 @@ from .reports import GatewayCollector, LimitsCollector, agent_report, queue_repo
 from .selfservice.capture import approve_into
 from .selfservice.deflection import DeflectionCollector, kb_stats
 from .store import NotFound, StoreError, StoreUnavailable
+from .store.customer_links import MergeRefused
 from .store.text import bad_identifier, dumps
 from .transcripts import (BadQuery, conversation_json, encode_cursor, event_json, parse_conversation_query,
                           parse_event_query)
@@ -58,9 +61,29 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class IdentityIn(BaseModel):
+    """A verified identity the admin sets: ``kind`` (email, phone, telegram, ...) and/or the
+    ``channel`` that knows the address (its type is then the kind)."""
+
     model_config = ConfigDict(extra="forbid")
-    channel: str = Field(min_length=1, max_length=64)
+    channel: str | None = Field(default=None, min_length=1, max_length=64)
+    kind: str | None = Field(default=None, pattern=NAME, max_length=64)
     address: str = Field(min_length=1, max_length=512)
+
+    @model_validator(mode="after")
+    def _named(self) -> "IdentityIn":
+        if self.channel is None and self.kind is None:
+            raise ValueError('give "kind" (email, phone, telegram, ...) or "channel"')
+        return self
+
+
+class MergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    from_: str = Field(alias="from", min_length=1, max_length=128)
+
+
+class UnmergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    merge_id: str = Field(min_length=1, max_length=128)
 
 
 class CustomerIn(BaseModel):
@@ -78,6 +101,12 @@ ADMIN = "\0admin"  # who a request is when it carries server.admin_token (no age
 
 def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
+
+
+def _bad_body(exc: ValidationError, code: str) -> web.Response:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return error(400, code, f"{where}: {first['msg']}")
 
 
 def rate_limited(wait: float) -> web.Response:
@@ -103,6 +132,8 @@ class AdminApi:
         return [
             web.put("/api/customers/{customer_id}", self._admin(self.put_customer)),
             web.get("/api/customers/{customer_id}", self._admin(self.get_customer)),
+            web.post("/api/customers/{customer_id}/merge", self._admin(self.merge_customer)),
+            web.post("/api/customers/{customer_id}/unmerge", self._admin(self.unmerge_customer)),
             web.get("/api/queues", self._admin(self.queues)),
             web.get("/api/agents", self._admin(self.agents)),
             web.get("/api/board", self._admin(self.board_figures)),
@@ -227,6 +258,14 @@ class AdminApi:
             dumps(body.attributes)
         except ValueError:
             return error(400, "bad_customer", "attributes: numbers must be finite (no NaN or Infinity)")
+        identities = []  # checked before anything is written
+        for index, identity in enumerate(body.identities):
+            channel = identity.channel or identity.kind or ""
+            kind = identity.kind or self.pipeline.customers.kind_of(channel)
+            try:
+                identities.append((channel, normalise(kind, identity.address), kind))
+            except BadAddress as exc:
+                return error(400, "bad_customer", f"identities.{index}.address: {exc}")
         store = self.pipeline.store
         created = False
         try:
@@ -251,9 +290,8 @@ class AdminApi:
                 fields = {k: getattr(body, k) for k in ("name", "tier", "attributes") if k in body.model_fields_set}
                 if fields:
                     await store.update_customer(customer_id, **fields)
-        for identity in body.identities:
-            address = identity.address.lower() if identity.channel == "email" else identity.address
-            await store.add_identity(customer_id, identity.channel, address)
+        for channel, address, kind in identities:
+            await store.add_identity(customer_id, channel, address, kind=kind, source="admin")
         return web.json_response(await self._profile(customer_id), status=201 if created else 200)
 
     async def get_customer(self, request: web.Request) -> web.Response:
@@ -263,10 +301,51 @@ class AdminApi:
             return error(404, "unknown_customer", f"no customer {request.match_info['customer_id']!r}")
 
     async def _profile(self, customer_id: str) -> dict[str, Any]:
-        customer = await self.pipeline.store.get_customer(customer_id)
-        identities = await self.pipeline.store.identities(customer_id)
-        return {"id": customer.id, "name": customer.name, "tier": customer.tier, "attributes": customer.attributes,
-                "identities": [{"channel": i.channel, "address": i.address} for i in identities]}
+        """The customer 360 (docs/customers.md) and its merges; a merged customer's own row
+        with ``merged_into``."""
+        store = self.pipeline.store
+        customer = await store.get_customer(customer_id)
+        if customer.merged_into is not None:
+            return {"id": customer.id, "name": customer.name, "tier": customer.tier, "attributes": customer.attributes,
+                    "merged_into": customer.merged_into, "identities": [],
+                    "merges": [m.summary() for m in await store.customer_merges(customer_id)]}
+        view = await self.pipeline.customer_desk.view(customer_id)
+        # `tier` is the profile's, as PUT sets it (null: rules decide); `effective_tier` what routing gives now.
+        return {**view, "tier": customer.tier, "effective_tier": view["tier"], "merged_into": None,
+                "merges": [m.summary() for m in await store.customer_merges(customer_id)]}
+
+    async def merge_customer(self, request: web.Request) -> web.Response:
+        """POST /api/customers/{id}/merge {"from": other}: the other customer moves into this one."""
+        customer_id = request.match_info["customer_id"]
+        try:
+            body = MergeIn.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return _bad_body(exc, "bad_merge")
+        try:
+            merge = await self.pipeline.customers.merge(customer_id, body.from_, by="admin")
+        except NotFound as exc:
+            return error(404, "unknown_customer", str(exc))
+        except MergeRefused as exc:
+            return error(400 if exc.code == "same_customer" else 409, exc.code, str(exc))
+        await self.pipeline.customer_desk.merged(merge)
+        return web.json_response({"merge": merge.summary(), "customer": await self._profile(customer_id)})
+
+    async def unmerge_customer(self, request: web.Request) -> web.Response:
+        """POST /api/customers/{id}/unmerge {"merge_id": ...}: put back exactly what it moved."""
+        customer_id = request.match_info["customer_id"]
+        try:
+            body = UnmergeIn.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return _bad_body(exc, "bad_unmerge")
+        try:
+            merge = await self.pipeline.customers.unmerge(customer_id, body.merge_id, by="admin")
+        except NotFound as exc:
+            return error(404, "unknown_merge", str(exc))
+        except MergeRefused as exc:
+            return error(409, exc.code, str(exc))
+        await self.pipeline.customer_desk.merged(merge, undone=True)
+        return web.json_response({"merge": merge.summary(), "customer": await self._profile(customer_id),
+                                  "restored": await self._profile(merge.source_id)})
 
     async def queues(self, request: web.Request) -> web.Response:
         return web.json_response({"queues": queue_report(self.pipeline, self.pipeline.clock())})

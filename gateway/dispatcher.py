@@ -236,6 +236,12 @@ class Dispatcher:
             return None
         return last[0]
 
+    def customers_merged(self, source_id: str, target_id: str) -> None:
+        """Sticky routing of a merged customer: whoever served either of them last."""
+        served = [s for s in (self.last_agent.get(source_id), self.last_agent.get(target_id)) if s is not None]
+        if served:
+            self.last_agent[target_id] = max(served, key=lambda s: s[1])
+
     # agents ------------------------------------------------------------------------------------
     def set_presence(self, agent_id: str, status: Presence, now: datetime) -> list[str]:
         """Returns the conversations whose offers to this agent end because it left."""

@@ -20,6 +20,7 @@ from aiohttp import WSCloseCode, web
 
 from .config import GatewayConfig
 from .desk.directory import directory
+from .customers.desk import AGENT_CUSTOMER_FRAMES
 from .delivery import OrderedDelivery
 from .errors import frame_failure
 from .limits import RateLimited, seconds
@@ -36,7 +37,7 @@ from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_REPLACED, 
 log = logging.getLogger("contactgate.hub")
 
 AGENT_FRAMES = ("accept", "decline", "message", "send_suggestion", "typing", "read", "transfer", "propose_kb",
-                "close")
+                "close", *AGENT_CUSTOMER_FRAMES)
 
 
 class AgentConnection:
@@ -174,9 +175,12 @@ class AgentHub:
         transcript = [event_frame(e) for e in before if e.kind is EventKind.MESSAGE]
         # A call (or a callback request): the caller, the IVR path and what was said, as last recorded.
         ivr = next((e.data["ivr"] for e in reversed(before) if e.kind is EventKind.NOTICE and "ivr" in e.data), None)
+        # The customer 360 (gateway/customers/view.py), as of now; the tier is the one routed with.
+        customer = {**await self.pipeline.customer_desk.view(conversation.customer_id, conversation),
+                    **{k: v for k, v in (offered.data.get("customer") or {}).items() if k in ("tier",)}}
         offer: dict[str, Any] = {
             "id": conversation.id, "channel": conversation.channel, "queue": offered.data.get("queue"),
-            "customer": offered.data.get("customer"), "seq": offered.seq, "timeout": offered.data.get("timeout"),
+            "customer": customer, "seq": offered.seq, "timeout": offered.data.get("timeout"),
             "transcript": transcript,
             # Is anyone there (null: a channel without live sessions)? Changes come as customer_presence.
             "customer_connected": self.pipeline.customer_connected(conversation),
@@ -377,7 +381,10 @@ class AgentHub:
             raise ConversationError("bad_frame", f'"{kind}" needs a "conversation_id"'
                                     if kind in AGENT_FRAMES else
                                     f"unknown frame type {kind!r}; expected one of presence, directory, {', '.join(AGENT_FRAMES)}")
-        if kind == "accept":
+        if kind in AGENT_CUSTOMER_FRAMES:
+            connection.sender.send(await self.pipeline.customer_desk.agent_frame(
+                connection.agent_id, kind, conversation_id, frame))
+        elif kind == "accept":
             await self.pipeline.accept(connection.agent_id, conversation_id)
         elif kind == "decline":
             await self.pipeline.decline(connection.agent_id, conversation_id)

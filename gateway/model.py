@@ -54,15 +54,50 @@ class Customer:
     tier: str | None  # a tier set on the profile wins over config rules
     attributes: dict[str, Any] = field(default_factory=dict)
     created_at: datetime = field(default_factory=utcnow)
+    merged_into: str | None = None  # merged into that customer (gateway/customers/); undone by an unmerge
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """How a customer is known on one channel: (channel, address) -> customer."""
+    """How a customer is known on one channel: (channel, address) -> customer.
 
-    channel: str   # "webchat", "email", "telegram", "phone", ...
-    address: str   # the channel's own address (an email, a chat id, a hashed web token)
+    ``verified``: the channel proved it (an email's From, a Telegram user id, a caller id, an
+    address the admin API set, a signed web chat identity). A claimed one (an email typed into
+    the web chat form) never links to another customer; it may become a link suggestion."""
+
+    channel: str   # the channel's name ("webchat", "support-mail"); for a claim, where it was typed
+    address: str   # the channel's own address (an email, a chat id, a hashed web token), normalised
     customer_id: str
+    kind: str = ""          # the channel's type: "email", "telegram", "phone", "webchat", "wechat", ...
+    verified: bool = True
+    source: str = "channel"  # how it was learned: channel, admin, signed, code, agent, merge
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerMerge:
+    """One merge of ``source_id`` into ``target_id``, as audited: ``moved`` holds what moved
+    (identities, claims, conversations) and the target's profile before and after, so an
+    unmerge can put it back exactly."""
+
+    id: str
+    target_id: str
+    source_id: str
+    merged_by: str          # "admin" or "agent:<id>"
+    merged_at: datetime
+    moved: dict[str, Any]
+    undone_at: datetime | None = None
+    undone_by: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        moved = self.moved
+        return {"id": self.id, "into": self.target_id, "from": self.source_id, "by": self.merged_by,
+                "at": self.merged_at.isoformat(), "undone_at": self.undone_at.isoformat() if self.undone_at else None,
+                "undone_by": self.undone_by,
+                "moved": {"identities": [{"channel": i["channel"], "address": i["address"], "kind": i["kind"]}
+                                         for i in moved["identities"]],
+                          "claims": [{"kind": c["kind"], "address": c["address"]} for c in moved["claims"]],
+                          "conversations": moved["conversations"]},
+                "kept_from_source": moved.get("kept_from_source", {})}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
@@ -31,6 +32,8 @@ from .config import GatewayConfig
 from .crm import CrmClient
 from .desk.reads import ReadState
 from .desk.satisfaction import Satisfaction
+from .customers import CustomerDirectory, VerificationCodes
+from .customers.desk import CustomerDesk
 from .dispatcher import Dispatcher, Presence, Route
 from .faq import detect_lang
 from .limits import Limits
@@ -106,6 +109,11 @@ class Pipeline:
         self.limits = Limits(lambda: self.config.limits)  # reads the live config: reloads apply at once
         self.reads = ReadState(self.dispatcher, self.notice, self._tell_customer, self.get_conversation)
         self.satisfaction = Satisfaction(lambda: self.config, store, self._lock, self._append, self._append_receipt, clock)
+        self.customers = CustomerDirectory(store, lambda: {c.channel_name: c.type for c in self.config.channels})
+        self.codes = VerificationCodes(time.monotonic)  # web chat visitors proving a claimed email
+        self.customer_desk = CustomerDesk(self)
+        # GatewayPort's verification by code (gateway/customers/desk.py).
+        self.send_verification, self.verify_code = self.customer_desk.send_verification, self.customer_desk.verify
 
     @property
     def max_frame_bytes(self) -> int:
@@ -143,6 +151,7 @@ class Pipeline:
     async def recover(self) -> None:
         """Rebuild queues and agent load from the store after a restart."""
         now = self.clock()
+        await self.store.set_identity_kinds({c.channel_name: c.type for c in self.config.channels})
         for conversation in await self.store.open_conversations():
             with about(conversation.id):
                 if conversation.state is S.ASSIGNED and conversation.agent_id:
@@ -236,23 +245,23 @@ class Pipeline:
 
     # customers -------------------------------------------------------------------------------
     async def identify(self, channel: str, address: str, *, name: str | None = None,
-                       profile: dict[str, Any] | None = None) -> Customer:
-        """The customer known by (channel, address); a new one when unknown.
+                       profile: dict[str, Any] | None = None, verified: bool = True, kind: str | None = None,
+                       also: Sequence[tuple[str, str]] = (), claims: Sequence[tuple[str, str]] = ()) -> Customer:
+        """The customer known by (channel, address), linked across channels by verified
+        identities; a new one when unknown (gateway/customers/directory.py). Profile fields a
+        customer typed in are attributes and ``claims``: never a link, never a leak."""
+        return await self.customers.identify(channel, address, name=name, profile=profile, verified=verified,
+                                             kind=kind, also=also, claims=claims)
 
-        Only the channel's own address identifies a customer. Profile fields a customer typed
-        in (an email in the web chat form) are unverified attributes: they may pick a tier by
-        rule, but never link to, or reveal, another customer's profile and conversations.
-        """
-        profile = {k: v for k, v in (profile or {}).items() if v not in (None, "")}
-        customer = await self.store.find_customer(channel, address)
-        if customer is None:
-            customer = await self.store.create_customer(name=name, attributes=profile)
-            await self.store.add_identity(customer.id, channel, address)
-            log.info("new customer", extra={"customer_id": customer.id, "channel": channel})
-        elif (name and not customer.name) or any(customer.attributes.get(k) != v for k, v in profile.items()):
-            customer = await self.store.update_customer(
-                customer.id, name=customer.name or name, attributes={**customer.attributes, **profile})
-        return customer
+    def routed_tier(self, conversation_id: str) -> str | None:
+        return self._tiers.get(conversation_id)
+
+    def customers_moved(self, conversation_ids: set[str], customer_id: str, source_id: str, target_id: str) -> None:
+        """A merge (or unmerge) moved these conversations: open ones stay where they are, under
+        their new customer; sticky routing follows the merged customer."""
+        for cid in conversation_ids & self._open.keys():
+            self._open[cid] = replace(self._open[cid], customer_id=customer_id)
+        self.dispatcher.customers_merged(source_id, target_id)
 
     async def identify_known(self, channel: str, address: str) -> Customer | None:
         return await self.store.find_customer(channel, address)
@@ -489,7 +498,7 @@ class Pipeline:
     async def _route(self, conversation: Conversation) -> bool:
         """Hand the conversation to routing. Returns True when it now waits for an agent."""
         now = self.clock()
-        customer = await self.store.get_customer(conversation.customer_id)
+        customer = await self.customer_desk.routing_customer(conversation.customer_id)  # all its verified identities
         contact = await self._routing_contact(conversation, customer, now)
         decision = choose_queue(self.config.routing, contact)
         steps = decision.steps

@@ -30,6 +30,33 @@ async def say(store: Store, conv: Conversation, text: str, **kw):  # type: ignor
     return await store.append_event(conv.id, kind=EventKind.MESSAGE, text=text, **kw)
 
 
+async def raw_execute(url: str, sql: str, *args: object) -> None:
+    """One statement with the raw driver (``?`` placeholders), as code of an older version wrote."""
+    if url.startswith("sqlite:"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            db.execute(sql, args)
+        return
+    parts = sql.split("?")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1)), *args)
+    finally:
+        await conn.close()
+
+
+async def old_conversation(store: Store) -> Conversation:
+    """A customer's conversation written the way code before version 5 did."""
+    now = datetime.now().astimezone()
+    customer_id, conversation_id = f"ada-{now.timestamp()}", f"old-{now.timestamp()}"
+    at: object = now.isoformat(timespec="microseconds") if store.url.startswith("sqlite") else now
+    await raw_execute(store.url, "INSERT INTO customers (id, name, created_at) VALUES (?, 'Ada', ?)", customer_id, at)
+    await raw_execute(store.url, "INSERT INTO identities (channel, address, customer_id) VALUES ('email', ?, ?)",
+                      f"Ada-{customer_id}@example.com".lower(), customer_id)
+    await raw_execute(store.url, "INSERT INTO conversations (id, customer_id, channel, state, last_seq, created_at, "
+                      "updated_at) VALUES (?, ?, 'webchat', 'bot', 0, ?, ?)", conversation_id, customer_id, at, at)
+    return await store.get_conversation(conversation_id)
+
+
 async def applied_versions(url: str) -> list[int]:
     """Read schema_migrations with the raw driver, independent of the store code."""
     if url.startswith("sqlite:"):
@@ -360,7 +387,7 @@ async def test_a_database_at_version_3_upgrades(store_url: str, monkeypatch: pyt
         at_version_3.setattr(migrations, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version <= 3))
         old = await open_store(store_url)
         try:
-            conv = await new_conversation(old)
+            conv = await old_conversation(old)
             if store_url.startswith("sqlite"):  # the same SQL as before version 4
                 await say(old, conv, "written before the upgrade", client_id="m-1")
         finally:

@@ -191,11 +191,14 @@ class EmailChannel:
     # mail out (the outbox calls this) ----------------------------------------------------------------
     async def deliver(self, conversation: Conversation, event: Event, item: OutboxItem) -> Sent | Skipped:
         automatic = event.author is Author.BOT
-        subject, answered, mail_seq = await self._answering(conversation.id, event.seq)
+        subject, answered, mail_seq, wrote_from = await self._answering(conversation.id, event.seq)
         if automatic and self._too_soon(conversation.id, mail_seq):
             return Skipped("bot_interval")
         customer = await self.gateway.get_customer(conversation.customer_id)
-        to_address = customer.attributes.get("email")
+        # The address the customer wrote from; else (a conversation the gateway started, such as
+        # a verification code) the profile's. Not the profile's first: after a merge it may be
+        # another address of the same person (docs/customers.md).
+        to_address = wrote_from or customer.attributes.get("email")
         if not isinstance(to_address, str) or "@" not in to_address:
             raise PermanentFailure("the customer has no email address")
         refs = await self.gateway.conversation_refs(conversation.id, self.name)
@@ -241,15 +244,16 @@ class EmailChannel:
                 return token
         raise TemporaryFailure("no free conversation token; try again")
 
-    async def _answering(self, conversation_id: str, before: int) -> tuple[str, str | None, int]:
-        """(subject, Message-ID, seq) of the customer's last mail before event ``before``."""
-        subject, answered, seq = "", None, 0
+    async def _answering(self, conversation_id: str, before: int) -> tuple[str, str | None, int, str | None]:
+        """(subject, Message-ID, seq, From address) of the customer's last mail before event ``before``."""
+        subject, answered, seq, sender = "", None, 0, None
         for event in await self.gateway.events_after(conversation_id, 0, before):
             if event.author is Author.CUSTOMER and event.kind is EventKind.MESSAGE:
                 subject, seq = event.data.get("subject") or subject, event.seq
+                sender = event.data.get("from") or sender
                 if event.client_id and not event.client_id.startswith(DIGEST_PREFIX):
                     answered = event.client_id
-        return subject, answered, seq
+        return subject, answered, seq, sender
 
 
 def _bounce_reason(mail: ParsedMail) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Protocol, Sequence
 
 from .kb import KbTables
 from ..model import (
-    Attachment, Author, ChannelRef, Conversation, ConversationState, Customer, Event, EventKind, Identity,
+    Attachment, Author, ChannelRef, Conversation, ConversationState, Customer, CustomerMerge, Event, EventKind, Identity,
     OutboxItem, OutboxStatus, QueueSample, StateChange,
 )
 
@@ -52,13 +52,44 @@ class Store(KbTables, Protocol):
     ) -> Customer:
         """Change only the given fields (Ellipsis = keep). Raise NotFound when absent."""
 
-    async def add_identity(self, customer_id: str, channel: str, address: str) -> None:
-        """Link (channel, address) to the customer; relinking an existing identity moves it."""
+    async def add_identity(self, customer_id: str, channel: str, address: str, *, kind: str | None = None,
+                           source: str = "channel") -> str:
+        """Link (channel, address), a verified identity of ``kind`` (default: the channel), to
+        the customer, or to the one it was merged into (whose id is returned). Every row of the
+        same (kind, address) moves with it: a verified identity is one customer's."""
+
+    async def identify_verified(self, channel: str, address: str, *, kind: str, name: str | None,
+                                attributes: dict[str, Any], source: str = "channel",
+                                link: bool = True) -> tuple[Customer, bool]:
+        """(customer, created) for a verified identity, in one transaction: the customer of
+        (channel, address); else (``link``) the one with a verified (kind, address) on any
+        channel; else a new one (customer_links.py)."""
 
     async def find_customer(self, channel: str, address: str) -> Customer | None: ...
 
+    async def find_verified(self, kind: str, address: str) -> Customer | None: ...
+
     async def identities(self, customer_id: str) -> Sequence[Identity]:
-        """Every (channel, address) linked to the customer, sorted."""
+        """Every verified identity of the customer, sorted by channel and address."""
+
+    async def set_identity_kinds(self, kinds: dict[str, str]) -> None:
+        """channel name -> type, for rows written before identities had a kind."""
+
+    async def add_claim(self, customer_id: str, kind: str, address: str, channel: str | None) -> bool:
+        """The customer says it is (kind, address): never a link. False when already claimed."""
+
+    async def claims(self, customer_id: str) -> Sequence[Identity]:
+        """The customer's claims (``verified`` False)."""
+
+    async def drop_claim(self, customer_id: str, kind: str, address: str) -> None: ...
+
+    async def merge_customers(self, target_id: str, source_id: str, *, by: str) -> CustomerMerge:
+        """Raise NotFound for an unknown customer, MergeRefused for itself or a merged one."""
+
+    async def unmerge_customers(self, target_id: str, merge_id: str, *, by: str) -> CustomerMerge:
+        """Raise NotFound for an unknown merge, MergeRefused (with why) on a conflict."""
+
+    async def customer_merges(self, customer_id: str) -> Sequence[CustomerMerge]: ...
 
     # conversations and events ---------------------------------------------------------------
     async def create_conversation(self, customer_id: str, channel: str) -> Conversation:

@@ -371,6 +371,72 @@ _KB_TABLES_POSTGRES = (
     "CREATE INDEX kb_proposals_status ON kb_proposals (status, created_at)",
 )
 
+# One customer across channels (gateway/customers/). identities stay keyed by (channel, address),
+# the channel's own lookup, and learn their `kind` (the channel's type: email, telegram, phone,
+# webchat, ...; today's rows take their channel's name, which is the type unless the channel was
+# renamed; the gateway sets the rest at start) and how they were learned (`source`). They are the
+# verified identities; what a customer typed in is a claim, which never links. A merged customer
+# keeps its row (merged_into), so the merge's audit row can be undone exactly.
+_CUSTOMER_LINKS_SQLITE = (
+    "ALTER TABLE customers ADD COLUMN merged_into TEXT",
+    "ALTER TABLE identities ADD COLUMN kind TEXT",
+    "ALTER TABLE identities ADD COLUMN source TEXT NOT NULL DEFAULT 'channel'",
+    "ALTER TABLE identities ADD COLUMN created_at TEXT",
+    "UPDATE identities SET kind = channel",
+    "CREATE INDEX identities_kind ON identities (kind, address)",
+    """CREATE TABLE identity_claims (
+        customer_id  TEXT NOT NULL REFERENCES customers(id),
+        kind         TEXT NOT NULL,
+        address      TEXT NOT NULL,
+        channel      TEXT,
+        created_at   TEXT NOT NULL,
+        PRIMARY KEY (customer_id, kind, address)
+    )""",
+    "CREATE INDEX identity_claims_address ON identity_claims (kind, address)",
+    """CREATE TABLE customer_merges (
+        id          TEXT PRIMARY KEY,
+        target_id   TEXT NOT NULL REFERENCES customers(id),
+        source_id   TEXT NOT NULL REFERENCES customers(id),
+        merged_by   TEXT NOT NULL,
+        merged_at   TEXT NOT NULL,
+        moved       TEXT NOT NULL,
+        undone_at   TEXT,
+        undone_by   TEXT
+    )""",
+    "CREATE INDEX customer_merges_target ON customer_merges (target_id, merged_at)",
+    "CREATE INDEX customer_merges_source ON customer_merges (source_id, merged_at)",
+)
+
+_CUSTOMER_LINKS_POSTGRES = (
+    "ALTER TABLE customers ADD COLUMN merged_into text",
+    "ALTER TABLE identities ADD COLUMN kind text",
+    "ALTER TABLE identities ADD COLUMN source text NOT NULL DEFAULT 'channel'",
+    "ALTER TABLE identities ADD COLUMN created_at timestamptz",
+    "UPDATE identities SET kind = channel",
+    "CREATE INDEX identities_kind ON identities (kind, address)",
+    """CREATE TABLE identity_claims (
+        customer_id  text NOT NULL REFERENCES customers(id),
+        kind         text NOT NULL,
+        address      text NOT NULL,
+        channel      text,
+        created_at   timestamptz NOT NULL,
+        PRIMARY KEY (customer_id, kind, address)
+    )""",
+    "CREATE INDEX identity_claims_address ON identity_claims (kind, address)",
+    """CREATE TABLE customer_merges (
+        id          text PRIMARY KEY,
+        target_id   text NOT NULL REFERENCES customers(id),
+        source_id   text NOT NULL REFERENCES customers(id),
+        merged_by   text NOT NULL,
+        merged_at   timestamptz NOT NULL,
+        moved       jsonb NOT NULL,
+        undone_at   timestamptz,
+        undone_by   text
+    )""",
+    "CREATE INDEX customer_merges_target ON customer_merges (target_id, merged_at)",
+    "CREATE INDEX customer_merges_source ON customer_merges (source_id, merged_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "customers, identities, conversations, events", _INITIAL_SQLITE, _INITIAL_POSTGRES),
     Migration(2, "PostgreSQL: append events in one round trip", (), _APPEND_FUNCTION_POSTGRES),
@@ -401,6 +467,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                "CREATE INDEX queue_samples_minute ON queue_samples (minute)")),
     Migration(6, "knowledge base: answer outcomes per entry and agents' proposals", _KB_TABLES_SQLITE,
               _KB_TABLES_POSTGRES),
+    Migration(7, "identities: kind, source and claims; customer merges (one customer across channels)",
+              _CUSTOMER_LINKS_SQLITE, _CUSTOMER_LINKS_POSTGRES),
 )
 
 # Bookkeeping table; created before anything else, outside the versioned list.

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
+from datetime import datetime
 from typing import Any, AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
@@ -19,10 +20,11 @@ import asyncpg
 from asyncpg import exceptions as pgexc
 
 from ..model import (
-    Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
+    Author, Conversation, ConversationState, Customer, Event, EventKind, StateChange, utcnow,
 )
 from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
+from .customer_links import CustomerLinks, LinkTx, TransientConflict, insert_conversation, retried
 from .migrations import migrate_postgres
 from .postgres_samples import PostgresQueueSamples
 from .postgres_channels import PostgresChannelTables
@@ -35,7 +37,8 @@ from .text import cannot_hold, dumps, identifier, storable, storable_json
 # wrap a codec failure in its own DataError). Text follows the rule in text.py: what PostgreSQL
 # cannot hold (U+0000, lone surrogates) is normalised before it gets here.
 
-_CUSTOMER_COLS = "id, name, tier, attributes, created_at"
+_NEW_CUSTOMER_COLS = "id, name, tier, attributes, created_at"
+_CUSTOMER_COLS = _NEW_CUSTOMER_COLS + ", merged_into"
 _CONVERSATION_COLS = (
     "id, customer_id, channel, state, queue, agent_id, last_seq, created_at, updated_at, closed_at"
 )
@@ -97,7 +100,8 @@ def redact(url: str) -> str:
 
 def _customer(row: asyncpg.Record) -> Customer:
     return Customer(id=row["id"], name=row["name"], tier=row["tier"],
-                    attributes=json.loads(row["attributes"]), created_at=row["created_at"])
+                    attributes=json.loads(row["attributes"]), created_at=row["created_at"],
+                    merged_into=row["merged_into"])
 
 
 def _conversation(row: asyncpg.Record) -> Conversation:
@@ -115,10 +119,10 @@ def _event(row: asyncpg.Record) -> Event:
                  client_id=row["client_id"], data=json.loads(row["data"]), at=row["at"])
 
 
-class PostgresStore(PostgresChannelTables, PostgresQueueSamples, PostgresKbTables):
+class PostgresStore(PostgresChannelTables, PostgresQueueSamples, PostgresKbTables, CustomerLinks):
     """The engine. Attachments, channel references and the outbox are in postgres_channels.py;
     the board's queue samples in postgres_samples.py; the KB's outcomes and proposals in
-    postgres_kb.py."""
+    postgres_kb.py; identities, claims and merges in customer_links.py."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
                  connect_timeout: float = 10.0, close_timeout: float = 30.0) -> None:
@@ -197,7 +201,7 @@ class PostgresStore(PostgresChannelTables, PostgresQueueSamples, PostgresKbTable
         async with self._conn() as conn:
             try:
                 row = await conn.fetchrow(
-                    f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES ($1, $2, $3, $4, $5) "
+                    f"INSERT INTO customers ({_NEW_CUSTOMER_COLS}) VALUES ($1, $2, $3, $4, $5) "
                     f"RETURNING {_CUSTOMER_COLS}",
                     row_id, _text(name), _text(tier), encoded, utcnow(),
                 )
@@ -238,56 +242,30 @@ class PostgresStore(PostgresChannelTables, PostgresQueueSamples, PostgresKbTable
             raise NotFound(f"customer {customer_id!r} not found")
         return _customer(row)
 
-    async def add_identity(self, customer_id: str, channel: str, address: str) -> None:
-        if cannot_hold(customer_id):
-            raise NotFound(f"customer {customer_id!r} not found")
-        channel, address = storable(channel), storable(address)
-        async with self._conn() as conn:
-            try:
-                await conn.execute(
-                    "INSERT INTO identities (channel, address, customer_id) VALUES ($1, $2, $3) "
-                    "ON CONFLICT (channel, address) DO UPDATE SET customer_id = EXCLUDED.customer_id",
-                    channel, address, customer_id,
-                )
-            except pgexc.ForeignKeyViolationError as exc:
-                raise NotFound(f"customer {customer_id!r} not found") from exc
-
-    async def find_customer(self, channel: str, address: str) -> Customer | None:
-        channel, address = storable(channel), storable(address)  # found as add_identity stored it
-        async with self._conn() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {', '.join('c.' + c for c in _CUSTOMER_COLS.split(', '))} FROM identities i "
-                "JOIN customers c ON c.id = i.customer_id WHERE i.channel = $1 AND i.address = $2",
-                channel, address,
-            )
-        return None if row is None else _customer(row)
-
-    async def identities(self, customer_id: str) -> Sequence[Identity]:
-        if cannot_hold(customer_id):
-            return []
-        async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT channel, address, customer_id FROM identities WHERE customer_id = $1 ORDER BY channel, address",
-                customer_id)
-        return [Identity(row["channel"], row["address"], row["customer_id"]) for row in rows]
-
     # conversations and events -----------------------------------------------------------------
+    @retried
     async def create_conversation(self, customer_id: str, channel: str) -> Conversation:
         if cannot_hold(customer_id):
             raise NotFound(f"customer {customer_id!r} not found")
-        channel = storable(channel)
         now = utcnow()
+        conv = Conversation(id=uuid.uuid4().hex, customer_id=customer_id, channel=storable(channel),
+                            state=ConversationState.BOT, queue=None, agent_id=None, last_seq=0,
+                            created_at=now, updated_at=now)
+        async with self._links() as tx:
+            return await insert_conversation(tx, conv)
+
+    @contextlib.asynccontextmanager
+    async def _links(self, write: bool = True) -> AsyncIterator[LinkTx]:
+        """customer_links.py's transaction (a read when not ``write``)."""
         async with self._conn() as conn:
+            if not write:
+                yield PostgresLinkTx(conn)
+                return
             try:
-                row = await conn.fetchrow(
-                    f"INSERT INTO conversations ({_CONVERSATION_COLS}) "
-                    "VALUES ($1, $2, $3, $4, NULL, NULL, 0, $5, $5, NULL) "
-                    f"RETURNING {_CONVERSATION_COLS}",
-                    uuid.uuid4().hex, customer_id, channel, ConversationState.BOT.value, now,
-                )
-            except pgexc.ForeignKeyViolationError as exc:
-                raise NotFound(f"customer {customer_id!r} not found") from exc
-        return _conversation(row)
+                async with conn.transaction():
+                    yield PostgresLinkTx(conn)
+            except pgexc.DeadlockDetectedError as exc:
+                raise TransientConflict(f"PostgreSQL broke a lock cycle: {exc}") from exc
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
         if cannot_hold(conversation_id):
@@ -404,6 +382,38 @@ class PostgresStore(PostgresChannelTables, PostgresQueueSamples, PostgresKbTable
         async with self._conn() as conn:
             rows = await conn.fetch(sql + f" ORDER BY created_at DESC, id DESC LIMIT ${len(params)}", *params)
         return [_conversation(r) for r in rows]
+
+
+class PostgresLinkTx:
+    """customer_links.LinkTx on one pooled connection (inside its transaction for writes)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        parts = sql.split("?")
+        return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, start=1))
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return list(await self.conn.fetch(self._sql(sql), *args))
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.conn.execute(self._sql(sql), *args)
+
+    def at(self, value: datetime | None) -> datetime | None:
+        return value
+
+    def read_at(self, value: Any) -> datetime | None:
+        return value
+
+    async def lock_customers(self, ids: Sequence[str], *, share: bool = False) -> None:
+        # In id order, so two merges of overlapping customers queue up instead of deadlocking.
+        await self.conn.execute(f"SELECT 1 FROM customers WHERE id = ANY($1::text[]) ORDER BY id "
+                                f"FOR {'SHARE' if share else 'UPDATE'}", sorted(ids))
+
+    async def lock_identity(self, kind: str, address: str) -> None:
+        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{kind}\n{address}")
 
 
 def _text(value: str | None) -> str | None:

@@ -19,18 +19,20 @@ from typing import Any, AsyncIterator, Sequence
 import aiosqlite
 
 from ..model import (
-    Author, Conversation, ConversationState, Customer, Event, EventKind, Identity, StateChange, utcnow,
+    Author, Conversation, ConversationState, Customer, Event, EventKind, StateChange, utcnow,
 )
 from .base import ConversationKey, NotFound, StoreError, StoreUnavailable, conversation_filters
 from .batching import AppendBatcher, AppendRequest
+from .customer_links import CustomerLinks, LinkTx, insert_conversation
 from .migrations import migrate_sqlite
 from .sqlite_samples import SQLiteQueueSamples
 from .sqlite_channels import SQLiteChannelTables, insert_outbox_item
 from .sqlite_kb import SQLiteKbTables
-from .sqlite_rows import execute, fetchone, parse_ts, ts
+from .sqlite_rows import SQLiteLinkTx, execute, fetchone, parse_ts, ts
 from .text import cannot_hold, dumps, identifier, storable, storable_json
 
-_CUSTOMER_COLS = "id, name, tier, attributes, created_at"
+_NEW_CUSTOMER_COLS = "id, name, tier, attributes, created_at"
+_CUSTOMER_COLS = _NEW_CUSTOMER_COLS + ", merged_into"
 _CONVERSATION_COLS = (
     "id, customer_id, channel, state, queue, agent_id, last_seq, created_at, updated_at, closed_at"
 )
@@ -56,7 +58,7 @@ def parse_sqlite_url(url: str) -> str:
 def _customer(row: sqlite3.Row) -> Customer:
     return Customer(id=row["id"], name=row["name"], tier=row["tier"],
                     attributes=json.loads(row["attributes"]),
-                    created_at=datetime.fromisoformat(row["created_at"]))
+                    created_at=datetime.fromisoformat(row["created_at"]), merged_into=row["merged_into"])
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
@@ -75,10 +77,10 @@ def _event(row: sqlite3.Row) -> Event:
                  at=datetime.fromisoformat(row["at"]))
 
 
-class SQLiteStore(SQLiteChannelTables, SQLiteQueueSamples, SQLiteKbTables):
+class SQLiteStore(SQLiteChannelTables, SQLiteQueueSamples, SQLiteKbTables, CustomerLinks):
     """The engine. Attachments, channel references and the outbox are in sqlite_channels.py;
     the board's queue samples in sqlite_samples.py; the KB's outcomes and proposals in
-    sqlite_kb.py."""
+    sqlite_kb.py; identities, claims and merges in customer_links.py."""
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
         self.url = url
@@ -178,7 +180,7 @@ class SQLiteStore(SQLiteChannelTables, SQLiteQueueSamples, SQLiteKbTables):
         encoded = dumps(customer.attributes)
         try:
             async with self._transaction() as db:
-                await execute(db, f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES (?, ?, ?, ?, ?)",
+                await execute(db, f"INSERT INTO customers ({_NEW_CUSTOMER_COLS}) VALUES (?, ?, ?, ?, ?)",
                                (customer.id, customer.name, customer.tier, encoded,
                                 ts(customer.created_at)))
         except sqlite3.IntegrityError as exc:
@@ -218,60 +220,22 @@ class SQLiteStore(SQLiteChannelTables, SQLiteQueueSamples, SQLiteKbTables):
                     raise NotFound(f"customer {customer_id!r} not found")
         return await self.get_customer(customer_id)
 
-    async def add_identity(self, customer_id: str, channel: str, address: str) -> None:
-        if cannot_hold(customer_id):
-            raise NotFound(f"customer {customer_id!r} not found")
-        channel, address = storable(channel), storable(address)
-        async with self._transaction() as db:
-            if await fetchone(db, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
-                raise NotFound(f"customer {customer_id!r} not found")
-            await execute(
-                db,
-                "INSERT INTO identities (channel, address, customer_id) VALUES (?, ?, ?) "
-                "ON CONFLICT (channel, address) DO UPDATE SET customer_id = excluded.customer_id",
-                (channel, address, customer_id),
-            )
-
-    async def find_customer(self, channel: str, address: str) -> Customer | None:
-        channel, address = storable(channel), storable(address)  # found as add_identity stored it
-        async with self._session() as db:
-            row = await fetchone(
-                db,
-                f"SELECT {', '.join('c.' + c for c in _CUSTOMER_COLS.split(', '))} FROM identities i "
-                "JOIN customers c ON c.id = i.customer_id WHERE i.channel = ? AND i.address = ?",
-                (channel, address),
-            )
-        return None if row is None else _customer(row)
-
-    async def identities(self, customer_id: str) -> Sequence[Identity]:
-        if cannot_hold(customer_id):
-            return []
-        async with self._session() as db:
-            cursor = await db.execute(
-                "SELECT channel, address, customer_id FROM identities WHERE customer_id = ? ORDER BY channel, address",
-                (customer_id,))
-            rows = await cursor.fetchall()
-        return [Identity(row[0], row[1], row[2]) for row in rows]
-
     # conversations and events -----------------------------------------------------------------
     async def create_conversation(self, customer_id: str, channel: str) -> Conversation:
         if cannot_hold(customer_id):
             raise NotFound(f"customer {customer_id!r} not found")
-        channel = storable(channel)
         now = utcnow()
-        conv = Conversation(id=uuid.uuid4().hex, customer_id=customer_id, channel=channel,
+        conv = Conversation(id=uuid.uuid4().hex, customer_id=customer_id, channel=storable(channel),
                             state=ConversationState.BOT, queue=None, agent_id=None, last_seq=0,
                             created_at=now, updated_at=now)
-        async with self._transaction() as db:
-            if await fetchone(db, "SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
-                raise NotFound(f"customer {customer_id!r} not found")
-            await execute(
-                db,
-                f"INSERT INTO conversations ({_CONVERSATION_COLS}) "
-                "VALUES (?, ?, ?, ?, NULL, NULL, 0, ?, ?, NULL)",
-                (conv.id, customer_id, channel, conv.state.value, ts(now), ts(now)),
-            )
-        return conv
+        async with self._links() as tx:
+            return await insert_conversation(tx, conv)
+
+    @contextlib.asynccontextmanager
+    async def _links(self, write: bool = True) -> AsyncIterator[LinkTx]:
+        """customer_links.py's transaction (a read when not ``write``)."""
+        async with (self._transaction() if write else self._session()) as db:
+            yield SQLiteLinkTx(db)
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
         if cannot_hold(conversation_id):

@@ -29,3 +29,29 @@ async def execute(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()
     """Run one statement, close its cursor (so no read stays open) and return the row count."""
     async with db.execute(sql, tuple(params)) as cur:
         return cur.rowcount
+
+
+class SQLiteLinkTx:
+    """customer_links.LinkTx on the store's connection. No row locks: SQLite's one write
+    transaction at a time (BEGIN IMMEDIATE) already serialises merges."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return list(await self.db.execute_fetchall(sql, args))
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await execute(self.db, sql, args)
+
+    def at(self, value: datetime | None) -> str | None:
+        return None if value is None else ts(value)
+
+    def read_at(self, value: Any) -> datetime | None:
+        return parse_ts(value)
+
+    async def lock_customers(self, ids: Any, *, share: bool = False) -> None:
+        return None
+
+    async def lock_identity(self, kind: str, address: str) -> None:
+        return None

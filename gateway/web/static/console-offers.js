@@ -1,17 +1,20 @@
 /* Offer cards in the agent console: the customer card, the transcript (folded), a countdown to
    the offer's timeout, Accept and Decline, and their keyboard shortcuts (Alt+A, Alt+D: the
    first offer in the list). */
+import { customer360 } from "./console-customer.js";
 import { h } from "./console-dom.js";
 import { t } from "./console-i18n.js";
 
-/** The customer card of an offer or a conversation; `extra` are more <dt>/<dd> pairs. */
-export function customerCard(c, extra) {
+/** The customer card of an offer or a conversation, with the customer 360; `extra` are more
+    <dt>/<dd> pairs; `send` sends an agent frame (the 360's "Link"). */
+export function customerCard(c, extra, send) {
   const customer = c.customer || {};
   return h("dl", { class: "customer-card" },
     h("dt", { text: t("customer") }), h("dd", { class: "name", text: customer.name || t("unknown") }),
     h("dt", { text: t("tier") }), h("dd", { class: "tier", text: customer.tier || "–" }),
     h("dt", { text: t("channel") }), h("dd", { class: "channel", text: c.channel || "–" }),
-    h("dt", { text: t("queue") }), h("dd", { class: "queue", text: c.queue || "–" }), ...(extra || []));
+    h("dt", { text: t("queue") }), h("dd", { class: "queue", text: c.queue || "–" }), ...(extra || []),
+    ...customer360(c.id, customer, send));
 }
 
 function secondsLeft(deadline) { return Math.max(0, Math.ceil((deadline - Date.now()) / 1000)); }
@@ -27,7 +30,7 @@ export function renderOffers(list, offers, eventItem, send) {
     const extra = c.transferred_from ? [h("dt", { text: t("from") }), h("dd", { text: c.transferred_from.name }),
       h("dt", { text: t("note") }), h("dd", { text: c.note || "–" })] : [];
     list.append(h("li", { class: "offer", "data-id": id },
-      customerCard(c, extra),
+      customerCard(c, extra, send),
       h("details", {}, h("summary", { text: t("transcript", { n: offer.events.length }) }), transcript),
       h("p", { class: "countdown", "data-deadline": String(offer.deadline), text: t("secondsToAccept", { n: secondsLeft(offer.deadline) }) }),
       h("button", { type: "button", class: "primary", text: t("accept"), "aria-keyshortcuts": first ? "Alt+A" : null,

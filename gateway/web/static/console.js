@@ -96,7 +96,7 @@ function renderMain() {
   pendingLog.hidden = !conv || !conv.pending.length;
   if (!conv) { typing.hidden = true; ended.hidden = true; dismiss.hidden = true; return; }
   card.replaceChildren(customerCard(conv, conv.customerConnected === false
-    ? [h("dt", { text: t("online") }), h("dd", { text: t("leftChat") })] : []));
+    ? [h("dt", { text: t("online") }), h("dd", { text: t("leftChat") })] : [], send));
   renderConversation(log, pendingLog, conv, me, () => token);
   typing.hidden = !conv.typing || !!conv.ended;
   compose.hidden = closeForm.parentElement.hidden = !!conv.ended;
@@ -316,6 +316,11 @@ function onFrame(frame) {
       }
       return;
     case "directory": return picker.update(frame);
+    case "customer_merged": case "customer_unmerged": case "customers_merged": case "customer":
+      // The customer 360 changed (a link, a merge, an unmerge) or was asked for.
+      if (conv && frame.customer) { conv.customer = frame.customer; save(); if (conv.id === selected) renderMain(); }
+      if (frame.type === "customers_merged") setNotice(t("customersLinked"));
+      return;
     case "customer_presence":
       if (conv) { conv.customerConnected = frame.connected; if (conv.id === selected) renderMain(); }
       return;

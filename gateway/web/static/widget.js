@@ -17,6 +17,16 @@
   if (!script || !script.src) return;
   const base = new URL("./", script.src);
   const channel = script.dataset.channel || "webchat";
+  // A signed identity from the site's login (docs/customers.md): data-user-id, data-user-email
+  // and data-user-hash (HMAC-SHA256 the site computed on its server), passed in the first hello.
+  function signedIdentity() {
+    const d = script.dataset;
+    if (!d.userHash) return {};
+    const signed = { user_hash: d.userHash };
+    if (d.userId) signed.user_id = d.userId;
+    if (d.userEmail) signed.email = d.userEmail;
+    return signed;
+  }
   const storageKey = `contactgate:${base.origin}:${channel}`;
 
   const TEXTS = {
@@ -176,6 +186,7 @@
       const seen = shownConversation ? lastSeq : state.closedSeq;
       const hello = { type: "hello", token: state.token, last_seq: seen };
       if (!state.token && profile) Object.assign(hello, profile);
+      if (!state.token) Object.assign(hello, signedIdentity());
       socket.send(JSON.stringify(hello));
     });
     socket.addEventListener("message", (event) => {
