@@ -283,6 +283,29 @@ async def test_a_known_caller_is_greeted_by_name(gateway: GatewayProcess) -> Non
     await caller.hang_up()
 
 
+async def test_the_caller_id_is_a_verified_phone_of_any_channel_and_anonymous_callers_stay_apart(
+        gateway: GatewayProcess) -> None:
+    # The CRM gave Grace a phone number (a kind, no channel): her call lands on her, greeted.
+    await admin(gateway, "PUT", "/api/customers/crm-grace", {
+        "name": "Grace Hopper", "identities": [{"kind": "phone", "address": "+1 555 0199"}]})
+    grace = Caller(gateway, "+15550199")
+    assert (await grace.call()).said()[0] == "Hello Grace Hopper."
+    conversation, _ = await call_conversation(gateway, grace)
+    assert conversation["customer_id"] == "crm-grace"
+    await grace.hang_up()
+    known = await admin(gateway, "GET", "/api/customers/crm-grace")
+    assert [(i["kind"], i["address"], i["verified"]) for i in known["identities"]] == [("phone", "+15550199", True)]
+
+    # Two callers without a number are two customers, not one "anonymous" one.
+    first, second = Caller(gateway, "anonymous"), Caller(gateway, "anonymous")
+    for caller in (first, second):
+        await caller.call()
+    ones = [(await call_conversation(gateway, c))[0]["customer_id"] for c in (first, second)]
+    assert ones[0] != ones[1]
+    for caller in (first, second):
+        await caller.hang_up()
+
+
 async def test_a_restart_mid_call_continues_the_menu_from_the_next_webhook(tmp_path: Path, pg_url: str) -> None:
     process = await GatewayProcess.write_config(tmp_path, ivr_config(pg_url)).start()
     try:

@@ -158,9 +158,11 @@ class IvrChannel:
         if loaded is not None:  # the provider asked again: the same step, said again
             cid, call = loaded
             return self._render(self.machine.repeat(call, self._clock()))
-        # TODO(identities): pass the caller's number as a verified phone once identities land.
+        # The caller id is a verified phone identity (the channel's kind is phone): a known number
+        # lands on its customer whatever channel it was learned on. A caller without a number
+        # (anonymous, a client) is a customer of this call only, not one shared by all of them.
         receipt = await self.gateway.receive(Inbound(
-            channel=self.name, address=caller, text=f"Incoming call from {caller}", client_id=f"{sid}:call",
+            channel=self.name, address=_identity(caller, sid), text=f"Incoming call from {caller}", client_id=f"{sid}:call",
             profile={"phone": caller} if _dialable(caller) else {}, thread=Thread(refs=(sid,)),
             details={"call_sid": sid, "to": params.get("To")}, bot="quiet"))
         cid = receipt.event.conversation_id
@@ -289,7 +291,7 @@ class IvrChannel:
         elif isinstance(effect, ToAgent):
             log.info("ivr: to an agent", extra={"route": list(effect.route), "language": effect.language})
             await self.gateway.receive(Inbound(
-                channel=self.name, address=call.caller, text=" ".join(effect.route),
+                channel=self.name, address=_identity(call.caller, sid), text=" ".join(effect.route),
                 client_id=f"{sid}:agent:{len(call.inputs)}",
                 profile={"language": effect.language}, thread=Thread(refs=(sid,)),
                 details={"ivr": self._summary(sid, call)}, bot="handoff"))
@@ -307,7 +309,7 @@ class IvrChannel:
     async def _callback(self, sid: str, cid: str, call: Call, number: str) -> None:
         """A callback conversation on the callback channel, routed like any other."""
         channel = self.settings.callback_channel
-        customer = await self.gateway.identify(self.name, call.caller)
+        customer = await self.gateway.identify(self.name, _identity(call.caller, sid))
         conversation, _ = await self.gateway.current_conversation(customer, channel, seen_seq=2**62, greet=False)
         ref = f"callback:{sid}"
         await self.gateway.add_ref(channel, ref, conversation.id)
@@ -352,6 +354,12 @@ def _changed(before: Call, after: Call) -> bool:
 
 def _dialable(number: str) -> bool:
     return number.startswith("+") and number[1:].isdigit()
+
+
+def _identity(caller: str, sid: str) -> str:
+    """Who the call is from: the number (a verified phone identity, see above), or for a caller
+    without one, this call alone."""
+    return caller if _dialable(caller) else f"{caller}:{sid}"
 
 
 def _e164(number: str) -> str:

@@ -24,6 +24,10 @@ log = logging.getLogger("contactgate.customers")
 Address = tuple[str, str]  # (kind, address)
 
 
+# Channel types whose addresses are of another identity kind.
+CHANNEL_KINDS = {"ivr": "phone"}
+
+
 class CustomerDirectory:
     """Identify, suggest, link, merge and unmerge customers (the store keeps the rows)."""
 
@@ -32,8 +36,10 @@ class CustomerDirectory:
         self._kinds = kinds  # channel name -> channel type, from the live config
 
     def kind_of(self, channel: str) -> str:
-        """The identity kind of a channel's own addresses: its type (email, telegram, webchat)."""
-        return self._kinds().get(channel, channel)
+        """The identity kind of a channel's own addresses: its type (email, telegram, webchat),
+        ``phone`` for a voice channel (the caller id the provider vouches for)."""
+        kind = self._kinds().get(channel, channel)
+        return CHANNEL_KINDS.get(kind, kind)
 
     async def identify(self, channel: str, address: str, *, name: str | None = None,
                        profile: dict[str, Any] | None = None, verified: bool = True, kind: str | None = None,
