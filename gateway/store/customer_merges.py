@@ -141,6 +141,18 @@ class CustomerMerges:
                 if not found or found[0]["customer_id"] != target.id:
                     raise MergeRefused("identity_moved", f"identity {row['channel']}:{row['address']} is no longer "
                                        f"on customer {target.id!r}")
+            # The same person learned again on another channel since (the merged email now also
+            # on a second mailbox): moving the old row back would put one identity on two customers.
+            taken = {(row["channel"], row["address"]) for row in moved["identities"]}
+            for row in moved["identities"]:
+                if row.get("kind") is None:
+                    continue
+                for again in await tx.fetch("SELECT channel, address FROM identities WHERE customer_id = ? AND "
+                                            "kind = ? AND address = ?", target.id, row["kind"], row["address"]):
+                    if (again["channel"], again["address"]) not in taken:
+                        raise MergeRefused("identity_added", f"identity {row['kind']}:{row['address']} was learned "
+                                           f"again on channel {again['channel']!r} since the merge; an unmerge would "
+                                           "put it on two customers")
             for row in moved["claims"]:
                 if not await tx.fetch("SELECT 1 FROM identity_claims WHERE customer_id = ? AND kind = ? AND address = ?",
                                       target.id, row["kind"], row["address"]):
