@@ -12,6 +12,8 @@ Every wait is for a condition (generous timeouts), never a sleep."""
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -168,6 +170,14 @@ async def test_a_customer_and_two_agents_from_faq_to_rating(browser: Browser, ga
         document.addEventListener("contactgate:offer", (e) => window.offered.push(e.detail.id));
         window.__hidden = true; }""")
 
+    # A supervisor watches the board: nobody waits yet.
+    board_context, board, board_problems = await opened(browser, run)
+    await board.goto(gateway.http + "/board")
+    await board.locator("#cg-admin-token").fill(ADMIN)
+    await board.locator(".signin button[type=submit]").click()
+    general = board.locator('li.queue[data-queue="general"]')
+    await expect(general.locator("dd.waiting")).to_have_text("0", timeout=WAIT)
+
     # The customer opens the widget on the host page and asks the FAQ, then for a person.
     await customer.goto(site["url"])
     await customer.locator("contactgate-chat .launcher").click()
@@ -176,6 +186,10 @@ async def test_a_customer_and_two_agents_from_faq_to_rating(browser: Browser, ga
     await customer.screenshot(path=shot("1-faq"))
     await widget_say(customer, run.handoff)
     await expect(customer.locator("contactgate-chat .status")).to_contain_text("1", timeout=WAIT)
+
+    # The board shows the customer waiting (pushed, not polled).
+    await expect(general.locator("dd.waiting")).to_have_text("1", timeout=WAIT)
+    await board.screenshot(path=shot("2-board-waiting"))
 
     # Alice gets the offer: the page's hook, a tone, a notification (her tab was hidden).
     offer = alice.locator(".offers .offer")
@@ -263,7 +277,11 @@ async def test_a_customer_and_two_agents_from_faq_to_rating(browser: Browser, ga
     await bob.screenshot(path=shot("8-closed-console"))
     assert await axe_problems(bob) == []
 
-    # The board (/board) step goes here once the board lands: the queue's figures change.
+    # The board: nobody waits, and the conversation counts as answered in the window.
+    await expect(general.locator("dd.waiting")).to_have_text("0", timeout=WAIT)
+    await expect(general.locator("dd.level")).to_contain_text(re.compile(r"[(（]1 "), timeout=WAIT)  # (1 of 1), （1 个中 1 个）
+    await board.screenshot(path=shot("9-board"))
+    assert await axe_problems(board) == []
 
     cid = await customer.evaluate("""() => Object.entries(localStorage)
         .filter(([k]) => k.startsWith("contactgate:")).map(([, v]) => JSON.parse(v).conversation_id)[0]""")
@@ -275,6 +293,6 @@ async def test_a_customer_and_two_agents_from_faq_to_rating(browser: Browser, ga
     texts = [e["text"] for e in events if e["kind"] == "message" and e["author"] in ("customer", "agent")]
     for line in lines + later:
         assert texts.count(line) == 1, (line, texts)  # stored once each, whatever the drop did
-    assert alice_problems == bob_problems == customer_problems == []
-    for context in (alice_context, bob_context, customer_context):
+    assert alice_problems == bob_problems == customer_problems == board_problems == []
+    for context in (alice_context, bob_context, customer_context, board_context):
         await context.close()
