@@ -96,11 +96,22 @@ class SemanticConfig(Strict):
     """The semantic matcher (the optional ``[semantic]`` extra): an embedding model's cosine
     combined with the lexical score, ``weight * cosine + (1 - weight) * lexical``."""
 
-    # Both picked on tests/faq_dev/dev.yaml (docs/selfservice.md): the lexical score did not
-    # help e5 there (weight 1), the best entry's lead over the runner-up did (margin 1).
+    # All picked on tests/faq_dev/dev.yaml (docs/selfservice.md): the lexical score did not
+    # help e5 there (weight 1), the best entry's lead over the runner-up did in English
+    # (margin 1) but not in Chinese (margins: {zh: 0}).
     weight: float = Field(default=1.0, ge=0, le=1)
     # The best entry's score gains margin x (its score - the runner-up's): a clear winner is surer.
     margin: float = Field(default=1.0, ge=0, le=5)
+    # The margin per language of the question (detect_lang: en, zh); others take `margin`.
+    margins: dict[str, float] = {"zh": 0.0}
+
+    @field_validator("margins")
+    @classmethod
+    def _margins(cls, value: dict[str, float]) -> dict[str, float]:
+        for lang, m in value.items():
+            if not 0 <= m <= 5:
+                raise ValueError(f"margins.{lang}: {m} must be from 0 to 5")
+        return value
     # Where the KB's embeddings are kept between starts (keyed by text and model version);
     # relative to config.yaml. None: $XDG_CACHE_HOME/contactgate, else ~/.cache/contactgate.
     cache_dir: Path | None = None

@@ -459,6 +459,39 @@ def test_semantic_matcher_combines_scores_and_caches_embeddings(kb: Path, tmp_pa
     assert other.embedded == m.embedded and other.version != m.version
 
 
+def test_semantic_margin_per_language_of_the_question(kb: Path, tmp_path: Path) -> None:
+    """``margins`` overrides ``margin`` for the questions of a language (detect_lang)."""
+    from gateway.selfservice.semantic import SemanticMatcher
+
+    lexical, cache = LexicalMatcher.load(kb), tmp_path / "cache"
+    plain = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, margin=0.0, cache_dir=cache)
+    led = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, margin=1.0, cache_dir=cache)
+    per_lang = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, margin=1.0,
+                               margins={"zh": 0.0}, cache_dir=cache)
+    en, zh = "what does it cost to send", "运费怎么算"
+    assert [r.score for r in per_lang.rank(en)] == [r.score for r in led.rank(en)]
+    assert per_lang.rank(en)[0].score > plain.rank(en)[0].score
+    assert [(r.entry.id, r.score) for r in per_lang.rank(zh)] == [(r.entry.id, r.score) for r in plain.rank(zh)]
+    # Another margin for a language is another version; one equal to `margin` is not.
+    assert per_lang.version != led.version and "m=1,zh=0/" in per_lang.version
+    same = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, margin=1.0,
+                           margins={"en": 1.0}, cache_dir=cache)
+    assert same.version == led.version
+
+
+def test_semantic_margins_out_of_range_is_a_config_error(tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "channels: [{type: webchat}]\nqueues: [{name: general}]\nrouting: {default_queue: general}\n"
+        "selfservice:\n  semantic:\n    margins: {zh: 7}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert f"{path}:6: selfservice.semantic.margins" in str(err.value)
+    assert "margins.zh: 7.0 must be from 0 to 5" in str(err.value)
+
+
 def test_shipped_thresholds_are_what_calibrate_picks_on_the_dev_set() -> None:
     """config.yaml names faq/shipping_kb.lexical.calibration.yaml; re-calibrating gives the same
     thresholds (re-run `contactgate faq-eval faq/shipping_kb.yaml tests/faq_dev/dev.yaml

@@ -13,9 +13,10 @@ and which needs only numpy. Without it, :func:`semantic_matcher` raises
   whose phrasings all agree with the question is surer than one with a single lucky phrasing.
   Then the best entry's score gains ``margin`` times its lead over the runner-up, so the
   confidence says "one entry stands out" and not only "this text is about shipping" (e5's
-  cosines of unrelated text are high, 0.75 to 0.85). A weighted sum, not rank fusion, so the
-  score stays comparable across questions and can be calibrated; the blend, ``weight`` and
-  ``margin`` were picked on the dev set (docs/selfservice.md).
+  cosines of unrelated text are high, 0.75 to 0.85); ``margins`` sets it per language of the
+  question (on the dev set it helped English and cost Chinese). A weighted sum, not rank
+  fusion, so the score stays comparable across questions and can be calibrated; the blend,
+  ``weight`` and the margins were picked on the dev set (docs/selfservice.md).
 * **Ranking.** As the lexical matcher's: the question's language first. Every entry is a
   candidate, not only those sharing a word with the question.
 * **Cache.** The KB's vectors are kept in ``cache_dir`` keyed by the model version and each
@@ -116,17 +117,21 @@ class SemanticMatcher:
 
     def __init__(self, lexical: LexicalMatcher, model: Any, model_version: str, *,
                  weight: float, cache_dir: Path | None, margin: float = 0.0,
+                 margins: dict[str, float] | None = None,
                  executor: ThreadPoolExecutor | None = None, lock: Any = None) -> None:
         """``executor``: the worker to answer in (shared by the KBs of one config; a new one
-        when None). ``lock``: held around every call into ``model`` (a new one when None)."""
+        when None). ``lock``: held around every call into ``model`` (a new one when None).
+        ``margins``: the margin per language of the question, ``margin`` for the others."""
         import numpy as np
 
         self.lexical = lexical
         self.index = lexical.index
         self.weight = weight
         self.margin = margin
+        self.margins = dict(margins or {})
         self.model_version = model_version
-        self.version = f"semantic-3/{model_version}/w={weight:g}/m={margin:g}/{lexical.version}"
+        by_lang = "".join(f",{lang}={m:g}" for lang, m in sorted(self.margins.items()) if m != margin)
+        self.version = f"semantic-3/{model_version}/w={weight:g}/m={margin:g}{by_lang}/{lexical.version}"
         self._model = model
         self._lock = lock if lock is not None else threading.Lock()
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
@@ -214,7 +219,8 @@ class SemanticMatcher:
         # above the rest.
         top = order[0]
         second = order[1] if self._n > 1 and other[order[1]] == other[top] else None
-        score[top] += self.margin * (score[top] - (score[second] if second is not None else 0.0))
+        margin = self.margins.get(lang, self.margin)
+        score[top] += margin * (score[top] - (score[second] if second is not None else 0.0))
         score = np.round(np.clip(score, 0.0, 1.0), 6)
         if limit is not None:
             order = order[:limit]
@@ -231,4 +237,4 @@ def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig,
     """Raises :class:`SemanticUnavailable` when the extra is missing."""
     model, version = _load_model()
     return SemanticMatcher(lexical, model, version, weight=config.weight, margin=config.margin,
-                           cache_dir=config.cache_dir, executor=executor, lock=_MODEL_LOCK)
+                           margins=config.margins, cache_dir=config.cache_dir, executor=executor, lock=_MODEL_LOCK)
