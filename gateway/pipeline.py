@@ -431,8 +431,12 @@ class Pipeline:
         if turn == "quiet":
             return False
         memo = await self.bot.memo(cid)
+        kb = None  # several knowledge bases: the first whose `when` holds for this contact
+        if self.selfservice.knowledge_bases:
+            customer = await self.store.get_customer(conversation.customer_id)
+            kb = self.selfservice.for_contact(self.contact(conversation, customer, self.clock()))
         done = await take_turn(self.selfservice, self.config.selfservice, memo, text, turn, choice,
-                               conversation.channel, self.clock())
+                               conversation.channel, self.clock(), kb)
         return await self._bot_says(conversation, done, memo)
 
     async def _bot_says(self, conversation: Conversation, done: Turn, memo: BotMemo) -> bool:

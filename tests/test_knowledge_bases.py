@@ -168,3 +168,45 @@ def test_bad_knowledge_bases_name_the_key_and_line(config_dir: Path, change: tup
     assert expected in message, message
     line = text[:text.index(needle)].count("\n") + 1
     assert f"{line}: selfservice.knowledge_bases[" in message, message
+
+
+async def test_the_bot_answers_each_conversation_from_its_own_kb(config_dir: Path, sqlite_url: str) -> None:
+    """Through the real gateway: the bot's turn (gateway/selfservice/conversation.py) asks the KB
+    `for_contact` picks, here by the conversation's channel; a pick of its choices too."""
+    import websockets
+
+    from tests.support import Client, GatewayProcess, gateway_config
+
+    config = gateway_config(sqlite_url, channels=[
+        {"type": "webchat"}, {"type": "webchat", "name": "freight-mail", "path": "/freight/ws",
+                              "attachments_path": "/freight/attachments"}])
+    config["selfservice"] = {
+        "faq": str(config_dir / "shipping.yaml"), "min_score": 0.3,
+        "knowledge_bases": [{"name": "freight", "faq": str(config_dir / "freight.yaml"), "min_score": 0.9,
+                             "choices_min_score": 0.05, "when": {"channel": "freight-mail"}},
+                            {"name": "brand-b", "faq": str(config_dir / "freight.yaml"),
+                             "when": {"email_domain": ["brand-b.example"]}}],
+        "policy": {"ask_helpful": False}}
+    gateway = await GatewayProcess.write_config(config_dir, config).start()
+    try:
+        async def ask(path: str, text: str, **hello: str) -> dict:
+            client = Client(await websockets.connect(gateway.url(path)))
+            await client.send(type="hello", token=None, last_seq=0, **hello)
+            await client.expect("welcome")
+            await client.send(type="message", id="q1", text=text)
+            while (frame := await client.recv())["type"] != "message" or frame["author"] != "bot" or frame["seq"] < 3:
+                pass
+            await client.ws.close()
+            return frame
+
+        assert (await ask("/webchat/ws", "How do I track my parcel?"))["text"] == "Use the Track page."
+        assert (await ask("/freight/ws", "How do I track my parcel?"))["text"] == "Freight tracking is in the portal."
+        # By what routing knows of the customer (the email typed in hello), not only the channel.
+        brand_b = await ask("/webchat/ws", "How do I track my parcel?", email="kim@brand-b.example")
+        assert brand_b["text"] == "Freight tracking is in the portal."
+        # Not sure enough for freight's 0.9: its own entries are offered, and only they.
+        offered = await ask("/freight/ws", "a container for my parcel")  # 0.5 each
+        assert "choices" in offered, offered
+        assert {c["value"] for c in offered["choices"]} == {"container", "track"}, offered
+    finally:
+        await gateway.stop()

@@ -31,6 +31,7 @@ from ..config import SelfServiceConfig
 from ..faq import detect_lang
 from ..state.bot import BotMemo, Choice
 from . import MAX_CHOICES, Answer, Candidate, Choices, Handoff, NoAnswer, SelfService
+from .knowledge import KnowledgeBase
 from .suggest import guess_json, top_entries
 
 # Outcomes counted per KB entry (gateway/selfservice/deflection.py reads them back).
@@ -118,15 +119,18 @@ def picked(memo: BotMemo, text: str, choice: Any) -> Choice | None:
 
 
 async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo, text: str,
-                    turn: BotTurn, choice: Any, channel: str, now: datetime) -> Turn:
+                    turn: BotTurn, choice: Any, channel: str, now: datetime,
+                    kb: KnowledgeBase | None = None) -> Turn:
     """The bot's reply to one customer message (``turn``: adapters.base.BotTurn, not "quiet").
-    Changes ``memo``; the last message said carries its snapshot."""
+    Changes ``memo``; the last message said carries its snapshot. ``kb``: the knowledge base
+    that answers this conversation (``SelfService.for_contact``); None: the channel's and the
+    question's language choose, as ``SelfService.reply`` does."""
     policy = config.policy
     lang = detect_lang(text) if text.strip() else "en"
     if turn == "greet":
         return _said(memo, Turn([Say(config.greeting or config.no_answer, {"faq": None})]))
     if turn == "handoff":
-        return _said(memo, await _hand_off(selfservice, config, memo, text, "asked"))
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "asked", kb))
     memo.turns += 1
     option = picked(memo, text, choice)
     if option is not None:
@@ -140,30 +144,30 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
                                     outcomes=[(faq, HELPFUL_YES)] if faq else []))
         if verdict == "no":
             # The guesses are for the question the answer did not help with, not for the "no".
-            made = await _hand_off(selfservice, config, memo, memo.question or text, "not_helpful")
+            made = await _hand_off(selfservice, config, memo, memo.question or text, "not_helpful", kb)
             if faq:
                 made.outcomes.insert(0, (faq, HELPFUL_NO))
             return _said(memo, made)
     if memo.asking == "did_you_mean" and option is not None:
-        entry = _entry(selfservice, option.value, lang)
+        entry = _entry(selfservice, option.value, lang, kb)
         if entry is not None:
             memo.question = normalize(option.text)
             return _said(memo, _answer(config, memo, Candidate(
                 entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), entry.lang, picked=True))
     question = normalize(text)
     if is_angry(text, policy.angry_words):
-        return _said(memo, await _hand_off(selfservice, config, memo, text, "angry"))
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "angry", kb))
     if policy.repeat_hands_off and question and question == memo.question:
-        return _said(memo, await _hand_off(selfservice, config, memo, text, "repeated"))
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "repeated", kb))
     if memo.turns > policy.max_bot_turns:
-        return _said(memo, await _hand_off(selfservice, config, memo, text, "max_turns"))
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "max_turns", kb))
     memo.question = question
-    reply = await selfservice.areply(text, memo.unanswered, channel)
+    reply = await selfservice.areply(text, memo.unanswered, channel, kb=kb)
     if isinstance(reply, Answer):
         best = reply.candidates[0] if reply.candidates else Candidate(reply.faq_id, "", reply.text, reply.score)
         return _said(memo, _answer(config, memo, best, lang))
     if isinstance(reply, Handoff):
-        guesses = reply.candidates or tuple((await top_entries(selfservice, text, MAX_CHOICES)))
+        guesses = reply.candidates or tuple((await top_entries(selfservice, text, MAX_CHOICES, kb)))
         return _said(memo, _handoff_turn(memo, reply.text, reply.reason, guesses))
     memo.unanswered += 1
     memo.stuck_since = memo.stuck_since or now
@@ -180,9 +184,9 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
     return _said(memo, Turn([Say(reply.text, {"faq": None})]))
 
 
-def _entry(selfservice: SelfService, faq_id: str, lang: str) -> Any:
-    index = selfservice.faq
-    found = [e for e in (index.entries if index is not None else ()) if e.id == faq_id]
+def _entry(selfservice: SelfService, faq_id: str, lang: str, kb: KnowledgeBase | None) -> Any:
+    matcher = kb.matcher if kb is not None else selfservice.matcher
+    found = [e for e in (matcher.entries if matcher is not None else ()) if e.id == faq_id]
     return next((e for e in found if e.lang == lang), found[0] if found else None)
 
 
@@ -205,9 +209,9 @@ def _answer(config: SelfServiceConfig, memo: BotMemo, best: Candidate, lang: str
 
 
 async def _hand_off(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo, text: str,
-                    reason: str) -> Turn:
+                    reason: str, kb: KnowledgeBase | None = None) -> Turn:
     # A command ("/agent") says nothing of the question: its guesses would be noise.
-    guesses = [] if reason == "asked" else await top_entries(selfservice, text, MAX_CHOICES)
+    guesses = [] if reason == "asked" else await top_entries(selfservice, text, MAX_CHOICES, kb)
     return _handoff_turn(memo, config.handoff, reason, tuple(guesses))
 
 

@@ -8,21 +8,26 @@ import asyncio
 from typing import Any
 
 from . import Candidate, SelfService
+from .knowledge import KnowledgeBase
+from .matcher import Matcher
 
 
-def _rank(selfservice: SelfService, text: str, limit: int) -> list[Candidate]:
-    if selfservice.matcher is None or limit <= 0 or not text.strip():
+def _rank(matcher: Matcher | None, text: str, limit: int) -> list[Candidate]:
+    if matcher is None or limit <= 0 or not text.strip():
         return []
     return [Candidate(m.entry.id, m.entry.question, m.entry.answer, m.score)
-            for m in selfservice.matcher.rank(text, limit)[:limit]]
+            for m in matcher.rank(text, limit)[:limit]]
 
 
-async def top_entries(selfservice: SelfService, text: str, limit: int) -> list[Candidate]:
-    """Best first. A matcher that runs a model is asked in its worker thread (see ``areply``)."""
-    executor = getattr(selfservice.matcher, "executor", None)
+async def top_entries(selfservice: SelfService, text: str, limit: int,
+                      kb: KnowledgeBase | None = None) -> list[Candidate]:
+    """Best first, from ``kb`` (default: ``selfservice.faq``'s). A matcher that runs a model is
+    asked in its worker thread (see ``areply``)."""
+    matcher = kb.matcher if kb is not None else selfservice.matcher
+    executor = getattr(matcher, "executor", None)
     if executor is None:
-        return _rank(selfservice, text, limit)
-    return await asyncio.get_running_loop().run_in_executor(executor, _rank, selfservice, text, limit)
+        return _rank(matcher, text, limit)
+    return await asyncio.get_running_loop().run_in_executor(executor, _rank, matcher, text, limit)
 
 
 def entry_lang(selfservice: SelfService, faq_id: str, question: str) -> str | None:
