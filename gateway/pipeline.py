@@ -191,8 +191,10 @@ class Pipeline:
             self._crm = None
         self.config = config
         old, self.selfservice = self.selfservice, selfservice
-        if old.matcher is not selfservice.matcher and hasattr(old.matcher, "close"):
-            old.matcher.close()  # the semantic matcher's worker: ends once its queue is done
+        kept = {id(kb.matcher) for kb in (selfservice.default_kb, *selfservice.knowledge_bases)}
+        for kb in (old.default_kb, *old.knowledge_bases):  # every KB's, not only the default's
+            if id(kb.matcher) not in kept and hasattr(kb.matcher, "close"):
+                kb.matcher.close()  # the semantic matcher's worker: ends once its queue is done
         self.stats.set_windows({q.name: q.service_level.window for q in config.queues})
         moved = self.dispatcher.configure(config.agents, config.queues, config.routing.default_queue)
         now = self.clock()
