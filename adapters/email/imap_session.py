@@ -208,6 +208,7 @@ class MailboxSession:
                     await self._reject(uid, exc)
                     continue
                 self.state.delivered += 1
+                self.state.last_error = None  # stored again: an earlier failure is over
                 await self._mark_stored(uid)
                 self.done.add(uid)
 
