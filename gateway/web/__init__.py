@@ -188,7 +188,7 @@ BOARD_PAGE = """<!doctype html>
 <body>
 <div id="board" class="board"></div>
 <script src="web/vendor/uPlot.iife.min.js?v={chart_js}"></script>
-<script src="web/board.js?v={js}"></script>
+<script type="module" src="web/board.js?v={js}"></script>
 </body>
 </html>
 """

@@ -9,9 +9,11 @@
 
    English and Chinese (from the browser's language, or the language picker, kept in
    localStorage). Charts by uPlot (vendored, MIT). Plain JavaScript, no build step, no inline
-   script or style (the page's CSP allows neither). */
+   script or style (the page's CSP allows neither). An ES module: its one import is versioned
+   when served, like the console's. */
+import { h } from "./dom.js";
+
 (() => {
-  "use strict";
   const KEY = "contactgate:board";
 
   const TEXT = {
@@ -80,18 +82,7 @@
   const charts = new Map(); // queue -> {plot, element}
 
   // ---- DOM --------------------------------------------------------------------------------------
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "text") el.textContent = v;
-      else if (k === "class") el.className = v;
-      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-      else el.setAttribute(k, v === true ? "" : v);
-    }
-    for (const c of children) if (c !== null && c !== undefined) el.append(c);
-    return el;
-  }
+  // h(): dom.js, shared with the console.
 
   const app = document.getElementById("board");
   function languagePicker(id) {

@@ -2,7 +2,7 @@
    every 3 s; "Attach a file" uploads first (POST /api/attachments), then sends the file's id in a
    message of its own. Every reply is a pending entry with a client id until its ack. The canned
    replies (desk.canned, from `ready`) are inserted into the box, to edit or send. */
-import { h, newId } from "./console-dom.js";
+import { h, newId } from "./dom.js";
 import { upload } from "./console-files.js";
 import { t } from "./console-i18n.js";
 

@@ -1,6 +1,6 @@
 /* One conversation in the agent console: its events as list items (files as download buttons),
    "Read" under the last agent message the customer has shown, the replies not yet sent. */
-import { h } from "./console-dom.js";
+import { h } from "./dom.js";
 import { fileButton } from "./console-files.js";
 import { t } from "./console-i18n.js";
 

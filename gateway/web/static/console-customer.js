@@ -2,7 +2,7 @@
    (verified, or claimed: typed in, unproven), earlier conversations on every channel, and the
    link suggestions, each with a "Link" button (merge_customers). Agents only: the customer never
    sees any of it. */
-import { h } from "./console-dom.js";
+import { h } from "./dom.js";
 import { t } from "./console-i18n.js";
 
 /** More <dt>/<dd> pairs for the customer card; `send` sends an agent frame. */

@@ -1,7 +1,7 @@
 /* Files in the agent console: downloads (a button that fetches with the token and hands the
    browser a blob: link, so the token is never in a URL) and uploads (POST /api/attachments,
    docs/api.md, then the id goes into the next message frame). */
-import { h, size } from "./console-dom.js";
+import { h, size } from "./dom.js";
 import { t } from "./console-i18n.js";
 
 export function fileButton(file, token) {

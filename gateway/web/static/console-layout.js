@@ -1,7 +1,7 @@
 /* The agent console's page: every element, labelled in the console's language. console.js
    fills them in and wires them up. */
 import { alertsOn } from "./console-alerts.js";
-import { h } from "./console-dom.js";
+import { h } from "./dom.js";
 import { LANGUAGES, lang, t } from "./console-i18n.js";
 
 /** Builds the page into #console; `picker` is the transfer picker (console-transfer.js). */

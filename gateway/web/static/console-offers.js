@@ -2,7 +2,7 @@
    the offer's timeout, Accept and Decline, and their keyboard shortcuts (Alt+A, Alt+D: the
    first offer in the list). */
 import { customer360 } from "./console-customer.js";
-import { h } from "./console-dom.js";
+import { h } from "./dom.js";
 import { t } from "./console-i18n.js";
 
 /** The customer card of an offer or a conversation, with the customer 360; `extra` are more

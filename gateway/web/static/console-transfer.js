@@ -1,6 +1,6 @@
 /* The transfer picker: the queues and the other agents (with presence) from the gateway's
    `directory` frame (docs/protocol.md, "Transfer"), asked for again whenever the picker opens. */
-import { h } from "./console-dom.js";
+import { h } from "./dom.js";
 import { t } from "./console-i18n.js";
 
 export function transferPicker(send) {

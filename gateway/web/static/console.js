@@ -10,13 +10,13 @@
    A new offer calls window.contactgateConsole.onOffer(offer) when a page sets it and dispatches
    a `contactgate:offer` CustomEvent on document; the opt-in sound and notification are in
    console-alerts.js. Plain JavaScript modules, no build step, no inline script or style (the
-   page's CSP allows neither): console-i18n.js (words), console-dom.js, console-files.js
+   page's CSP allows neither): console-i18n.js (words), dom.js (shared with the board), console-files.js
    (downloads and uploads), console-transfer.js (the picker), console-socket.js (the connection),
    console-offers.js (offer cards and their shortcuts), console-compose.js (replies and files), console-conversation.js (a conversation's
    events), console-layout.js (the page's elements). */
 import { announceOffer, setAlerts } from "./console-alerts.js";
 import { composer } from "./console-compose.js";
-import { h } from "./console-dom.js";
+import { h } from "./dom.js";
 import { eventItem, renderConversation } from "./console-conversation.js";
 import { chooseLanguage, lang, t } from "./console-i18n.js";
 import { buildLayout } from "./console-layout.js";

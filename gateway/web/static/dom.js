@@ -1,4 +1,4 @@
-/* Small DOM helpers of the agent console. */
+/* Small DOM helpers of the pages (the agent console and the supervisor board). */
 
 /** An element: h("button", {type: "button", text: "Go", onclick: fn}, child, ...). */
 export function h(tag, attrs, ...children) {
