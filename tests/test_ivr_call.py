@@ -411,6 +411,7 @@ def test_ivr_simulate_prints_the_twiml_of_each_step_and_where_routing_sends_a_ha
         "3: said '运费多少钱' -> node zh_main (menu, zh-CN)", "4: said '转人工' -> node zh_main (queued, zh-CN)"]
     assert "<Say language=\"zh-CN\">运费按重量" in steps[2] and "Answered(faq_id='shipping-cost'" in steps[2]
     assert "<Enqueue action=\"/ivr/phone/queued\"" in steps[3] and "rule: mandarin" in steps[3]
+    assert "self-service:" not in steps[3]  # not the chat's "no answer; after max_unanswered misses ..."
     # Outside hours the call begins at the closed node.
     assert main(["ivr-simulate", str(path), "--digits", "1", "--at", "2026-12-02T23:00+08:00"]) == 0
     out = capsys.readouterr().out
