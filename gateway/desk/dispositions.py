@@ -20,7 +20,9 @@ def checked_disposition(desk: DeskConfig, disposition: Any) -> str | None:
         if desk.require_disposition:
             raise FrameRejected("disposition_required", f"close needs a disposition, one of {list(desk.dispositions)}")
         return None
-    if not isinstance(disposition, str) or (desk.dispositions and disposition not in desk.dispositions):
-        known = f"; one of {list(desk.dispositions)}" if desk.dispositions else " (a string)"
+    known = f"; one of {list(desk.dispositions)}" if desk.dispositions else ""
+    if not isinstance(disposition, str):
+        raise FrameRejected("bad_disposition", f"a disposition is a string, not {disposition!r}"[:200] + known)
+    if desk.dispositions and disposition not in desk.dispositions:
         raise FrameRejected("bad_disposition", f"unknown disposition {disposition!r}{known}")
     return disposition
