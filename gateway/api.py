@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from routing.config import NAME
 
@@ -86,6 +86,9 @@ class UnmergeIn(BaseModel):
     merge_id: str = Field(min_length=1, max_length=128)
 
 
+ROUTED_ATTRIBUTES = ("email", "phone", "language")  # the attributes routing reads as text
+
+
 class CustomerIn(BaseModel):
     """Fields left out are kept; identities are added (never removed)."""
 
@@ -94,6 +97,17 @@ class CustomerIn(BaseModel):
     tier: str | None = Field(default=None, pattern=NAME)
     attributes: dict[str, Any] | None = None
     identities: list[IdentityIn] = []
+
+    @field_validator("attributes")
+    @classmethod
+    def _routed_are_text(cls, attributes: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``email``, ``phone`` and ``language`` are what routing reads as text: a number there
+        would make every tier and routing decision of the customer fail, so it is refused."""
+        for key in ROUTED_ATTRIBUTES:
+            value = (attributes or {}).get(key)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{key!r} must be a string (or null): routing reads it, got {value!r}"[:200])
+        return attributes
 
 
 ADMIN = "\0admin"  # who a request is when it carries server.admin_token (no agent id can hold NUL)

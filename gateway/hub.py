@@ -20,6 +20,7 @@ from aiohttp import WSCloseCode, web
 
 from .config import GatewayConfig
 from .desk.directory import directory
+from .desk.dispositions import checked_disposition
 from .customers.desk import AGENT_CUSTOMER_FRAMES
 from .delivery import OrderedDelivery
 from .errors import frame_failure
@@ -423,13 +424,12 @@ class AgentHub:
             proposal = await kb.propose(self.pipeline, connection.agent_id, conversation_id, frame.get("proposal"))
             connection.sender.send({"type": "proposed", "conversation_id": conversation_id, "proposal": proposal.as_json()})
         elif kind == "close":
-            disposition = frame.get("disposition")
+            disposition = checked_disposition(self.pipeline.config.desk, frame.get("disposition"))
             if frame.get("propose") is not None:  # the wrap-up's proposal for the KB, before the close
                 proposal = await kb.propose(self.pipeline, connection.agent_id, conversation_id, frame["propose"])
                 connection.sender.send({"type": "proposed", "conversation_id": conversation_id,
                                         "proposal": proposal.as_json()})
-            await self.pipeline.agent_close(connection.agent_id, conversation_id,
-                                            disposition if isinstance(disposition, str) else None)
+            await self.pipeline.agent_close(connection.agent_id, conversation_id, disposition)
         else:
             raise ConversationError("unknown_type", f"unknown frame type {kind!r}; "
                                     f"expected one of presence, directory, {', '.join(AGENT_FRAMES)}")

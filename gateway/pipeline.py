@@ -30,6 +30,7 @@ from routing.servicelevel import ServiceLevels, estimated_wait
 from .attachments import AttachmentsConfig, Refused, clean_name, clean_type, refusal_note, screen
 from .config import GatewayConfig
 from .crm import CrmClient
+from .desk.dispositions import checked_disposition
 from .desk.reads import ReadState
 from .desk.satisfaction import Satisfaction
 from .customers import CustomerDirectory, VerificationCodes
@@ -766,11 +767,7 @@ class Pipeline:
                    for e in await self.store.events_after(conversation_id, 0))
 
     async def agent_close(self, agent_id: str, conversation_id: str, disposition: str | None = None) -> Event:
-        desk = self.config.desk
-        if disposition is None and desk.require_disposition:
-            raise ConversationError("disposition_required", f"close needs a disposition, one of {desk.dispositions}")
-        if disposition is not None and desk.dispositions and disposition not in desk.dispositions:
-            raise ConversationError("bad_disposition", f"unknown disposition {disposition!r}; one of {desk.dispositions}")
+        disposition = checked_disposition(self.config.desk, disposition)
         with about(conversation_id, agent_id):
             async with self._lock(conversation_id):
                 conversation = await self._assigned_to(agent_id, conversation_id)

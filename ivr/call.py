@@ -185,7 +185,8 @@ class Machine:
                 prompts.append(self._say(call, words.position.replace("{position}", str(position))))
             if estimated_wait:
                 minutes = max(1, math.ceil(estimated_wait / 60))
-                prompts.append(self._say(call, words.wait.replace("{minutes}", str(minutes))))
+                said = words.wait_one if minutes == 1 and words.wait_one else words.wait
+                prompts.append(self._say(call, said.replace("{minutes}", str(minutes))))
             if self.waiting.callback_key is not None:
                 prompts.append(self._say(call, words.callback_offer.replace("{key}", self.waiting.callback_key)))
             call = replace(call, announced_at=now)

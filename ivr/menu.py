@@ -274,6 +274,9 @@ class Phrases(Strict):
     handoff: str = "Please hold while we connect you to an agent."
     position: str = "You are number {position} in line."
     wait: str = "Your estimated wait is about {minutes} minutes."
+    # For a wait of one minute (or less); None: `wait`. A channel that sets its own `wait` and
+    # not this one gets `wait` for every wait.
+    wait_one: str | None = "Your estimated wait is about one minute."
     callback_offer: str = "Press {key} to leave your number, and we will call you back."
     callback_confirm: str = ("We will call you back at {number}. Press 1 to confirm, or enter another number "
                              "followed by the pound key.")
@@ -290,6 +293,7 @@ CHINESE = Phrases(
     handoff="请稍候，我们正在为您转接人工客服。",
     position="您目前排在第 {position} 位。",
     wait="预计等待约 {minutes} 分钟。",
+    wait_one=None,
     callback_offer="按 {key} 键留下电话号码，我们会给您回电。",
     callback_confirm="我们将回电至 {number}。确认请按 1，或输入其他号码并以井号键结束。",
     callback_enter="请输入回电号码，并以井号键结束。",
@@ -319,5 +323,8 @@ def merge_phrases(given: dict[str, Phrases]) -> dict[str, Phrases]:
     merged = dict(DEFAULT_PHRASES)
     for language, phrases in given.items():
         base = merged.get(language, Phrases())
-        merged[language] = base.model_copy(update={k: getattr(phrases, k) for k in phrases.model_fields_set})
+        update = {k: getattr(phrases, k) for k in phrases.model_fields_set}
+        if "wait" in update and "wait_one" not in update:
+            update["wait_one"] = None  # not the default's one-minute wording beside their own
+        merged[language] = base.model_copy(update=update)
     return merged

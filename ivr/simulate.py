@@ -88,6 +88,7 @@ def render_turns(turns: list[Turn], config: GatewayConfig, selfservice: SelfServ
                 result = simulate_routing(config, selfservice, channel=channel or ivr_channels(config)[0],
                                           text=" ".join(effect.route), phone=call.caller,
                                           attributes={"language": effect.language}, at=at)
+                result["self_service"] = None  # the caller chose an agent: no bot turn to tell of
                 out.extend("    " + line for line in render_routing(result).splitlines())
     last = turns[-1].step.call
     if last.phase in ("menu", "callback"):

@@ -246,6 +246,10 @@ async def test_customer_profile_upsert_read_and_validation(start: StartGateway, 
         ({"identities": [{"channel": "email"}]}, "identities.0.address"),
         ({"identities": [{"channel": "email", "address": "a@b.c", "verified": True}]}, "identities.0.verified"),
         ({"identities": [{"channel": "", "address": "a@b.c"}]}, "identities.0.channel"),
+        # What routing reads as text (a number there made every later handoff fail).
+        ({"attributes": {"email": 5}}, "'email' must be a string"),
+        ({"attributes": {"phone": 4930123456}}, "'phone' must be a string"),
+        ({"attributes": {"language": ["en"]}}, "'language' must be a string"),
     ):
         status, body = await admin.call("PUT", "/api/customers/crm-42", json=payload)
         assert status == 400, (payload, body)
@@ -259,6 +263,7 @@ async def test_customer_profile_upsert_read_and_validation(start: StartGateway, 
     # Nothing of the refused bodies stuck.
     status, body = await admin.call("GET", "/api/customers/crm-42")
     assert body["tier"] == "standard" and body["name"] == "Vera Lin" and len(body["identities"]) == 3
+    assert body["attributes"] == {"lifetime_value": 25000, "segment": "retail"}
 
     status, body = await admin.call("GET", "/api/customers/nobody-here")
     assert status == 404 and body["error"] == "unknown_customer" and "nobody-here" in body["message"]

@@ -121,6 +121,8 @@ async def test_wrong_tokens_and_foreign_pages_are_refused(gateway: GatewayProces
         refused = await board(gateway, token)
         assert await refused.closed() == (4401, "invalid token")
     first = Client(await websockets.connect(gateway.url("/board/ws")))
+    await first.send_raw("{not json")  # only an error frame, as on /agent/ws: the socket stays
+    assert (await first.expect("error"))["code"] == "bad_json"
     await first.send(type="hello")
     assert await first.closed() == (4401, "auth required")
     # Another site cannot open the board with the supervisor's browser: 403 before the upgrade.

@@ -175,6 +175,10 @@ async def test_email_then_telegram_then_signed_web_chat_is_one_customer_with_one
     assert page["events"][0]["text"] == "Where is my parcel?" and page["next_after"] == 1
     await ann.send(type="history", conversation_id=visitor.conversation_id, of="no-such-conversation")
     assert (await ann.next("error"))["code"] == "unknown_conversation"
+    # A page of none would say "the end" (next_after null) of a conversation with more: refused.
+    for bad in ({"limit": 0}, {"limit": 51}, {"limit": True}, {"after": -1}):
+        await ann.send(type="history", conversation_id=visitor.conversation_id, of=mail_id, **bad)
+        assert (await ann.next("error"))["code"] == "bad_frame", bad
 
     status, body = await scene.admin("GET", "/api/customers/crm-mei")
     assert status == 200 and body["merged_into"] is None

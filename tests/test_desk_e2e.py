@@ -471,6 +471,12 @@ async def test_close_with_disposition_then_wrap_up_before_the_next_offer(desk: D
 
     await cl.send(type="close", conversation_id=first.conversation_id, disposition="no_such_code")
     await error(cl, "bad_disposition")
+    await cl.send(type="close", conversation_id=first.conversation_id, disposition=5)  # not a code: not "none"
+    await error(cl, "bad_disposition")
+    # A refused close makes no proposal either: the error frame is the only answer.
+    await cl.send(type="close", conversation_id=first.conversation_id, disposition=["resolved"],
+                  propose={"faq_id": "close-probe", "question": "q?", "answer": "a."})
+    await error(cl, "bad_disposition")
     await cl.send(type="close", conversation_id=first.conversation_id)
     await error(cl, "disposition_required")
     await cust_quiet(first, 0.1)

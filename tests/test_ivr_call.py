@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from gateway.config import ConfigError, load_config
 from ivr.call import (Answered, Call, CallbackRequested, Ended, Enqueue, FaqHit, Gather, Hangup, Heard, Leave,
                       LeftQueue, Machine, Say, Step, ToAgent)
-from ivr.menu import DEFAULT_PHRASES, Menu, Waiting
+from ivr.menu import DEFAULT_PHRASES, Menu, Phrases, Waiting, merge_phrases
 from ivr.twiml import Urls, render
 from tests.support import REPO
 
@@ -140,6 +140,9 @@ def test_waiting_announces_position_at_most_every_n_seconds_then_the_agent_is_di
                             ("Say", "Your estimated wait is about 3 minutes."),
                             ("Say", "Press 9 to leave your number, and we will call you back."),
                             ("Play", "https://music.example/hold.mp3")]
+    # One minute or less is said in the singular ("about 1 minutes" before).
+    short = m.wait(queued, position=1, estimated_wait=40, assigned=False, now=101.0)
+    assert ("Say", "Your estimated wait is about one minute.") in heard(short)
     soon = m.wait(first.call, position=1, estimated_wait=0, assigned=False, now=120.0)
     assert heard(soon) == [("Gather", "/ivr/phone/wait"), ("Play", "https://music.example/hold.mp3")]
     later = m.wait(soon.call, position=1, estimated_wait=0, assigned=False, now=131.5)
@@ -408,6 +411,7 @@ def test_ivr_simulate_prints_the_twiml_of_each_step_and_where_routing_sends_a_ha
         "3: said '运费多少钱' -> node zh_main (menu, zh-CN)", "4: said '转人工' -> node zh_main (queued, zh-CN)"]
     assert "<Say language=\"zh-CN\">运费按重量" in steps[2] and "Answered(faq_id='shipping-cost'" in steps[2]
     assert "<Enqueue action=\"/ivr/phone/queued\"" in steps[3] and "rule: mandarin" in steps[3]
+    assert "self-service:" not in steps[3]  # not the chat's "no answer; after max_unanswered misses ..."
     # Outside hours the call begins at the closed node.
     assert main(["ivr-simulate", str(path), "--digits", "1", "--at", "2026-12-02T23:00+08:00"]) == 0
     out = capsys.readouterr().out
@@ -421,3 +425,12 @@ def test_ivr_simulate_without_an_ivr_channel_says_so(tmp_path: Path, capsys: pyt
                     encoding="utf-8")
     assert main(["ivr-simulate", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"{path}: no channel of type ivr in this config"
+
+
+def test_a_channels_own_wait_phrase_is_said_for_one_minute_too() -> None:
+    mine = merge_phrases({"en": Phrases.model_validate({"wait": "About {minutes} min."})})
+    assert mine["en"].wait_one is None and mine["zh"].wait_one is None
+    m = Machine(Menu.model_validate(MENU), Waiting.model_validate({}), mine,
+                lambda faq_id, lang: ANSWERS.get((faq_id, lang)), "contactgate-phone")
+    queued = m.input(m.start("+15550100").call, digits="0", now=100.0).call
+    assert ("Say", "About 1 min.") in heard(m.wait(queued, position=1, estimated_wait=30, assigned=False, now=101.0))

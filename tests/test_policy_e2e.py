@@ -115,6 +115,8 @@ async def test_did_you_mean_helpful_no_offer_suggestions_and_knowledge_capture(
                      proposal={"faq_id": "damaged-parcel", "question": NEAR_MISS})
     phrasing = (await alice.next("proposed", conversation_id=cid))["proposal"]
     assert (phrasing["kind"], phrasing["faq_id"], phrasing["status"]) == ("phrasing", "damaged-parcel", "pending")
+    await alice.send(type="propose_kb", conversation_id="no-such-conversation", proposal={"question": "q", "answer": "a"})
+    assert (await alice.expect("error"))["code"] == "not_assigned"  # not "internal"
     await alice.send(type="close", conversation_id=cid, propose={})
     entry = (await alice.next("proposed", conversation_id=cid))["proposal"]
     assert entry["kind"] == "entry" and entry["question"] == "how much is shipping to Shanghai"

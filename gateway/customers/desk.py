@@ -125,8 +125,9 @@ class CustomerDesk:
         of, after, limit = frame.get("of"), frame.get("after", 0), frame.get("limit", HISTORY_PAGE)
         if not isinstance(of, str) or not of:
             raise self._error("bad_frame", '"history" needs "of": the id of one of the customer\'s conversations')
-        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in (after, limit)) or limit > HISTORY_PAGE:
-            raise self._error("bad_frame", f'"after" must be a seq >= 0 and "limit" 0-{HISTORY_PAGE}')
+        if (any(not isinstance(v, int) or isinstance(v, bool) for v in (after, limit))
+                or after < 0 or not 1 <= limit <= HISTORY_PAGE):
+            raise self._error("bad_frame", f'"after" must be a seq >= 0 and "limit" 1-{HISTORY_PAGE}')
         try:
             earlier = await self.store.get_conversation(of)
         except NotFound:

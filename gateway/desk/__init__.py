@@ -1,2 +1,3 @@
 """The agent desk's smaller jobs, each in a module of its own: the directory an agent transfers
-from (``directory``), and how far each side of a conversation has read (``reads``)."""
+from (``directory``), how far each side of a conversation has read (``reads``), the
+satisfaction question (``satisfaction``) and a close's disposition (``dispositions``)."""

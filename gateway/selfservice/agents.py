@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..model import Author, Event, EventKind
+from ..store import NotFound
 from ..store.kb import KbProposal
 from .capture import ProposalRejected, read_proposal
 from .suggest import suggestion_json, top_entries
@@ -56,7 +57,11 @@ def suggested_reply(pipeline: "Pipeline", frame: dict[str, Any]) -> tuple[str, d
 
 async def propose(pipeline: "Pipeline", agent_id: str, conversation_id: str, fields: Any) -> KbProposal:
     """Store an agent's proposal for the KB, from a conversation the agent works or worked."""
-    if not await pipeline.agent_may_see(agent_id, conversation_id):
+    try:
+        mine = await pipeline.agent_may_see(agent_id, conversation_id)
+    except NotFound:  # no such conversation: as little said as for another agent's
+        mine = False
+    if not mine:
         raise ProposalRejected("not_assigned", f"conversation {conversation_id!r} is not one of yours")
     events = await pipeline.events_after(conversation_id, 0)
     index = pipeline.selfservice.faq
