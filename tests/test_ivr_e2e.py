@@ -120,6 +120,10 @@ async def test_every_request_is_signed_bad_missing_or_for_another_url_is_403_and
     assert (missing_call.status, missing_call.body) == (400, "CallSid is missing")
     too_large = await post_signed(gateway, path, {**form, "Padding": "x" * 70_000})
     assert too_large.status == 413
+    async with aiohttp.ClientSession() as http:  # bytes that are no form in UTF-8: a clear 400
+        async with http.post(gateway.http + path, data=b"CallSid=\xff\xfe&From=%2B1",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}) as response:
+            assert (response.status, (await response.text()).startswith("the body is not an HTML form")) == (400, True)
     after = (await admin(gateway, "GET", "/api/conversations?channel=phone&limit=500"))["conversations"]
     assert after == before  # nothing was done
     assert (await caller.call()).said() == [WELCOME]

@@ -131,7 +131,10 @@ class IvrChannel:
             limit = self.settings.max_body_bytes
             if request.content_length is not None and request.content_length > limit:
                 return web.Response(status=413, text=f"a webhook may have {limit} bytes at most")
-            form = await request.post()
+            try:
+                form = await request.post()
+            except ValueError as exc:  # UnicodeDecodeError too: bytes that are no form
+                return web.Response(status=400, text=f"the body is not an HTML form in UTF-8 ({exc.__class__.__name__})")
             params = {key: str(value) for key, value in form.items() if isinstance(value, str)}
             signature = request.headers.get(SIGNATURE_HEADER) or request.headers.get(SIGNALWIRE_HEADER, "")
             url = self._public + str(request.rel_url)
