@@ -152,7 +152,8 @@ class Pipeline:
     async def recover(self) -> None:
         """Rebuild queues and agent load from the store after a restart."""
         now = self.clock()
-        await self.store.set_identity_kinds({c.channel_name: c.type for c in self.config.channels})
+        await self.store.set_identity_kinds({c.channel_name: self.customers.kind_of(c.channel_name)
+                                             for c in self.config.channels})
         for conversation in await self.store.open_conversations():
             with about(conversation.id):
                 if conversation.state is S.ASSIGNED and conversation.agent_id:
