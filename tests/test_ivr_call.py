@@ -123,6 +123,22 @@ def test_three_invalid_or_missing_inputs_lead_to_on_fail() -> None:
     assert [v for v in heard(third) if v[0] == "Enqueue"] == [("Enqueue", "contactgate-phone")]
 
 
+def test_keys_no_phone_sends_are_an_invalid_input_and_not_kept() -> None:
+    m = machine()
+    call = m.start("+15550100").call
+    for digits in ("xxxx", "1; DROP", "2" * 33, "１"):  # letters, punctuation, too long, a full-width 1
+        step = m.input(call, digits=digits)
+        assert heard(step)[0] == ("Say", "Sorry, I did not get that.") and step.call.tries == 1, digits
+        assert step.effects == () and step.call.inputs == (), digits
+    assert m.input(call, digits=" 2 ").effects[0] == Heard("pressed 2")  # what Twilio sends, trimmed
+    callback = m.input(call, digits="7").call
+    step = m.input(callback, digits="555x0100")
+    assert step.call.phase == "callback" and step.call.tries == 1 and step.effects == ()
+    queued = m.input(call, digits="0").call
+    step = m.wait_key(queued, "9" * 40, now=1.0)
+    assert step.call.leaving is None and step.effects == ()
+
+
 def test_to_an_agent_routing_sees_the_path_and_the_language() -> None:
     m = machine()
     step = m.input(m.input(m.start("+15550100").call, digits="8").call, speech="我要转人工")

@@ -277,6 +277,17 @@ async def test_three_invalid_or_missing_inputs_end_the_call(gateway: GatewayProc
     assert closing(events)["disposition"] == "self_service"
 
 
+async def test_keys_no_phone_sends_are_an_invalid_input_and_not_stored(gateway: GatewayProcess) -> None:
+    caller = Caller(gateway, "+15550156")
+    await caller.call()
+    assert (await caller.press("x" * 40)).said() == ["Sorry, I did not get that.", WELCOME]
+    assert (await caller.press("1" * 33)).said() == ["Sorry, I did not get that.", WELCOME]
+    await caller.hang_up()
+    _, events = await call_conversation(gateway, caller)
+    assert [e["text"] for e in events if e["author"] == "customer"] == ["Incoming call from +15550156"]
+    assert not any("x" * 10 in str(e) or "1" * 33 in str(e) for e in events)
+
+
 async def test_a_known_caller_is_greeted_by_name(gateway: GatewayProcess) -> None:
     await admin(gateway, "PUT", "/api/customers/crm-ada", {
         "name": "Ada Lovelace", "identities": [{"channel": "phone", "address": "+15550166"}]})
