@@ -369,6 +369,45 @@ def test_unknown_hours_and_a_closed_node_without_hours_are_refused(tmp_path: Pat
         """) == ["6: channels[0].menu.closed: hours and closed go together: the node for calls outside the hours"]
 
 
+def test_faq_options_are_checked_against_the_kb_that_answers_the_channels_calls(tmp_path: Path) -> None:
+    from gateway.selfservice import load_gateway_config
+    (tmp_path / "default.yaml").write_text(
+        '- id: delivery-time\n  en: {q: "How long does delivery take?", a: "Two to four days."}\n', encoding="utf-8")
+    (tmp_path / "phone.yaml").write_text(
+        '- id: phone-hours\n  en: {q: "When can I call?", a: "Nine to six."}\n'
+        '- id: delivery-time\n  zh: {q: "配送需要多长时间?", a: "两到四天。"}\n', encoding="utf-8")
+    path = config_with(tmp_path, """\
+        nodes:
+          main:
+            say: Hi
+            gather:
+              options:
+                - {key: 1, faq: phone-hours}
+                - {key: 2, faq: delivery-time}
+                - {key: 3, faq: returns}
+        """)
+    kbs = "selfservice: {faq: default.yaml, knowledge_bases: [{name: phones, faq: phone.yaml, when: {channel: ivr}}]}\n"
+    path.write_text(path.read_text(encoding="utf-8") + kbs, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    # phone-hours is the phone KB's only (fine); delivery-time is there in Chinese (said in any language).
+    assert caught.value.problems == [
+        "13: channels[0].menu.nodes.main.gather.options[2].faq: no entry 'returns' in selfservice.knowledge_bases"
+        " 'phones', the KB that answers calls on channel 'ivr'"]
+    # Without that KB the default answers: phone-hours is then the missing one.
+    path.write_text(path.read_text(encoding="utf-8").replace(kbs, "selfservice: {faq: default.yaml}\n"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    assert [p.split(": ", 2)[2] for p in caught.value.problems] == [
+        "no entry 'phone-hours' in selfservice.faq, the KB that answers calls on channel 'ivr'",
+        "no entry 'returns' in selfservice.faq, the KB that answers calls on channel 'ivr'"]
+    path.write_text(path.read_text(encoding="utf-8").replace("selfservice: {faq: default.yaml}\n", ""), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    assert caught.value.problems[0] == ("11: channels[0].menu.nodes.main.gather.options[0].faq: no KB answers calls"
+                                        " on channel 'ivr': set selfservice.faq, or leave out faq: phone-hours")
+
+
 def test_the_shipped_ivr_example_is_valid_once_uncommented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(shipped_ivr_example(), encoding="utf-8")
