@@ -394,6 +394,13 @@ def test_faq_options_are_checked_against_the_kb_that_answers_the_channels_calls(
     assert caught.value.problems == [
         "13: channels[0].menu.nodes.main.gather.options[2].faq: no entry 'returns' in selfservice.knowledge_bases"
         " 'phones', the KB that answers calls on channel 'ivr'"]
+    # Valid once 'returns' is gone, and ivr-simulate says the channel's KB's answer too.
+    from ivr.simulate import simulate_call
+    with_kb = path.read_text(encoding="utf-8")
+    path.write_text("".join(line for line in with_kb.splitlines(keepends=True) if "returns" not in line), encoding="utf-8")
+    config, selfservice = load_gateway_config(path)
+    assert Answered("phone-hours", "Nine to six.") in simulate_call(config, selfservice, digits=["1"])[1].step.effects
+    path.write_text(with_kb, encoding="utf-8")
     # Without that KB the default answers: phone-hours is then the missing one.
     path.write_text(path.read_text(encoding="utf-8").replace(kbs, "selfservice: {faq: default.yaml}\n"), encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
