@@ -52,8 +52,8 @@ from .selfservice.deflection import DeflectionCollector, kb_stats
 from .store import NotFound, StoreError, StoreUnavailable
 from .store.customer_links import MergeRefused
 from .store.text import bad_identifier, dumps
-from .transcripts import (BadQuery, conversation_json, encode_cursor, event_json, parse_conversation_query,
-                          parse_event_query)
+from .transcripts import (BadQuery, conversation_json, encode_cursor, event_json, known_parameters,
+                          parse_conversation_query, parse_event_query)
 
 log = logging.getLogger("contactgate.api")
 
@@ -424,6 +424,10 @@ class AdminApi:
         return web.json_response(kb_stats(counts, self.pipeline.selfservice))
 
     async def kb_proposals(self, request: web.Request) -> web.Response:
+        try:
+            known_parameters(request.query, ("status",))
+        except BadQuery as exc:
+            return error(400, exc.code, str(exc))
         status = request.query.get("status")
         if status not in (None, "pending", "approved", "rejected"):
             return error(400, "bad_query", '"status" must be pending, approved or rejected (or left out: all)')

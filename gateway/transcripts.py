@@ -53,7 +53,7 @@ class EventQuery:
 
 def parse_conversation_query(query: Mapping[str, str]) -> ConversationQuery:
     """``?state=&queue=&customer=&channel=&limit=&cursor=``; an empty filter is no filter."""
-    _known(query, (*_FILTERS, "limit", "cursor"))
+    known_parameters(query, (*_FILTERS, "limit", "cursor"))
     state = None
     if query.get("state"):
         if query["state"] not in _STATES:
@@ -68,7 +68,7 @@ def parse_conversation_query(query: Mapping[str, str]) -> ConversationQuery:
 
 def parse_event_query(query: Mapping[str, str]) -> EventQuery:
     """``?after=SEQ&limit=N``: the events after seq ``after``, at most ``limit``."""
-    _known(query, ("after", "limit"))
+    known_parameters(query, ("after", "limit"))
     return EventQuery(after=_integer(query, "after", 0, 0, None),
                       limit=_integer(query, "limit", DEFAULT_EVENT_LIMIT, 1, MAX_EVENT_LIMIT))
 
@@ -107,7 +107,8 @@ def event_json(event: Event) -> dict[str, Any]:
             "at": event.at.isoformat(), "client_id": event.client_id, "data": event.data}
 
 
-def _known(query: Mapping[str, str], names: tuple[str, ...]) -> None:
+def known_parameters(query: Mapping[str, str], names: tuple[str, ...]) -> None:
+    """Refuse a query parameter not in ``names`` (a typo would otherwise ask for everything)."""
     for name in query:
         if name not in names:
             raise BadQuery("bad_query", f"unknown query parameter {name!r} (known: {', '.join(names)})")

@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
-from .menu import Gather as GatherConfig, Menu, Phrases, Target, Waiting, phrases_for, short_language, spoken_number
+from .menu import KEYS, Gather as GatherConfig, Menu, Phrases, Target, Waiting, phrases_for, short_language, spoken_number
 from .verbs import (Answered, CallbackRequested, Dial, Effect, Ended, Enqueue, Gather, Hangup, Heard, Leave, LeftQueue,
                     Pause, Phase, Play, Say, ToAgent, Verb)
 
@@ -29,6 +29,7 @@ __all__ = ["Answered", "Call", "CallbackRequested", "Dial", "Effect", "Ended", "
 MAX_INPUTS_KEPT = 50
 CALLBACK_TRIES = 3
 MIN_CALLBACK_DIGITS = 5
+MAX_DIGITS = 32  # a phone number with its extension fits; Twilio sends nothing longer for a gather
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +124,9 @@ class Machine:
 
     def input(self, call: Call, digits: str | None = None, speech: str | None = None,
               faq: FaqHit | None = None, now: float = 0.0) -> Step:
-        """The answer to a gather: keys, a speech result, or nothing (the timeout)."""
-        digits = (digits or "").strip() or None
+        """The answer to a gather: keys, a speech result, or nothing (the timeout). Keys that
+        are not 0-9, * and # (or more than ``MAX_DIGITS``) are no input: the invalid-input path."""
+        digits = keys_pressed(digits)
         speech = (speech or "").strip() or None
         if call.phase == "callback":
             return self._callback_input(call, digits)
@@ -194,7 +196,7 @@ class Machine:
 
     def wait_key(self, call: Call, digits: str | None, now: float) -> Step:
         """A key pressed while waiting."""
-        digits = (digits or "").strip() or None
+        digits = keys_pressed(digits)
         if call.phase != "queued":
             return self.repeat(call, now)
         if digits is not None and digits == self.waiting.callback_key:
@@ -365,6 +367,16 @@ class Machine:
     def _heard(call: Call, text: str, spoken: bool = False) -> Call:
         return replace(call, inputs=(call.inputs + (text,))[-MAX_INPUTS_KEPT:],
                        speech=(call.speech + (text,))[-MAX_INPUTS_KEPT:] if spoken else call.speech)
+
+
+def keys_pressed(digits: str | None) -> str | None:
+    """The keys of a ``Digits`` field, or None for none or for what no phone sends (anything but
+    0-9, * and #, or longer than ``MAX_DIGITS``): a forged or broken request is not stored as
+    "pressed ..." and counts as an invalid input."""
+    digits = (digits or "").strip()
+    if not digits or len(digits) > MAX_DIGITS or any(key not in KEYS for key in digits):
+        return None
+    return digits
 
 
 def _dialable(caller: str) -> bool:

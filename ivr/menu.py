@@ -212,6 +212,19 @@ class Menu(Strict):
     def node_language(self, name: str) -> str:
         return self.nodes[name].language or self.language
 
+    def faq_options(self) -> list[tuple[tuple[str | int, ...], str, tuple[str, ...]]]:
+        """Every option's ``faq: <id>``: its key, the id, and the languages (en, zh) a caller may
+        speak at its node: the node's own, else any of the menu's (a call keeps the language of
+        the node it came from). gateway/selfservice checks the ids against the KB of each."""
+        spoken = {short_language(self.language)} | {short_language(n.language) for n in self.nodes.values() if n.language}
+        found: list[tuple[tuple[str | int, ...], str, tuple[str, ...]]] = []
+        for name, node in self.nodes.items():
+            languages = (short_language(node.language),) if node.language else tuple(sorted(spoken))
+            for index, option in enumerate(node.gather.options if node.gather is not None else ()):
+                if option.faq is not None:
+                    found.append((("nodes", name, "gather", "options", index, "faq"), option.faq, languages))
+        return found
+
 
 def _silent_loops(nodes: dict[str, Node]) -> list[tuple[tuple[Any, ...], str]]:
     """``next`` links that come back to where they started without a gather: the caller

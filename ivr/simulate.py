@@ -51,7 +51,8 @@ def simulate_call(config: GatewayConfig, selfservice: SelfService, *, channel: s
     menu = Menu.model_validate(raw["menu"])
     waiting = Waiting.model_validate(raw.get("waiting", {}))
     phrases = merge_phrases({k: Phrases.model_validate(v) for k, v in (raw.get("phrases") or {}).items()})
-    machine = Machine(menu, waiting, phrases, lambda faq_id, lang: answer_of(selfservice.faq, faq_id, lang),
+    machine = Machine(menu, waiting, phrases,
+                      lambda faq_id, lang: answer_of(selfservice.kb_for_channel(channel, lang).index, faq_id, lang),
                       waiting.queue_name or f"contactgate-{channel}")
     urls = Urls.under(raw.get("path") or f"/ivr/{channel}")
     now = at or datetime.now().astimezone()

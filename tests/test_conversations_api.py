@@ -142,6 +142,12 @@ async def test_bad_queries_unknown_ids_and_the_token(gateway: GatewayProcess, ht
                         ("from=1", "bad_query")]:
         status, body = await get(http, gateway, f"/api/conversations/{customer.conversation_id}?{query}")
         assert status == 400 and body["error"] == code, (query, body)
+    # The KB's proposals refuse a typo the same way, rather than list every status.
+    status, body = await get(http, gateway, "/api/kb/proposals?statuss=pending")
+    assert status == 400 and body == {"error": "bad_query",
+                                      "message": "unknown query parameter 'statuss' (known: status)"}, body
+    status, body = await get(http, gateway, "/api/kb/proposals?status=pending")
+    assert status == 200 and body == {"proposals": []}
     status, body = await get(http, gateway, "/api/conversations/nobody")
     assert status == 404 and body == {"error": "unknown_conversation", "message": "no conversation 'nobody'"}
     for path in ("/api/conversations", f"/api/conversations/{customer.conversation_id}"):

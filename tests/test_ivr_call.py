@@ -123,6 +123,22 @@ def test_three_invalid_or_missing_inputs_lead_to_on_fail() -> None:
     assert [v for v in heard(third) if v[0] == "Enqueue"] == [("Enqueue", "contactgate-phone")]
 
 
+def test_keys_no_phone_sends_are_an_invalid_input_and_not_kept() -> None:
+    m = machine()
+    call = m.start("+15550100").call
+    for digits in ("xxxx", "1; DROP", "2" * 33, "１"):  # letters, punctuation, too long, a full-width 1
+        step = m.input(call, digits=digits)
+        assert heard(step)[0] == ("Say", "Sorry, I did not get that.") and step.call.tries == 1, digits
+        assert step.effects == () and step.call.inputs == (), digits
+    assert m.input(call, digits=" 2 ").effects[0] == Heard("pressed 2")  # what Twilio sends, trimmed
+    callback = m.input(call, digits="7").call
+    step = m.input(callback, digits="555x0100")
+    assert step.call.phase == "callback" and step.call.tries == 1 and step.effects == ()
+    queued = m.input(call, digits="0").call
+    step = m.wait_key(queued, "9" * 40, now=1.0)
+    assert step.call.leaving is None and step.effects == ()
+
+
 def test_to_an_agent_routing_sees_the_path_and_the_language() -> None:
     m = machine()
     step = m.input(m.input(m.start("+15550100").call, digits="8").call, speech="我要转人工")
@@ -351,6 +367,52 @@ def test_unknown_hours_and_a_closed_node_without_hours_are_refused(tmp_path: Pat
         closed: main
         nodes: {main: {say: Hi}}
         """) == ["6: channels[0].menu.closed: hours and closed go together: the node for calls outside the hours"]
+
+
+def test_faq_options_are_checked_against_the_kb_that_answers_the_channels_calls(tmp_path: Path) -> None:
+    from gateway.selfservice import load_gateway_config
+    (tmp_path / "default.yaml").write_text(
+        '- id: delivery-time\n  en: {q: "How long does delivery take?", a: "Two to four days."}\n', encoding="utf-8")
+    (tmp_path / "phone.yaml").write_text(
+        '- id: phone-hours\n  en: {q: "When can I call?", a: "Nine to six."}\n'
+        '- id: delivery-time\n  zh: {q: "配送需要多长时间?", a: "两到四天。"}\n', encoding="utf-8")
+    path = config_with(tmp_path, """\
+        nodes:
+          main:
+            say: Hi
+            gather:
+              options:
+                - {key: 1, faq: phone-hours}
+                - {key: 2, faq: delivery-time}
+                - {key: 3, faq: returns}
+        """)
+    kbs = "selfservice: {faq: default.yaml, knowledge_bases: [{name: phones, faq: phone.yaml, when: {channel: ivr}}]}\n"
+    path.write_text(path.read_text(encoding="utf-8") + kbs, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    # phone-hours is the phone KB's only (fine); delivery-time is there in Chinese (said in any language).
+    assert caught.value.problems == [
+        "13: channels[0].menu.nodes.main.gather.options[2].faq: no entry 'returns' in selfservice.knowledge_bases"
+        " 'phones', the KB that answers calls on channel 'ivr'"]
+    # Valid once 'returns' is gone, and ivr-simulate says the channel's KB's answer too.
+    from ivr.simulate import simulate_call
+    with_kb = path.read_text(encoding="utf-8")
+    path.write_text("".join(line for line in with_kb.splitlines(keepends=True) if "returns" not in line), encoding="utf-8")
+    config, selfservice = load_gateway_config(path)
+    assert Answered("phone-hours", "Nine to six.") in simulate_call(config, selfservice, digits=["1"])[1].step.effects
+    path.write_text(with_kb, encoding="utf-8")
+    # Without that KB the default answers: phone-hours is then the missing one.
+    path.write_text(path.read_text(encoding="utf-8").replace(kbs, "selfservice: {faq: default.yaml}\n"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    assert [p.split(": ", 2)[2] for p in caught.value.problems] == [
+        "no entry 'phone-hours' in selfservice.faq, the KB that answers calls on channel 'ivr'",
+        "no entry 'returns' in selfservice.faq, the KB that answers calls on channel 'ivr'"]
+    path.write_text(path.read_text(encoding="utf-8").replace("selfservice: {faq: default.yaml}\n", ""), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    assert caught.value.problems[0] == ("11: channels[0].menu.nodes.main.gather.options[0].faq: no KB answers calls"
+                                        " on channel 'ivr': set selfservice.faq, or leave out faq: phone-hours")
 
 
 def test_the_shipped_ivr_example_is_valid_once_uncommented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

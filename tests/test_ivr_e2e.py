@@ -42,6 +42,14 @@ MENU: dict[str, Any] = {
 }
 
 
+LINE_KB = """\
+- id: delivery-time
+  en: {q: "How long does delivery take?", a: "On the freight line, pallets arrive in 5 to 8 days."}
+- id: pallet-size
+  en: {q: "How big may a pallet be?", alt: ["pallet size limits"], a: "A pallet is at most 120 by 100 centimetres."}
+"""
+
+
 def ivr_config(store_url: str) -> dict[str, Any]:
     phone = {"type": "ivr", "name": "phone", "auth_token": AUTH_TOKEN, "public_url": PUBLIC_URL, "menu": MENU,
              "waiting": {"announce_every": 30, "pause": 2}}
@@ -64,7 +72,14 @@ def ivr_config(store_url: str) -> dict[str, Any]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[GatewayProcess]:
     directory: Path = tmp_path_factory.mktemp("ivr")
-    process = await GatewayProcess.write_config(directory, ivr_config(f"sqlite:///{directory / 'gateway.db'}")).start()
+    config = ivr_config(f"sqlite:///{directory / 'gateway.db'}")
+    # A third line with a KB of its own: its `faq: <id>` keys and its spoken questions read that KB.
+    (directory / "line_kb.yaml").write_text(LINE_KB, encoding="utf-8")
+    line = {**next(c for c in config["channels"] if c.get("name") == "phone"), "name": "line"}
+    config["channels"].append(line)
+    config["selfservice"]["knowledge_bases"] = [
+        {"name": "line", "faq": str(directory / "line_kb.yaml"), "when": {"channel": "line"}}]
+    process = await GatewayProcess.write_config(directory, config).start()
     yield process
     await process.stop()
 
@@ -154,6 +169,18 @@ async def test_self_service_by_a_key_and_by_chinese_speech(gateway: GatewayProce
     _, events = await call_conversation(gateway, chinese)
     assert any(e["kind"] == "notice" and e["data"].get("faq") == "shipping-cost" for e in events)
     await chinese.hang_up()
+
+
+async def test_a_channel_with_a_kb_of_its_own_answers_keys_and_speech_from_it(gateway: GatewayProcess) -> None:
+    caller = Caller(gateway, "+15550102", channel="line")
+    await caller.call()
+    assert (await caller.press("1")).said() == ["On the freight line, pallets arrive in 5 to 8 days.", WELCOME]
+    await caller.press("8")  # the zh node asks the FAQ about speech: the same KB
+    assert (await caller.say("pallet size limits")).said()[0] == "A pallet is at most 120 by 100 centimetres."
+    await caller.hang_up()
+    _, events = await call_conversation(gateway, caller)
+    assert [e["data"]["faq"] for e in events if e["kind"] == "notice" and "faq" in e["data"]] == [
+        "delivery-time", "pallet-size"]
 
 
 async def test_to_an_agent_waits_hears_its_place_and_is_dialled_to_the_agent_who_accepts(
@@ -275,6 +302,17 @@ async def test_three_invalid_or_missing_inputs_end_the_call(gateway: GatewayProc
     assert last.verbs() == ["Say", "Say", "Hangup"]
     _, events = await call_conversation(gateway, caller)
     assert closing(events)["disposition"] == "self_service"
+
+
+async def test_keys_no_phone_sends_are_an_invalid_input_and_not_stored(gateway: GatewayProcess) -> None:
+    caller = Caller(gateway, "+15550156")
+    await caller.call()
+    assert (await caller.press("x" * 40)).said() == ["Sorry, I did not get that.", WELCOME]
+    assert (await caller.press("1" * 33)).said() == ["Sorry, I did not get that.", WELCOME]
+    await caller.hang_up()
+    _, events = await call_conversation(gateway, caller)
+    assert [e["text"] for e in events if e["author"] == "customer"] == ["Incoming call from +15550156"]
+    assert not any("x" * 10 in str(e) or "1" * 33 in str(e) for e in events)
 
 
 async def test_a_known_caller_is_greeted_by_name(gateway: GatewayProcess) -> None:

@@ -80,6 +80,11 @@ class Settings(BaseModel):
         """Names of ``hours:`` this channel uses, with their keys (gateway/config.py checks them)."""
         return [(("menu", "hours"), self.menu.hours)] if self.menu.hours else []
 
+    def faq_references(self) -> list[tuple[tuple[str | int, ...], str, tuple[str, ...]]]:
+        """The menu's ``faq: <id>`` options with their keys and languages (gateway/selfservice
+        checks each id against the KB that answers this channel's calls in that language)."""
+        return [(("menu", *path), faq_id, languages) for path, faq_id, languages in self.menu.faq_options()]
+
 
 def create(name: str, settings: Settings, gateway: GatewayPort) -> "IvrChannel":
     return IvrChannel(name, settings, gateway)
@@ -340,7 +345,8 @@ class IvrChannel:
         return render(step.verbs, self.urls)
 
     def _answer_of(self, faq_id: str, language: str) -> str | None:
-        return answer_of(self.gateway.selfservice.faq, faq_id, language)
+        # The KB this channel's calls in this language get, as for a spoken question.
+        return answer_of(self.gateway.selfservice.kb_for_channel(self.name, language).index, faq_id, language)
 
 
 def _state_text(call: Call) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from concurrent.futures import ThreadPoolExecutor
 
+from adapters import registry
 from routing.contact import Contact
 
 from ..config import ConfigError, GatewayConfig, SelfServiceConfig, load_config
@@ -155,6 +156,11 @@ class SelfService:
         ``when`` holds, else the default (``selfservice.faq``). Pass it to :meth:`reply`."""
         return choose_kb(self.knowledge_bases, self.default_kb, contact)
 
+    def kb_for_channel(self, channel: str, language: str | None = None) -> KnowledgeBase:
+        """The KB for what a channel and a language (en, zh) alone tell: the one an IVR's
+        ``faq: <id>`` options read (a ``when`` that asks more, e.g. a phone_prefix, does not hold)."""
+        return self.for_contact(Contact(channel=channel, language=language))
+
     def close(self) -> None:
         """Let the model's worker end once the questions queued for it are answered."""
         for kb in (self.default_kb, *self.knowledge_bases):
@@ -222,16 +228,49 @@ def load_gateway_config(path: Path) -> tuple[GatewayConfig, SelfService]:
     hot reload all start from. A bad FAQ is a config error of ``selfservice.faq``."""
     config = load_config(path)
     try:
-        return config, SelfService.from_config(config.selfservice)
+        selfservice = SelfService.from_config(config.selfservice)
     except FaqError as exc:
         key, message = ("faq",), str(exc)
     except CalibrationError as exc:
         key, message = ("calibration",), str(exc)
     except KnowledgeBaseError as exc:
         key, message = exc.key, str(exc)
+    else:
+        missing = missing_entries(config, selfservice)
+        if not missing:
+            return config, selfservice
+        selfservice.close()
+        doc = read_yaml_file(path)
+        raise ConfigError(str(path), [f"{doc.line_of(where) or 0}: {dotted(where)}: {message}"
+                                      for where, message in missing])
     where = ("selfservice", *key)
     line = read_yaml_file(path).line_of(where) or 0
     raise ConfigError(str(path), [f"{line}: {dotted(where)}: {message}"]) from None
+
+
+def missing_entries(config: GatewayConfig, selfservice: SelfService) -> list[tuple[tuple[str | int, ...], str]]:
+    """Entry ids a channel names (an IVR's ``faq: <id>`` options) that the KB answering that
+    channel's calls has not, with their keys: the KB of the channel and each language the
+    caller may speak there (``SelfService.kb_for_channel``), else the default."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for index, channel in enumerate(config.channels):
+        settings = registry.validate_settings(channel.type, channel.settings)  # valid: load_config checked it
+        for key, faq_id, languages in getattr(settings, "faq_references", lambda: [])():
+            by_kb: dict[str, tuple[KnowledgeBase, list[str]]] = {}
+            for lang in languages:
+                kb = selfservice.kb_for_channel(channel.channel_name, lang)
+                by_kb.setdefault(kb.name, (kb, []))[1].append(lang)
+            for kb, langs in by_kb.values():
+                if kb.has_entry(faq_id):
+                    continue
+                which = "selfservice.faq" if kb.name == DEFAULT_KB else f"selfservice.knowledge_bases {kb.name!r}"
+                calls = f"calls on channel {channel.channel_name!r}" + (f" in {', '.join(langs)}" if len(by_kb) > 1 else "")
+                if kb.index is None:
+                    message = f"no KB answers {calls}: set selfservice.faq, or leave out faq: {faq_id}"
+                else:
+                    message = f"no entry {faq_id!r} in {which}, the KB that answers {calls}"
+                problems.append((("channels", index, *key), message))
+    return problems
 
 
 def build_matcher(config: SelfServiceConfig, *, quiet: bool = False,

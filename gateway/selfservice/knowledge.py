@@ -16,6 +16,7 @@ from routing.config import Condition
 from routing.contact import Contact
 
 from ..config import SelfServiceConfig
+from ..faq import FaqIndex
 from .calibration import load_calibration
 from .evaluate import CalibrationError
 from .matcher import Matcher, Thresholds
@@ -31,6 +32,14 @@ class KnowledgeBase:
     matcher: Matcher | None  # None: no FAQ configured
     thresholds: Thresholds
     when: Condition | None = None  # None: the default, which holds when no other does
+
+    @property
+    def index(self) -> FaqIndex | None:
+        """The lexical index (also inside a semantic matcher): the entries by id."""
+        return getattr(self.matcher, "index", None)
+
+    def has_entry(self, faq_id: str) -> bool:
+        return self.index is not None and any(e.id == faq_id for e in self.index.entries)
 
 
 class KnowledgeBaseError(ValueError):
