@@ -36,7 +36,7 @@ def other_than(code: str, n: int = 0) -> str:
     return [c for c in (f"{d}" * 6 for d in range(10)) if c != code][n]
 
 
-async def test_a_code_is_used_once_and_kept_hashed(store: Store) -> None:
+async def test_a_code_is_used_once_kept_hashed_and_spent_by_wrong_guesses(store: Store) -> None:
     clock = Clock()
     codes = VerificationCodes(store, clock)
     cid = await conversation(store)
@@ -52,9 +52,7 @@ async def test_a_code_is_used_once_and_kept_hashed(store: Store) -> None:
     assert (await codes.check(cid, code)).outcome == "no_code"  # used up
     assert (await codes.check("no-such-conversation", code)).outcome == "no_code"
 
-
-async def test_wrong_guesses_spend_the_code_and_the_last_try_says_so(store: Store) -> None:
-    codes = VerificationCodes(store, Clock())
+    # Wrong guesses spend the code, and the last try says so.
     cid = await conversation(store)
     code = await codes.new(cid, "email", "mei@example.com")
     assert code is not None
@@ -65,7 +63,7 @@ async def test_wrong_guesses_spend_the_code_and_the_last_try_says_so(store: Stor
     assert (await codes.check(cid, code)).outcome == "no_code"  # even the right one, afterwards
 
 
-async def test_a_code_expires_on_the_clock_and_a_new_one_replaces_the_old(store: Store) -> None:
+async def test_codes_expire_on_the_clock_are_replaced_counted_and_pruned(store: Store) -> None:
     clock = Clock()
     codes = VerificationCodes(store, clock)
     cid = await conversation(store)
@@ -79,10 +77,7 @@ async def test_a_code_expires_on_the_clock_and_a_new_one_replaces_the_old(store:
     checked = await codes.check(cid, second)
     assert (checked.outcome, checked.proved, checked.tries_left) == ("expired", None, 0)
 
-
-async def test_a_conversation_asks_for_a_few_codes_only_and_pruning_keeps_that_count(store: Store) -> None:
-    clock = Clock()
-    codes = VerificationCodes(store, clock)
+    # A conversation asks for a few codes only, and pruning keeps that count while it is open.
     cid, other = await conversation(store), await conversation(store)
     for _ in range(CODE_SENDS):
         assert await codes.new(cid, "email", "mei@example.com") is not None
