@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
@@ -111,7 +110,7 @@ class Pipeline:
         self.reads = ReadState(self.dispatcher, self.notice, self._tell_customer, self.get_conversation)
         self.satisfaction = Satisfaction(lambda: self.config, store, self._lock, self._append, self._append_receipt, clock)
         self.customers = CustomerDirectory(store, lambda: {c.channel_name: c.type for c in self.config.channels})
-        self.codes = VerificationCodes(time.monotonic)  # web chat visitors proving a claimed email
+        self.codes = VerificationCodes(store, clock)  # web chat visitors proving a claimed email
         self.customer_desk = CustomerDesk(self)
         # GatewayPort's verification by code (gateway/customers/desk.py).
         self.send_verification, self.verify_code = self.customer_desk.send_verification, self.customer_desk.verify

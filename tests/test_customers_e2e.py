@@ -357,3 +357,43 @@ async def test_concurrent_merge_requests_on_postgres_lose_nothing(tmp_path: Path
     finally:
         await scene.close()
         await gateway.stop()
+
+
+async def test_a_mailed_code_is_still_good_after_the_gateway_restarts(tmp_path: Path, pg_url: str,
+                                                                      sink: MailSink) -> None:
+    config = gateway_config(pg_url)
+    config["channels"] = [
+        {"type": "webchat"},
+        {"type": "email", "name": "mail", "address": "support@acme.example",
+         "listen": {"host": "127.0.0.1", "port": 0, "accept_recipients": ["acme.example"]},
+         "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "timeout": 5},
+         "retry": {"attempts": 3, "backoff": 0.2, "backoff_max": 0.5}}]
+    gateway = await GatewayProcess.write_config(tmp_path, config).start()
+    visitor = await Customer.connect(gateway, name="Kim", email="kim@restart.example")
+    try:
+        mails_before = len(sink.messages)
+        await visitor.send(type="verify_email")
+        await visitor.next("verification_sent")
+        raw = next(raw for _, raw in (await sink.wait_for(mails_before + 1))[mails_before:]
+                   if b"kim@restart.example" in raw)
+        text = BytesParser(policy=policy.default).parsebytes(raw).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        code = re.search(r"\b(\d{6})\b", text).group(1)  # type: ignore[union-attr]
+        await visitor.send(type="verify", code="000000" if code != "000000" else "111111")
+        assert (await visitor.next("verify_failed"))["tries_left"] == 4
+        await visitor.close()
+        token, conversation_id = visitor.token, visitor.conversation_id
+
+        await gateway.stop()
+        await gateway.start()
+        visitor = await Customer.connect(gateway, token=token)
+        assert visitor.conversation_id == conversation_id
+        await visitor.send(type="verify", code="000000" if code != "000000" else "111111")
+        assert (await visitor.next("verify_failed")) == {"type": "verify_failed", "reason": "wrong", "tries_left": 3}
+        await visitor.send(type="verify", code=code)
+        assert await visitor.next("verified") == {"type": "verified", "kind": "email"}
+        await visitor.send(type="verify", code=code)
+        assert (await visitor.next("verify_failed"))["reason"] == "no_code"  # used once
+    finally:
+        with contextlib.suppress(Exception):
+            await visitor.close()
+        await gateway.stop()

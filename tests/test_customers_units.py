@@ -1,4 +1,5 @@
-"""The pure parts of gateway/customers/: address spelling, the signed identity, one-time codes."""
+"""The pure parts of gateway/customers/: address spelling, the signed identity (the one-time
+codes, kept in the store, are in test_codes_store.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import hmac
 
 import pytest
 
-from gateway.customers import BadAddress, VerificationCodes, normalise
-from gateway.customers.codes import CODE_SENDS, CODE_TRIES, CODE_TTL
+from gateway.customers import BadAddress, normalise
 from gateway.customers.signed import check, signature
 
 
@@ -43,37 +43,6 @@ def test_the_signed_identity_covers_user_id_and_email() -> None:
     assert not check(None, "u-42", "mei@example.com", expected)       # no secret: nothing is verified
     assert check(secret, "u-42", None, signature(secret, "u-42", None))
     assert not check(secret, None, None, signature(secret, None, None))
-
-
-def test_codes_are_single_use_expire_and_allow_a_few_tries() -> None:
-    now = [0.0]
-    codes = VerificationCodes(lambda: now[0])
-    code = codes.new("c1", "email", "mei@example.com")
-    assert len(code) == 6 and code.isdigit()
-    assert code not in repr(codes._pending["c1"])  # kept hashed
-    wrong = "000000" if code != "000000" else "111111"
-    assert codes.check("c1", wrong) == ("wrong", None)
-    assert codes.tries_left("c1") == CODE_TRIES - 1
-    assert codes.check("c1", code) == ("verified", ("email", "mei@example.com"))
-    assert codes.check("c1", code) == ("no_code", None)  # used up
-
-    code = codes.new("c2", "email", "mei@example.com")
-    for _ in range(CODE_TRIES - 1):
-        assert codes.check("c2", wrong if code != wrong else "222222")[0] == "wrong"
-    assert codes.check("c2", "999999" if code != "999999" else "888888")[0] == "expired"  # the last try spends it
-    assert codes.check("c2", code) == ("no_code", None)
-
-    code = codes.new("c3", "email", "mei@example.com")
-    now[0] += CODE_TTL + 1
-    assert codes.check("c3", code) == ("expired", None)
-
-
-def test_a_conversation_asks_for_a_few_codes_only() -> None:
-    codes = VerificationCodes(lambda: 0.0)
-    for _ in range(CODE_SENDS):
-        assert codes.may_send("c1")
-        codes.new("c1", "email", "mei@example.com")
-    assert not codes.may_send("c1") and codes.may_send("c2")
 
 
 def test_sticky_routing_follows_a_merged_customer() -> None:

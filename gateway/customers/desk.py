@@ -158,10 +158,10 @@ class CustomerDesk:
         if channel is None:
             raise self._error("no_email_channel", "verification by code mails the code; no email channel is configured")
         address = email.lower()
-        if not self.pipeline.codes.may_send(conversation.id):
+        code = await self.pipeline.codes.new(conversation.id, "email", address)
+        if code is None:
             raise self._error("too_many_codes", f"this conversation asked for {CODE_SENDS} codes already; "
                               "an agent can link the customer instead")
-        code = self.pipeline.codes.new(conversation.id, "email", address)
         # A conversation of its own on the email channel carries the mail: the outbox delivers it
         # (retries, delivery_failed) to the customer's email, the claimed address.
         mail = await self.store.create_conversation(customer.id, channel)
@@ -178,10 +178,10 @@ class CustomerDesk:
 
     async def verify(self, conversation_id: str, code: str) -> dict[str, Any]:
         """The visitor typed a code. The answer never says anything of another customer."""
-        outcome, proved = self.pipeline.codes.check(conversation_id, code)
-        if outcome != "verified" or proved is None:
-            return {"type": "verify_failed", "reason": outcome,
-                    "tries_left": self.pipeline.codes.tries_left(conversation_id)}
+        checked = await self.pipeline.codes.check(conversation_id, code)
+        proved = checked.proved
+        if checked.outcome != "verified" or proved is None:
+            return {"type": "verify_failed", "reason": checked.outcome, "tries_left": checked.tries_left}
         conversation = await self.pipeline.get_conversation(conversation_id)
         merge = await self.pipeline.customers.prove_claim(conversation.customer_id, *proved)
         if merge is not None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, Sequence
 
+from .codes import CodeTables
 from .kb import KbTables
 from ..model import (
     Attachment, Author, ChannelRef, Conversation, ConversationState, Customer, CustomerMerge, Event, EventKind, Identity,
@@ -25,7 +26,7 @@ class NotFound(StoreError):
     """The referenced row does not exist."""
 
 
-class Store(KbTables, Protocol):
+class Store(KbTables, CodeTables, Protocol):
     url: str  # what the store was opened with; open_store(store.url) reaches the same data
 
     async def open(self) -> None:

@@ -437,6 +437,27 @@ _CUSTOMER_LINKS_POSTGRES = (
     "CREATE INDEX customer_merges_source ON customer_merges (source_id, merged_at)",
 )
 
+# Verification by code (gateway/customers/codes.py, store/codes.py): one row per code mailed, so a
+# code typed after a restart, or on another gateway process, is still checked. Only its salted
+# hash is kept. A row counts its conversation's codes until the conversation is closed and the
+# code expired (then prune_codes deletes it).
+def _codes_table(text: str, stamp: str, blob: str, integer: str) -> tuple[str, ...]:
+    return (f"""CREATE TABLE verification_codes (
+        id               {text} PRIMARY KEY,
+        conversation_id  {text} NOT NULL REFERENCES conversations(id),
+        kind             {text} NOT NULL,
+        address          {text} NOT NULL,
+        salt             {blob} NOT NULL,
+        digest           {blob} NOT NULL,
+        expires_at       {stamp} NOT NULL,
+        tries_left       {integer} NOT NULL,
+        created_at       {stamp} NOT NULL,
+        used_at          {stamp}
+    )""",
+            "CREATE INDEX verification_codes_conversation ON verification_codes (conversation_id, created_at)",
+            "CREATE INDEX verification_codes_expiry ON verification_codes (expires_at)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "customers, identities, conversations, events", _INITIAL_SQLITE, _INITIAL_POSTGRES),
     Migration(2, "PostgreSQL: append events in one round trip", (), _APPEND_FUNCTION_POSTGRES),
@@ -469,6 +490,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _KB_TABLES_POSTGRES),
     Migration(7, "identities: kind, source and claims; customer merges (one customer across channels)",
               _CUSTOMER_LINKS_SQLITE, _CUSTOMER_LINKS_POSTGRES),
+    Migration(8, "verification codes kept in the store (a restart keeps them)",
+              _codes_table("TEXT", "TEXT", "BLOB", "INTEGER"), _codes_table("text", "timestamptz", "bytea", "integer")),
 )
 
 # Bookkeeping table; created before anything else, outside the versioned list.

@@ -28,6 +28,7 @@ from .customer_links import CustomerLinks, LinkTx, TransientConflict, insert_con
 from .migrations import migrate_postgres
 from .postgres_samples import PostgresQueueSamples
 from .postgres_channels import PostgresChannelTables
+from .postgres_codes import PostgresCodeTables
 from .postgres_kb import PostgresKbTables
 from .records import new_id
 from .text import cannot_hold, dumps, identifier, storable, storable_json
@@ -119,10 +120,11 @@ def _event(row: asyncpg.Record) -> Event:
                  client_id=row["client_id"], data=json.loads(row["data"]), at=row["at"])
 
 
-class PostgresStore(PostgresChannelTables, PostgresQueueSamples, PostgresKbTables, CustomerLinks):
+class PostgresStore(PostgresChannelTables, PostgresQueueSamples, PostgresKbTables, PostgresCodeTables, CustomerLinks):
     """The engine. Attachments, channel references and the outbox are in postgres_channels.py;
     the board's queue samples in postgres_samples.py; the KB's outcomes and proposals in
-    postgres_kb.py; identities, claims and merges in customer_links.py."""
+    postgres_kb.py; verification codes in postgres_codes.py; identities, claims and merges in
+    customer_links.py."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
                  connect_timeout: float = 10.0, close_timeout: float = 30.0) -> None:

@@ -27,6 +27,7 @@ from .customer_links import CustomerLinks, LinkTx, insert_conversation
 from .migrations import migrate_sqlite
 from .sqlite_samples import SQLiteQueueSamples
 from .sqlite_channels import SQLiteChannelTables, insert_outbox_item
+from .sqlite_codes import SQLiteCodeTables
 from .sqlite_kb import SQLiteKbTables
 from .sqlite_rows import SQLiteLinkTx, execute, fetchone, parse_ts, ts
 from .text import cannot_hold, dumps, identifier, storable, storable_json
@@ -77,10 +78,11 @@ def _event(row: sqlite3.Row) -> Event:
                  at=datetime.fromisoformat(row["at"]))
 
 
-class SQLiteStore(SQLiteChannelTables, SQLiteQueueSamples, SQLiteKbTables, CustomerLinks):
+class SQLiteStore(SQLiteChannelTables, SQLiteQueueSamples, SQLiteKbTables, SQLiteCodeTables, CustomerLinks):
     """The engine. Attachments, channel references and the outbox are in sqlite_channels.py;
     the board's queue samples in sqlite_samples.py; the KB's outcomes and proposals in
-    sqlite_kb.py; identities, claims and merges in customer_links.py."""
+    sqlite_kb.py; verification codes in sqlite_codes.py; identities, claims and merges in
+    customer_links.py."""
 
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
         self.url = url
