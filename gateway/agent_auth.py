@@ -36,6 +36,15 @@ def agent_for_token(agents: Iterable[Any], token: Any) -> str | None:
     return found
 
 
+def is_admin_token(admin_token: Any, given: Any) -> bool:
+    """Whether ``given`` is ``server.admin_token`` (a SecretStr; None or empty: the admin API is
+    off, nothing matches), compared in constant time. The admin API's bearer and the board's
+    ``auth`` frame both ask here."""
+    if admin_token is None or not admin_token.get_secret_value() or not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode(), admin_token.get_secret_value().encode())
+
+
 @dataclass(frozen=True, slots=True)
 class AuthRequest:
     """What a valid ``auth`` frame asks for (the token is checked apart, in constant time)."""

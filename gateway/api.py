@@ -25,7 +25,6 @@ reached is 503 ``unavailable`` (nothing was changed; retry), anything unexpected
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import math
 from typing import Any, Awaitable, Callable
@@ -39,7 +38,7 @@ from routing.config import NAME
 
 from adapters.base import IncomingFile
 
-from .agent_auth import agent_for_token
+from .agent_auth import agent_for_token, is_admin_token
 from .attachments import attachment_response
 from .board.feed import BoardFeed
 from .customers import BadAddress, normalise
@@ -193,9 +192,8 @@ class AdminApi:
         if locked_for := limits.locked_for("admin", address):
             return rate_limited(locked_for)
         given = request.headers.get("Authorization", "")
-        token = self.pipeline.config.server.admin_token
-        admin = token is not None and bool(token.get_secret_value()) and hmac.compare_digest(
-            given.encode(), ("Bearer " + token.get_secret_value()).encode())
+        admin = given.startswith("Bearer ") and is_admin_token(self.pipeline.config.server.admin_token,
+                                                               given.removeprefix("Bearer "))
         agent = agent_for_token(self.pipeline.config.agents, given.removeprefix("Bearer ")) if agents else None
         if not admin and agent is None:
             await limits.auth_failed("admin", address)  # logs the address, answers late

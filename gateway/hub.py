@@ -24,7 +24,6 @@ from .desk.dispositions import checked_disposition
 from .customers.desk import AGENT_CUSTOMER_FRAMES
 from .delivery import OrderedDelivery
 from .errors import frame_failure
-from .limits import RateLimited, seconds
 from .logs import about
 from .model import Author, Conversation, Event, EventKind
 from .origins import OriginPolicy
@@ -32,7 +31,7 @@ from .agent_auth import AuthRequest, agent_for_token, auth_request
 from .pipeline import ConversationError, Pipeline
 from .selfservice import agents as kb
 from .store import NotFound, StoreUnavailable
-from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError,
+from .websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_REPLACED, CLOSE_UNAUTHORIZED, FrameError,
                         FrameRejected, FrameSender, attachment_ids, frames, message_fields, prepare, typing_active)
 
 log = logging.getLogger("contactgate.hub")
@@ -243,11 +242,7 @@ class AgentHub:
             await sender.close(CLOSE_UNAUTHORIZED, "auth required")
             return None
         limits = self.pipeline.limits
-        if locked_for := limits.locked_for("agent", address):
-            # Refused before the token is even compared, and not logged again (the lockout was).
-            sender.send(RateLimited(seconds(locked_for), "too many failed authentications from this address; "
-                                    "retry after retry_after seconds").error.frame())
-            await sender.close(CLOSE_RATE_LIMITED, "too many failed authentications; retry later")
+        if await limits.close_if_locked_out("agent", address, sender):
             return None
         agent_id = self.authenticate(frame.get("token"))
         if agent_id is None:

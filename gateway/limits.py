@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 from routing.config import Strict
 
 from .clientaddr import client_address
-from .websocket import FrameError, FrameRejected
+from .websocket import CLOSE_RATE_LIMITED, FrameError, FrameRejected, FrameSender
 
 log = logging.getLogger("contactgate.limits")
 
@@ -322,6 +322,18 @@ class Limits:
                 "address": address, "attempts": config.failed_auth.attempts, "lockout": config.failed_auth.lockout})
         if config.failed_auth.delay:
             await asyncio.sleep(config.failed_auth.delay)
+
+    async def close_if_locked_out(self, endpoint: Endpoint, address: str, sender: FrameSender) -> bool:
+        """For a socket's ``auth`` frame: while ``address`` is locked out after failed
+        authentications, tell it when to retry, close it with 4429 and return True. Refused
+        before the token is even compared, and not logged again (the lockout was)."""
+        locked_for = self.locked_for(endpoint, address)
+        if not locked_for:
+            return False
+        sender.send(RateLimited(seconds(locked_for), "too many failed authentications from this address; "
+                                "retry after retry_after seconds").error.frame())
+        await sender.close(CLOSE_RATE_LIMITED, "too many failed authentications; retry later")
+        return True
 
     def auth_succeeded(self, endpoint: Endpoint, address: str) -> None:
         self._auth[endpoint].succeeded(address)

@@ -14,19 +14,18 @@ gateway supports today, docs/architecture.md); the samples are shared through th
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from ..limits import RateLimited, seconds
+from ..agent_auth import is_admin_token
 from ..model import Conversation, Event
 from ..origins import OriginPolicy
 from ..pipeline import Pipeline
 from ..store import StoreError
 from ..tasks import TaskSet
-from ..websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_RATE_LIMITED, CLOSE_UNAUTHORIZED, FrameError, FrameSender,
+from ..websocket import (CLOSE_AUTH_TIMEOUT, CLOSE_UNAUTHORIZED, FrameError, FrameSender,
                          frames, prepare)
 from .figures import StatusClock, board_snapshot, shape
 from .history import QueueHistory, point
@@ -145,18 +144,13 @@ class BoardFeed:
         return ws
 
     async def _auth(self, sender: FrameSender, frame: dict[str, Any], address: str) -> bool:
-        token = self.pipeline.config.server.admin_token
         if frame["type"] != "auth":
             await sender.close(CLOSE_UNAUTHORIZED, "auth required")
             return False
         limits = self.pipeline.limits
-        if locked_for := limits.locked_for("admin", address):
-            sender.send(RateLimited(seconds(locked_for), "too many failed authentications from this address; "
-                                    "retry after retry_after seconds").error.frame())
-            await sender.close(CLOSE_RATE_LIMITED, "too many failed authentications; retry later")
+        if await limits.close_if_locked_out("admin", address, sender):
             return False
-        given = frame.get("token")
-        if token is None or not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        if not is_admin_token(self.pipeline.config.server.admin_token, frame.get("token")):
             await limits.auth_failed("admin", address)  # logs the address, answers late
             await sender.close(CLOSE_UNAUTHORIZED, "invalid token")
             return False
