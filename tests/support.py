@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,20 @@ class GatewayProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 5)
         return self.proc.returncode
+
+
+async def raw_execute(url: str, sql: str, *args: object) -> None:
+    """One statement with the raw driver (``?`` placeholders), as code of an older version wrote."""
+    if url.startswith("sqlite:"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            db.execute(sql, args)
+        return
+    parts = sql.split("?")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1)), *args)
+    finally:
+        await conn.close()
 
 
 @contextlib.asynccontextmanager

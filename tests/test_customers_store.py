@@ -4,17 +4,16 @@ both engines; concurrent merges on PostgreSQL; the upgrade of a version-4 databa
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import pytest
 
 from gateway.model import Author, ConversationState, EventKind, StateChange
 from gateway.store import NotFound, Store, open_store
 from gateway.store.customer_links import MergeRefused, merged_profile
 from gateway.store.migrations import MIGRATIONS
+from tests.support import raw_execute
 
 
 async def snapshot(store: Store, *customer_ids: str) -> dict[str, Any]:
@@ -232,7 +231,7 @@ async def test_a_version_4_database_upgrades_with_its_identities(store_url: str,
                       ("INSERT INTO identities (channel, address, customer_id) VALUES ('email', 'mei@example.com', "
                        "'old-mei')", ()),
                       ("INSERT INTO identities (channel, address, customer_id) VALUES ('tg-cn', '42', 'old-mei')", ())):
-        await raw(store_url, sql, *args)
+        await raw_execute(store_url, sql, *args)
     upgraded = await open_store(store_url)
     try:
         assert sorted((i.channel, i.kind, i.source) for i in await upgraded.identities("old-mei")) == [
@@ -247,16 +246,3 @@ async def test_a_version_4_database_upgrades_with_its_identities(store_url: str,
                                     change=StateChange(ConversationState.CLOSED))
     finally:
         await upgraded.close()
-
-
-async def raw(url: str, sql: str, *args: object) -> None:
-    if url.startswith("sqlite:"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
-            db.execute(sql, args)
-        return
-    parts = sql.split("?")
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1)), *args)
-    finally:
-        await conn.close()

@@ -16,6 +16,7 @@ import pytest
 from gateway.model import Author, Conversation, ConversationState, EventKind, StateChange
 from gateway.store import ConversationKey, NotFound, Store, StoreError, StoreUnavailable, open_store
 from gateway.store.migrations import MIGRATIONS
+from tests.support import raw_execute
 
 ALL_VERSIONS = [m.version for m in MIGRATIONS]
 
@@ -28,20 +29,6 @@ async def new_conversation(store: Store, channel: str = "webchat") -> Conversati
 async def say(store: Store, conv: Conversation, text: str, **kw):  # type: ignore[no-untyped-def]
     kw.setdefault("author", Author.CUSTOMER)
     return await store.append_event(conv.id, kind=EventKind.MESSAGE, text=text, **kw)
-
-
-async def raw_execute(url: str, sql: str, *args: object) -> None:
-    """One statement with the raw driver (``?`` placeholders), as code of an older version wrote."""
-    if url.startswith("sqlite:"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
-            db.execute(sql, args)
-        return
-    parts = sql.split("?")
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1)), *args)
-    finally:
-        await conn.close()
 
 
 async def old_conversation(store: Store) -> Conversation:
