@@ -195,3 +195,25 @@ def test_email_numbers_the_choices_under_the_text() -> None:
                                                          {"text": "Lost?", "value": "l"}], "Reply with the number.")
     assert body == "Did you mean one of these?\n\n1. How do I track my parcel?\n2. Lost?\n\nReply with the number."
     assert numbered_choices("Hello", [], None) == "Hello"
+
+
+async def test_a_texts_suggestions_are_ranked_once_per_kb_as_loaded() -> None:
+    """An agent's resume replays every customer message: each is ranked once, not per replay."""
+    from types import SimpleNamespace
+
+    from gateway.selfservice import agents
+
+    cfg = config()
+    selfservice = SelfService.from_config(cfg)  # its own: the cache lives and goes with it
+    ranked: list[str] = []
+    real_rank = selfservice.matcher.rank
+    selfservice.matcher.rank = lambda text, limit=None: ranked.append(text) or real_rank(text, limit)
+    pipeline = SimpleNamespace(config=SimpleNamespace(selfservice=cfg), selfservice=selfservice)
+    first = await agents.suggestions(pipeline, "my parcel arrived damaged")
+    again = await agents.suggestions(pipeline, "my parcel arrived damaged")
+    assert first == again and first[0]["faq_id"] == "damaged-parcel"
+    assert ranked == ["my parcel arrived damaged"]
+    await agents.suggestions(pipeline, "how do I track my parcel")
+    assert len(ranked) == 2
+    reloaded = SimpleNamespace(config=pipeline.config, selfservice=SelfService.from_config(cfg))
+    assert await agents.suggestions(reloaded, "my parcel arrived damaged") == first  # a new KB ranks anew

@@ -4,12 +4,16 @@ the answer a ``send_suggestion`` frame sends, and an agent's proposal for the KB
 
 from __future__ import annotations
 
+import hashlib
+import weakref
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..model import Author, Event, EventKind
 from ..store import NotFound
 from ..store.kb import KbProposal
 from .capture import ProposalRejected, read_proposal
+from . import SelfService
 from .suggest import suggestion_json, top_entries
 
 if TYPE_CHECKING:
@@ -18,10 +22,29 @@ if TYPE_CHECKING:
 RECENT = 3  # customer messages an offer's suggestions are matched against
 
 
+# The suggestions of the texts seen last, per KB as loaded (a reload makes a new SelfService,
+# whose cache starts empty): an agent's resume replays every customer message of its
+# conversations, and each would otherwise be ranked again (with the semantic matcher, in the
+# worker thread the bot's answers wait for).
+KEPT = 512
+_kept: "weakref.WeakKeyDictionary[SelfService, OrderedDict[tuple[int, bytes], list[dict[str, Any]]]]" = \
+    weakref.WeakKeyDictionary()
+
+
 async def suggestions(pipeline: "Pipeline", text: str) -> list[dict[str, Any]]:
     limit = pipeline.config.selfservice.policy.agent_suggestions
     selfservice = pipeline.selfservice
-    return [suggestion_json(selfservice, c) for c in await top_entries(selfservice, text, limit)]
+    kept = _kept.setdefault(selfservice, OrderedDict())
+    key = (limit, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())  # texts may be long
+    found = kept.get(key)
+    if found is None:
+        found = [suggestion_json(selfservice, c) for c in await top_entries(selfservice, text, limit)]
+        kept[key] = found
+        if len(kept) > KEPT:
+            kept.popitem(last=False)
+    else:
+        kept.move_to_end(key)
+    return list(found)
 
 
 async def offer_extras(pipeline: "Pipeline", events: Sequence[Event]) -> dict[str, Any]:
