@@ -210,3 +210,57 @@ async def test_the_bot_answers_each_conversation_from_its_own_kb(config_dir: Pat
         assert {c["value"] for c in offered["choices"]} == {"container", "track"}, offered
     finally:
         await gateway.stop()
+
+
+async def test_an_agent_is_shown_and_sends_the_suggestions_of_the_conversations_own_kb(
+        config_dir: Path, sqlite_url: str) -> None:
+    """docs/selfservice.md#several-knowledge-bases: a conversation answered by a KB of its own
+    shows the agent that KB's suggestions, on the offer and on each customer message, and
+    send_suggestion sends that KB's answer (an entry only that KB has too)."""
+    import websockets
+
+    from tests.support import ALICE_TOKEN, Agent, Client, GatewayProcess, gateway_config
+
+    config = gateway_config(sqlite_url, channels=[
+        {"type": "webchat"}, {"type": "webchat", "name": "freight-mail", "path": "/freight/ws",
+                              "attachments_path": "/freight/attachments"}])
+    config["selfservice"] = {
+        "faq": str(config_dir / "shipping.yaml"), "min_score": 0.3,
+        "knowledge_bases": [{"name": "freight", "faq": str(config_dir / "freight.yaml"),
+                             "when": {"channel": "freight-mail"}}],
+        "policy": {"ask_helpful": False}}
+    gateway = await GatewayProcess.write_config(config_dir, config).start()
+    try:
+        alice = await Agent.connect(gateway, ALICE_TOKEN)
+        await alice.expect("ready")
+        customer = Client(await websockets.connect(gateway.url("/freight/ws")))
+        await customer.send(type="hello", token=None, last_seq=0)
+        await customer.expect("welcome")
+        await customer.send(type="message", id="q1", text="How do I track my parcel? I need an agent")
+        offer = (await alice.next("offer"))["conversation"]
+        assert [(s["faq_id"], s["answer"]) for s in offer["suggestions"]][:1] == [
+            ("track", "Freight tracking is in the portal.")], offer["suggestions"]
+        assert offer["suggestions"][0]["lang"] == "en"
+        cid = offer["id"]
+        await alice.send(type="accept", conversation_id=cid)
+        await alice.next("assigned", conversation_id=cid)
+
+        await customer.send(type="message", id="q2", text="How do I book a container?")
+        said = await alice.next("message", conversation_id=cid, author="customer")
+        assert said["suggestions"][0]["faq_id"] == "container", said  # the default KB has no such entry
+        assert said["suggestions"][0]["answer"] == "Book it under Freight."
+
+        await alice.send(type="send_suggestion", conversation_id=cid, id="a1", faq_id="container")
+        await alice.next("ack", conversation_id=cid, id="a1")
+        await alice.send(type="send_suggestion", conversation_id=cid, id="a2", faq_id="track")
+        await alice.next("ack", conversation_id=cid, id="a2")
+        sent = []
+        while len(sent) < 2:
+            if (frame := await customer.recv())["type"] == "message" and frame["author"] == "agent":
+                sent.append(frame["text"])
+        assert sent == ["Book it under Freight.", "Freight tracking is in the portal."]
+        await customer.ws.close()
+        await alice.close()
+    finally:
+        await gateway.stop()
+

@@ -1,19 +1,25 @@
 """The knowledge base at the agent's desk (docs/protocol.md): the bot's handoff and the top KB
 suggestions on each offer, suggestions on each customer message of an assigned conversation,
-the answer a ``send_suggestion`` frame sends, and an agent's proposal for the KB."""
+the answer a ``send_suggestion`` frame sends, and an agent's proposal for the KB.
+
+Suggestions and ``send_suggestion`` read the KB that answers the conversation (the same
+``SelfService.for_contact`` choice the bot makes), so an agent is shown what the bot would say."""
 
 from __future__ import annotations
 
 import hashlib
 import weakref
 from collections import OrderedDict
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..faq import detect_lang
 from ..model import Author, Event, EventKind
 from ..store import NotFound
 from ..store.kb import KbProposal
 from .capture import ProposalRejected, read_proposal
 from . import SelfService
+from .knowledge import KnowledgeBase
 from .suggest import suggestion_json, top_entries
 
 if TYPE_CHECKING:
@@ -27,18 +33,38 @@ RECENT = 3  # customer messages an offer's suggestions are matched against
 # conversations, and each would otherwise be ranked again (with the semantic matcher, in the
 # worker thread the bot's answers wait for).
 KEPT = 512
-_kept: "weakref.WeakKeyDictionary[SelfService, OrderedDict[tuple[int, bytes], list[dict[str, Any]]]]" = \
+_kept: "weakref.WeakKeyDictionary[SelfService, OrderedDict[tuple[int, str, bytes], list[dict[str, Any]]]]" = \
     weakref.WeakKeyDictionary()
 
 
-async def suggestions(pipeline: "Pipeline", text: str) -> list[dict[str, Any]]:
+async def conversation_kb(pipeline: "Pipeline", conversation_id: str | None, text: str = "") -> KnowledgeBase:
+    """The KB that answers the conversation, as the bot's turn picks it: ``for_contact`` of what
+    routing knows of the contact now. ``text``: what the customer said, for when the process holds
+    none of the bot's text (a restart), so a ``language`` or ``keywords`` condition still holds."""
+    selfservice = pipeline.selfservice
+    if not selfservice.knowledge_bases or conversation_id is None:
+        return selfservice.default_kb
+    try:
+        conversation = await pipeline.store.get_conversation(conversation_id)  # its channel and customer
+    except NotFound:
+        return selfservice.default_kb
+    customer = await pipeline.store.get_customer(conversation.customer_id)
+    contact = pipeline.contact(conversation, customer, pipeline.clock())
+    if not contact.text.strip() and text.strip():
+        contact = replace(contact, text=text, language=contact.language or detect_lang(text))
+    return selfservice.for_contact(contact)
+
+
+async def suggestions(pipeline: "Pipeline", text: str, conversation_id: str | None = None) -> list[dict[str, Any]]:
+    """The top entries for ``text`` from the KB of the conversation (:func:`conversation_kb`)."""
     limit = pipeline.config.selfservice.policy.agent_suggestions
     selfservice = pipeline.selfservice
+    kb = await conversation_kb(pipeline, conversation_id, text)
     kept = _kept.setdefault(selfservice, OrderedDict())
-    key = (limit, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())  # texts may be long
+    key = (limit, kb.name, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())  # texts may be long
     found = kept.get(key)
     if found is None:
-        found = [suggestion_json(selfservice, c) for c in await top_entries(selfservice, text, limit)]
+        found = [suggestion_json(kb, c) for c in await top_entries(selfservice, text, limit, kb)]
         kept[key] = found
         if len(kept) > KEPT:
             kept.popitem(last=False)
@@ -47,21 +73,22 @@ async def suggestions(pipeline: "Pipeline", text: str) -> list[dict[str, Any]]:
     return list(found)
 
 
-async def offer_extras(pipeline: "Pipeline", events: Sequence[Event]) -> dict[str, Any]:
+async def offer_extras(pipeline: "Pipeline", conversation_id: str, events: Sequence[Event]) -> dict[str, Any]:
     """``handoff`` (why the bot handed off, with its top guesses and their scores) and
-    ``suggestions`` (for the customer's last messages) for an offer's frame."""
+    ``suggestions`` (for the customer's last messages, from the conversation's KB) for an offer's frame."""
     extras: dict[str, Any] = {}
     for event in reversed(events):
         if event.author is Author.BOT and event.kind is EventKind.MESSAGE and event.data.get("handoff"):
             extras["handoff"] = {"reason": event.data["handoff"], "guesses": event.data.get("guesses") or []}
             break
     said = [e.text for e in events if e.author is Author.CUSTOMER and e.kind is EventKind.MESSAGE and e.text]
-    extras["suggestions"] = await suggestions(pipeline, "\n".join(said[-RECENT:]))
+    extras["suggestions"] = await suggestions(pipeline, "\n".join(said[-RECENT:]), conversation_id)
     return extras
 
 
-def suggested_reply(pipeline: "Pipeline", frame: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(text, data) of a ``send_suggestion`` frame: the entry's answer, or the agent's edit of it."""
+async def suggested_reply(pipeline: "Pipeline", conversation_id: str, frame: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(text, data) of a ``send_suggestion`` frame: the entry's answer from the conversation's KB
+    (the one its suggestions came from), or the agent's edit of it."""
     faq_id, lang, edited = frame.get("faq_id"), frame.get("lang"), frame.get("text")
     if not isinstance(faq_id, str) or not faq_id:
         raise ProposalRejected("bad_suggestion", '"faq_id" must be the id of a KB entry (from "suggestions")')
@@ -69,7 +96,7 @@ def suggested_reply(pipeline: "Pipeline", frame: dict[str, Any]) -> tuple[str, d
         raise ProposalRejected("bad_suggestion", '"lang" must be a language of the entry, e.g. "en", or left out')
     if edited is not None and (not isinstance(edited, str) or not edited.strip()):
         raise ProposalRejected("bad_suggestion", '"text" must be the edited answer (a non-empty string) or left out')
-    index = pipeline.selfservice.faq
+    index = (await conversation_kb(pipeline, conversation_id)).index
     entries = [e for e in (index.entries if index is not None else ()) if e.id == faq_id]
     entry = next((e for e in entries if e.lang == lang), entries[0] if entries and lang is None else None)
     if entry is None:
