@@ -264,3 +264,41 @@ async def test_an_agent_is_shown_and_sends_the_suggestions_of_the_conversations_
     finally:
         await gateway.stop()
 
+
+
+async def test_kb_stats_list_the_entries_of_every_kb(config_dir: Path, sqlite_url: str) -> None:
+    """docs/api.md#get-apikbstats: every entry of the KBs, counted ones included; an answer from
+    a KB of its own is not an entry "that has since left" the KB (in_kb false, no question)."""
+    import aiohttp
+    import websockets
+
+    from tests.support import Client, GatewayProcess, gateway_config
+
+    config = gateway_config(sqlite_url, channels=[
+        {"type": "webchat"}, {"type": "webchat", "name": "freight-mail", "path": "/freight/ws",
+                              "attachments_path": "/freight/attachments"}])
+    config["server"]["admin_token"] = "admin-kb-stats-token-0123"
+    config["selfservice"] = {
+        "faq": str(config_dir / "shipping.yaml"), "min_score": 0.3,
+        "knowledge_bases": [{"name": "freight", "faq": str(config_dir / "freight.yaml"),
+                             "when": {"channel": "freight-mail"}}]}
+    gateway = await GatewayProcess.write_config(config_dir, config).start()
+    try:
+        customer = Client(await websockets.connect(gateway.url("/freight/ws")))
+        await customer.send(type="hello", token=None, last_seq=0)
+        await customer.expect("welcome")
+        await customer.send(type="message", id="q1", text="How do I book a container?")
+        while (frame := await customer.recv())["type"] != "message" or frame["author"] != "bot" or frame["seq"] < 3:
+            pass
+        assert frame["text"].startswith("Book it under Freight."), frame
+        await customer.ws.close()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gateway.http + "/api/kb/stats",
+                                headers={"Authorization": "Bearer admin-kb-stats-token-0123"}) as response:
+                assert response.status == 200
+                entries = {e["faq_id"]: e for e in (await response.json())["entries"]}
+        assert entries["container"]["in_kb"] and entries["container"]["question"] == "How do I book a container?"
+        assert entries["container"]["answered"] == 1 and entries["container"]["kbs"] == ["freight"]
+        assert entries["track"]["kbs"] == ["default", "freight"]  # one id, counted over both
+    finally:
+        await gateway.stop()
