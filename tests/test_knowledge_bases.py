@@ -216,7 +216,9 @@ async def test_an_agent_is_shown_and_sends_the_suggestions_of_the_conversations_
         config_dir: Path, sqlite_url: str) -> None:
     """docs/selfservice.md#several-knowledge-bases: a conversation answered by a KB of its own
     shows the agent that KB's suggestions, on the offer and on each customer message, and
-    send_suggestion sends that KB's answer (an entry only that KB has too)."""
+    send_suggestion sends that KB's answer (an entry only that KB has too); a proposal from it
+    is a phrasing of that KB's entry and is approved into that KB's file."""
+    import aiohttp
     import websockets
 
     from tests.support import ALICE_TOKEN, Agent, Client, GatewayProcess, gateway_config
@@ -229,6 +231,8 @@ async def test_an_agent_is_shown_and_sends_the_suggestions_of_the_conversations_
         "knowledge_bases": [{"name": "freight", "faq": str(config_dir / "freight.yaml"),
                              "when": {"channel": "freight-mail"}}],
         "policy": {"ask_helpful": False}}
+    admin = "admin-kb-capture-token-0123"
+    config["server"].update(admin_token=admin, reload_poll=0)
     gateway = await GatewayProcess.write_config(config_dir, config).start()
     try:
         alice = await Agent.connect(gateway, ALICE_TOKEN)
@@ -259,8 +263,30 @@ async def test_an_agent_is_shown_and_sends_the_suggestions_of_the_conversations_
             if (frame := await customer.recv())["type"] == "message" and frame["author"] == "agent":
                 sent.append(frame["text"])
         assert sent == ["Book it under Freight.", "Freight tracking is in the portal."]
+
+        # Knowledge capture from it: a phrasing of that KB's entry, approved into that KB's file.
+        await alice.send(type="propose_kb", conversation_id=cid,
+                         proposal={"faq_id": "container", "question": "reserve a shipping box"})
+        proposal = (await alice.next("proposed", conversation_id=cid))["proposal"]
+        assert (proposal["kind"], proposal["faq_id"]) == ("phrasing", "container"), proposal
+        shipping_before = (config_dir / "shipping.yaml").read_text(encoding="utf-8")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{gateway.http}/api/kb/proposals/{proposal['id']}/approve",
+                                 headers={"Authorization": f"Bearer {admin}"}) as response:
+                body = await response.json()
+                assert response.status == 200 and body["reload"]["ok"], body
+        assert "reserve a shipping box" in (config_dir / "freight.yaml").read_text(encoding="utf-8")
+        assert (config_dir / "shipping.yaml").read_text(encoding="utf-8") == shipping_before
         await customer.ws.close()
         await alice.close()
+        again = Client(await websockets.connect(gateway.url("/freight/ws")))  # answered with it at once
+        await again.send(type="hello", token=None, last_seq=0)
+        await again.expect("welcome")
+        await again.send(type="message", id="q1", text="reserve a shipping box")
+        while (frame := await again.recv())["type"] != "message" or frame["author"] != "bot" or frame["seq"] < 3:
+            pass
+        assert frame["text"] == "Book it under Freight.", frame
+        await again.ws.close()
     finally:
         await gateway.stop()
 

@@ -11,6 +11,7 @@ import hashlib
 import weakref
 from collections import OrderedDict
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..faq import detect_lang
@@ -19,7 +20,7 @@ from ..store import NotFound
 from ..store.kb import KbProposal
 from .capture import ProposalRejected, read_proposal
 from . import SelfService
-from .knowledge import KnowledgeBase
+from .knowledge import DEFAULT_KB, KnowledgeBase
 from .suggest import suggestion_json, top_entries
 
 if TYPE_CHECKING:
@@ -105,8 +106,31 @@ async def suggested_reply(pipeline: "Pipeline", conversation_id: str, frame: dic
     return text, {"suggestion": {"faq_id": entry.id, "lang": entry.lang, "edited": text != entry.answer}}
 
 
+def bot_phase_text(events: Sequence[Event]) -> str:
+    """What the customer said to the bot (up to its handoff): what its turns chose the KB by."""
+    said = []
+    for event in events:
+        if event.kind is EventKind.MESSAGE and event.author is Author.BOT and event.data.get("handoff"):
+            break
+        if event.kind is EventKind.MESSAGE and event.author is Author.CUSTOMER and event.text:
+            said.append(event.text)
+    return "\n".join(said)
+
+
+async def kb_file(pipeline: "Pipeline", conversation_id: str) -> Path | None:
+    """The KB file a proposal from this conversation is approved into: the file of the
+    conversation's KB (the one its suggestions came from; None: no KB file)."""
+    events = await pipeline.events_after(conversation_id, 0)
+    kb = await conversation_kb(pipeline, conversation_id, bot_phase_text(events))
+    config = pipeline.config.selfservice
+    if kb.name == DEFAULT_KB:
+        return config.faq
+    return next((own.faq for own in config.knowledge_bases if own.name == kb.name), None)
+
+
 async def propose(pipeline: "Pipeline", agent_id: str, conversation_id: str, fields: Any) -> KbProposal:
-    """Store an agent's proposal for the KB, from a conversation the agent works or worked."""
+    """Store an agent's proposal for the KB, from a conversation the agent works or worked: a
+    phrasing of an entry of the conversation's KB, or a new entry for it."""
     try:
         mine = await pipeline.agent_may_see(agent_id, conversation_id)
     except NotFound:  # no such conversation: as little said as for another agent's
@@ -114,7 +138,7 @@ async def propose(pipeline: "Pipeline", agent_id: str, conversation_id: str, fie
     if not mine:
         raise ProposalRejected("not_assigned", f"conversation {conversation_id!r} is not one of yours")
     events = await pipeline.events_after(conversation_id, 0)
-    index = pipeline.selfservice.faq
+    index = (await conversation_kb(pipeline, conversation_id, bot_phase_text(events))).index
     known = {e.id for e in index.entries} if index is not None else set()
     proposed = read_proposal(fields, events, known)
     return await pipeline.store.add_kb_proposal(
