@@ -10,17 +10,15 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import OrderedDict
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..faq import detect_lang
 from ..model import Author, Event, EventKind
 from ..store import NotFound
 from ..store.kb import KbProposal
 from .capture import ProposalRejected, read_proposal
 from . import SelfService
-from .knowledge import DEFAULT_KB, KnowledgeBase
+from .knowledge import DEFAULT_KB, KnowledgeBase, conversation_kb
 from .suggest import suggestion_json, top_entries
 
 if TYPE_CHECKING:
@@ -36,24 +34,6 @@ RECENT = 3  # customer messages an offer's suggestions are matched against
 KEPT = 512
 _kept: "weakref.WeakKeyDictionary[SelfService, OrderedDict[tuple[int, str, bytes], list[dict[str, Any]]]]" = \
     weakref.WeakKeyDictionary()
-
-
-async def conversation_kb(pipeline: "Pipeline", conversation_id: str | None, text: str = "") -> KnowledgeBase:
-    """The KB that answers the conversation, as the bot's turn picks it: ``for_contact`` of what
-    routing knows of the contact now. ``text``: what the customer said, for when the process holds
-    none of the bot's text (a restart), so a ``language`` or ``keywords`` condition still holds."""
-    selfservice = pipeline.selfservice
-    if not selfservice.knowledge_bases or conversation_id is None:
-        return selfservice.default_kb
-    try:
-        conversation = await pipeline.store.get_conversation(conversation_id)  # its channel and customer
-    except NotFound:
-        return selfservice.default_kb
-    customer = await pipeline.store.get_customer(conversation.customer_id)
-    contact = pipeline.contact(conversation, customer, pipeline.clock())
-    if not contact.text.strip() and text.strip():
-        contact = replace(contact, text=text, language=contact.language or detect_lang(text))
-    return selfservice.for_contact(contact)
 
 
 async def suggestions(pipeline: "Pipeline", text: str, conversation_id: str | None = None) -> list[dict[str, Any]]:
