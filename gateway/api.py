@@ -46,6 +46,7 @@ from .limits import seconds
 from .pipeline import ConversationError, Pipeline
 from .reload import ConfigReloader
 from .reports import GatewayCollector, LimitsCollector, agent_report, queue_report
+from .selfservice.agents import kb_file
 from .selfservice.capture import approve_into
 from .selfservice.deflection import DeflectionCollector, kb_stats
 from .store import NotFound, StoreError, StoreUnavailable
@@ -447,7 +448,7 @@ class AdminApi:
         proposal = await self._pending(request)
         if isinstance(proposal, web.Response):
             return proposal
-        path = self.pipeline.config.selfservice.faq
+        path = await kb_file(self.pipeline, proposal.conversation_id)  # the conversation's KB
         if path is None:
             return error(409, "no_kb", "selfservice.faq is not set: there is no KB file to write")
         note = await asyncio.to_thread(approve_into, path, proposal)  # ProposalRejected: 409, file unchanged

@@ -69,7 +69,7 @@ class AgentConnection:
             if event.client_id:
                 frame["id"] = event.client_id
             if event.author is Author.CUSTOMER and event.text:
-                frame["suggestions"] = await kb.suggestions(self.pipeline, event.text)
+                frame["suggestions"] = await kb.suggestions(self.pipeline, event.text, cid)
             await self.sender.write(frame)
         elif event.kind is EventKind.ASSIGNED:
             await self.sender.write({"type": "assigned", "conversation_id": cid, "seq": event.seq})
@@ -185,7 +185,7 @@ class AgentHub:
             # Is anyone there (null: a channel without live sessions)? Changes come as customer_presence.
             "customer_connected": self.pipeline.customer_connected(conversation),
             "left_message": bool(offered.data.get("left_message"))}
-        offer.update(await kb.offer_extras(self.pipeline, before))  # the bot's handoff, KB suggestions
+        offer.update(await kb.offer_extras(self.pipeline, conversation.id, before))  # the bot's handoff, KB suggestions
         if ivr is not None:
             offer["ivr"] = ivr
         if offered.data.get("transferred_from"):
@@ -398,7 +398,7 @@ class AgentHub:
             attachments = attachment_ids(frame)
             data = None
             if kind == "send_suggestion":
-                text, data = kb.suggested_reply(self.pipeline, frame)
+                text, data = await kb.suggested_reply(self.pipeline, conversation_id, frame)
                 client_id, _ = message_fields({**frame, "text": text})
             else:
                 client_id, text = message_fields(frame, text_optional=bool(attachments))

@@ -46,6 +46,7 @@ from .outbox import OutboxWorker
 from .presence import Absence, CustomerPresence, was_left_message
 from .scheduler import Scheduler
 from .selfservice import SelfService
+from .selfservice.knowledge import conversation_kb
 from .selfservice.conversation import Turn, stalled_turn, take_turn
 from .selfservice.supervisor import BotSupervisor
 from .state.bot import BotMemo
@@ -461,7 +462,9 @@ class Pipeline:
                 if conversation.state is not S.BOT or not self.bot.is_stalled(memo):
                     return
                 log.info("stalled with the bot: handed off")
-                routed = await self._bot_says(conversation, stalled_turn(self.config.selfservice, memo), memo)
+                kb = await conversation_kb(self, conversation_id)  # its guesses from the conversation's KB
+                routed = await self._bot_says(conversation, await stalled_turn(
+                    self.selfservice, self.config.selfservice, memo, kb), memo)
             if routed:
                 await self.dispatch()
 

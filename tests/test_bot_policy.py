@@ -186,7 +186,7 @@ async def test_the_watchdog_turn_hands_off_as_stalled() -> None:
     assert memo.stuck_since == NOW
     await turn(cfg, memo, "hello?", now=NOW + timedelta(minutes=3))
     assert memo.stuck_since == NOW  # the first reply without progress counts
-    stalled = stalled_turn(cfg, memo)
+    stalled = await stalled_turn(SelfService.from_config(cfg), cfg, memo)
     assert stalled.handoff == "stalled" and stalled.says[0].data["bot"]["stuck_since"] is None
 
 

@@ -49,7 +49,7 @@ async def test_choices_survive_a_restart_and_a_stalled_conversation_is_handed_of
     await first.customer_message(picking.id, "parcel broken", "m1")
     other = await first.identify("webchat", "web-2")
     stalling, _ = await first.current_conversation(other, "webchat")
-    await first.customer_message(stalling.id, "where is my stuff?", "m1")
+    await first.customer_message(stalling.id, "where is my parcel hmm", "m1")  # a miss: no progress
     assert first.scheduler.pending(("bot_stalled", stalling.id))
 
     # A restart: a new pipeline on the same database, its memory rebuilt from the events.
@@ -70,6 +70,8 @@ async def test_choices_survive_a_restart_and_a_stalled_conversation_is_handed_of
         await second.scheduler.run_due()
         events = await store.events_after(stalling.id, 0)
         assert events[-2].data["handoff"] == "stalled" and events[-1].kind is EventKind.QUEUED
+        # Its guesses for the last question, as every handoff has them (the agent's offer shows them).
+        assert [g["faq_id"] for g in events[-2].data["guesses"]][:1] == ["track-parcel"], events[-2].data
         assert (await store.get_conversation(stalling.id)).state is ConversationState.QUEUED
         assert (await store.get_conversation(picking.id)).state is ConversationState.BOT
     finally:

@@ -284,6 +284,18 @@ def test_a_calibration_for_another_matcher_version_is_refused(kb: Path, tmp_path
         load_calibration(bad)
 
 
+def test_min_score_and_thresholds_are_one_or_the_other(kb: Path, tmp_path: Path, capsys) -> None:
+    """docs/selfservice.md: `[--min-score S | --thresholds CALIBRATION.yaml]`; both was --min-score ignored."""
+    questions = _questions(tmp_path, QUESTIONS)
+    out = tmp_path / "cal.yaml"
+    assert main(["faq-eval", str(kb), str(questions), "--calibrate", "-o", str(out)]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["faq-eval", str(kb), str(questions), "--min-score", "0.5", "--thresholds", str(out)])
+    assert exited.value.code == 2
+    assert "not allowed with argument --min-score" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("items, message", [
     ([{"text": "hi", "lang": "en", "expect": "nope"}], "not in the KB: nope"),
     ([{"text": "hi", "expect": None}], "needs 'lang'"),

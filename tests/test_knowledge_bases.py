@@ -210,3 +210,121 @@ async def test_the_bot_answers_each_conversation_from_its_own_kb(config_dir: Pat
         assert {c["value"] for c in offered["choices"]} == {"container", "track"}, offered
     finally:
         await gateway.stop()
+
+
+async def test_an_agent_is_shown_and_sends_the_suggestions_of_the_conversations_own_kb(
+        config_dir: Path, sqlite_url: str) -> None:
+    """docs/selfservice.md#several-knowledge-bases: a conversation answered by a KB of its own
+    shows the agent that KB's suggestions, on the offer and on each customer message, and
+    send_suggestion sends that KB's answer (an entry only that KB has too); a proposal from it
+    is a phrasing of that KB's entry and is approved into that KB's file."""
+    import aiohttp
+    import websockets
+
+    from tests.support import ALICE_TOKEN, Agent, Client, GatewayProcess, gateway_config
+
+    config = gateway_config(sqlite_url, channels=[
+        {"type": "webchat"}, {"type": "webchat", "name": "freight-mail", "path": "/freight/ws",
+                              "attachments_path": "/freight/attachments"}])
+    config["selfservice"] = {
+        "faq": str(config_dir / "shipping.yaml"), "min_score": 0.3,
+        "knowledge_bases": [{"name": "freight", "faq": str(config_dir / "freight.yaml"),
+                             "when": {"channel": "freight-mail"}}],
+        "policy": {"ask_helpful": False}}
+    admin = "admin-kb-capture-token-0123"
+    config["server"].update(admin_token=admin, reload_poll=0)
+    gateway = await GatewayProcess.write_config(config_dir, config).start()
+    try:
+        alice = await Agent.connect(gateway, ALICE_TOKEN)
+        await alice.expect("ready")
+        customer = Client(await websockets.connect(gateway.url("/freight/ws")))
+        await customer.send(type="hello", token=None, last_seq=0)
+        await customer.expect("welcome")
+        await customer.send(type="message", id="q1", text="How do I track my parcel? I need an agent")
+        offer = (await alice.next("offer"))["conversation"]
+        assert [(s["faq_id"], s["answer"]) for s in offer["suggestions"]][:1] == [
+            ("track", "Freight tracking is in the portal.")], offer["suggestions"]
+        assert offer["suggestions"][0]["lang"] == "en"
+        cid = offer["id"]
+        await alice.send(type="accept", conversation_id=cid)
+        await alice.next("assigned", conversation_id=cid)
+
+        await customer.send(type="message", id="q2", text="How do I book a container?")
+        said = await alice.next("message", conversation_id=cid, author="customer")
+        assert said["suggestions"][0]["faq_id"] == "container", said  # the default KB has no such entry
+        assert said["suggestions"][0]["answer"] == "Book it under Freight."
+
+        await alice.send(type="send_suggestion", conversation_id=cid, id="a1", faq_id="container")
+        await alice.next("ack", conversation_id=cid, id="a1")
+        await alice.send(type="send_suggestion", conversation_id=cid, id="a2", faq_id="track")
+        await alice.next("ack", conversation_id=cid, id="a2")
+        sent = []
+        while len(sent) < 2:
+            if (frame := await customer.recv())["type"] == "message" and frame["author"] == "agent":
+                sent.append(frame["text"])
+        assert sent == ["Book it under Freight.", "Freight tracking is in the portal."]
+
+        # Knowledge capture from it: a phrasing of that KB's entry, approved into that KB's file.
+        await alice.send(type="propose_kb", conversation_id=cid,
+                         proposal={"faq_id": "container", "question": "reserve a shipping box"})
+        proposal = (await alice.next("proposed", conversation_id=cid))["proposal"]
+        assert (proposal["kind"], proposal["faq_id"]) == ("phrasing", "container"), proposal
+        shipping_before = (config_dir / "shipping.yaml").read_text(encoding="utf-8")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{gateway.http}/api/kb/proposals/{proposal['id']}/approve",
+                                 headers={"Authorization": f"Bearer {admin}"}) as response:
+                body = await response.json()
+                assert response.status == 200 and body["reload"]["ok"], body
+        assert "reserve a shipping box" in (config_dir / "freight.yaml").read_text(encoding="utf-8")
+        assert (config_dir / "shipping.yaml").read_text(encoding="utf-8") == shipping_before
+        await customer.ws.close()
+        await alice.close()
+        again = Client(await websockets.connect(gateway.url("/freight/ws")))  # answered with it at once
+        await again.send(type="hello", token=None, last_seq=0)
+        await again.expect("welcome")
+        await again.send(type="message", id="q1", text="reserve a shipping box")
+        while (frame := await again.recv())["type"] != "message" or frame["author"] != "bot" or frame["seq"] < 3:
+            pass
+        assert frame["text"] == "Book it under Freight.", frame
+        await again.ws.close()
+    finally:
+        await gateway.stop()
+
+
+
+async def test_kb_stats_list_the_entries_of_every_kb(config_dir: Path, sqlite_url: str) -> None:
+    """docs/api.md#get-apikbstats: every entry of the KBs, counted ones included; an answer from
+    a KB of its own is not an entry "that has since left" the KB (in_kb false, no question)."""
+    import aiohttp
+    import websockets
+
+    from tests.support import Client, GatewayProcess, gateway_config
+
+    config = gateway_config(sqlite_url, channels=[
+        {"type": "webchat"}, {"type": "webchat", "name": "freight-mail", "path": "/freight/ws",
+                              "attachments_path": "/freight/attachments"}])
+    config["server"]["admin_token"] = "admin-kb-stats-token-0123"
+    config["selfservice"] = {
+        "faq": str(config_dir / "shipping.yaml"), "min_score": 0.3,
+        "knowledge_bases": [{"name": "freight", "faq": str(config_dir / "freight.yaml"),
+                             "when": {"channel": "freight-mail"}}]}
+    gateway = await GatewayProcess.write_config(config_dir, config).start()
+    try:
+        customer = Client(await websockets.connect(gateway.url("/freight/ws")))
+        await customer.send(type="hello", token=None, last_seq=0)
+        await customer.expect("welcome")
+        await customer.send(type="message", id="q1", text="How do I book a container?")
+        while (frame := await customer.recv())["type"] != "message" or frame["author"] != "bot" or frame["seq"] < 3:
+            pass
+        assert frame["text"].startswith("Book it under Freight."), frame
+        await customer.ws.close()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gateway.http + "/api/kb/stats",
+                                headers={"Authorization": "Bearer admin-kb-stats-token-0123"}) as response:
+                assert response.status == 200
+                entries = {e["faq_id"]: e for e in (await response.json())["entries"]}
+        assert entries["container"]["in_kb"] and entries["container"]["question"] == "How do I book a container?"
+        assert entries["container"]["answered"] == 1 and entries["container"]["kbs"] == ["freight"]
+        assert entries["track"]["kbs"] == ["default", "freight"]  # one id, counted over both
+    finally:
+        await gateway.stop()

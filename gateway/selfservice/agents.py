@@ -1,12 +1,16 @@
 """The knowledge base at the agent's desk (docs/protocol.md): the bot's handoff and the top KB
 suggestions on each offer, suggestions on each customer message of an assigned conversation,
-the answer a ``send_suggestion`` frame sends, and an agent's proposal for the KB."""
+the answer a ``send_suggestion`` frame sends, and an agent's proposal for the KB.
+
+Suggestions and ``send_suggestion`` read the KB that answers the conversation (the same
+``SelfService.for_contact`` choice the bot makes), so an agent is shown what the bot would say."""
 
 from __future__ import annotations
 
 import hashlib
 import weakref
 from collections import OrderedDict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..model import Author, Event, EventKind
@@ -14,6 +18,7 @@ from ..store import NotFound
 from ..store.kb import KbProposal
 from .capture import ProposalRejected, read_proposal
 from . import SelfService
+from .knowledge import DEFAULT_KB, KnowledgeBase, conversation_kb
 from .suggest import suggestion_json, top_entries
 
 if TYPE_CHECKING:
@@ -27,18 +32,20 @@ RECENT = 3  # customer messages an offer's suggestions are matched against
 # conversations, and each would otherwise be ranked again (with the semantic matcher, in the
 # worker thread the bot's answers wait for).
 KEPT = 512
-_kept: "weakref.WeakKeyDictionary[SelfService, OrderedDict[tuple[int, bytes], list[dict[str, Any]]]]" = \
+_kept: "weakref.WeakKeyDictionary[SelfService, OrderedDict[tuple[int, str, bytes], list[dict[str, Any]]]]" = \
     weakref.WeakKeyDictionary()
 
 
-async def suggestions(pipeline: "Pipeline", text: str) -> list[dict[str, Any]]:
+async def suggestions(pipeline: "Pipeline", text: str, conversation_id: str | None = None) -> list[dict[str, Any]]:
+    """The top entries for ``text`` from the KB of the conversation (:func:`conversation_kb`)."""
     limit = pipeline.config.selfservice.policy.agent_suggestions
     selfservice = pipeline.selfservice
+    kb = await conversation_kb(pipeline, conversation_id, text)
     kept = _kept.setdefault(selfservice, OrderedDict())
-    key = (limit, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())  # texts may be long
+    key = (limit, kb.name, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())  # texts may be long
     found = kept.get(key)
     if found is None:
-        found = [suggestion_json(selfservice, c) for c in await top_entries(selfservice, text, limit)]
+        found = [suggestion_json(kb, c) for c in await top_entries(selfservice, text, limit, kb)]
         kept[key] = found
         if len(kept) > KEPT:
             kept.popitem(last=False)
@@ -47,21 +54,22 @@ async def suggestions(pipeline: "Pipeline", text: str) -> list[dict[str, Any]]:
     return list(found)
 
 
-async def offer_extras(pipeline: "Pipeline", events: Sequence[Event]) -> dict[str, Any]:
+async def offer_extras(pipeline: "Pipeline", conversation_id: str, events: Sequence[Event]) -> dict[str, Any]:
     """``handoff`` (why the bot handed off, with its top guesses and their scores) and
-    ``suggestions`` (for the customer's last messages) for an offer's frame."""
+    ``suggestions`` (for the customer's last messages, from the conversation's KB) for an offer's frame."""
     extras: dict[str, Any] = {}
     for event in reversed(events):
         if event.author is Author.BOT and event.kind is EventKind.MESSAGE and event.data.get("handoff"):
             extras["handoff"] = {"reason": event.data["handoff"], "guesses": event.data.get("guesses") or []}
             break
     said = [e.text for e in events if e.author is Author.CUSTOMER and e.kind is EventKind.MESSAGE and e.text]
-    extras["suggestions"] = await suggestions(pipeline, "\n".join(said[-RECENT:]))
+    extras["suggestions"] = await suggestions(pipeline, "\n".join(said[-RECENT:]), conversation_id)
     return extras
 
 
-def suggested_reply(pipeline: "Pipeline", frame: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(text, data) of a ``send_suggestion`` frame: the entry's answer, or the agent's edit of it."""
+async def suggested_reply(pipeline: "Pipeline", conversation_id: str, frame: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(text, data) of a ``send_suggestion`` frame: the entry's answer from the conversation's KB
+    (the one its suggestions came from), or the agent's edit of it."""
     faq_id, lang, edited = frame.get("faq_id"), frame.get("lang"), frame.get("text")
     if not isinstance(faq_id, str) or not faq_id:
         raise ProposalRejected("bad_suggestion", '"faq_id" must be the id of a KB entry (from "suggestions")')
@@ -69,7 +77,7 @@ def suggested_reply(pipeline: "Pipeline", frame: dict[str, Any]) -> tuple[str, d
         raise ProposalRejected("bad_suggestion", '"lang" must be a language of the entry, e.g. "en", or left out')
     if edited is not None and (not isinstance(edited, str) or not edited.strip()):
         raise ProposalRejected("bad_suggestion", '"text" must be the edited answer (a non-empty string) or left out')
-    index = pipeline.selfservice.faq
+    index = (await conversation_kb(pipeline, conversation_id)).index
     entries = [e for e in (index.entries if index is not None else ()) if e.id == faq_id]
     entry = next((e for e in entries if e.lang == lang), entries[0] if entries and lang is None else None)
     if entry is None:
@@ -78,8 +86,31 @@ def suggested_reply(pipeline: "Pipeline", frame: dict[str, Any]) -> tuple[str, d
     return text, {"suggestion": {"faq_id": entry.id, "lang": entry.lang, "edited": text != entry.answer}}
 
 
+def bot_phase_text(events: Sequence[Event]) -> str:
+    """What the customer said to the bot (up to its handoff): what its turns chose the KB by."""
+    said = []
+    for event in events:
+        if event.kind is EventKind.MESSAGE and event.author is Author.BOT and event.data.get("handoff"):
+            break
+        if event.kind is EventKind.MESSAGE and event.author is Author.CUSTOMER and event.text:
+            said.append(event.text)
+    return "\n".join(said)
+
+
+async def kb_file(pipeline: "Pipeline", conversation_id: str) -> Path | None:
+    """The KB file a proposal from this conversation is approved into: the file of the
+    conversation's KB (the one its suggestions came from; None: no KB file)."""
+    events = await pipeline.events_after(conversation_id, 0)
+    kb = await conversation_kb(pipeline, conversation_id, bot_phase_text(events))
+    config = pipeline.config.selfservice
+    if kb.name == DEFAULT_KB:
+        return config.faq
+    return next((own.faq for own in config.knowledge_bases if own.name == kb.name), None)
+
+
 async def propose(pipeline: "Pipeline", agent_id: str, conversation_id: str, fields: Any) -> KbProposal:
-    """Store an agent's proposal for the KB, from a conversation the agent works or worked."""
+    """Store an agent's proposal for the KB, from a conversation the agent works or worked: a
+    phrasing of an entry of the conversation's KB, or a new entry for it."""
     try:
         mine = await pipeline.agent_may_see(agent_id, conversation_id)
     except NotFound:  # no such conversation: as little said as for another agent's
@@ -87,7 +118,7 @@ async def propose(pipeline: "Pipeline", agent_id: str, conversation_id: str, fie
     if not mine:
         raise ProposalRejected("not_assigned", f"conversation {conversation_id!r} is not one of yours")
     events = await pipeline.events_after(conversation_id, 0)
-    index = pipeline.selfservice.faq
+    index = (await conversation_kb(pipeline, conversation_id, bot_phase_text(events))).index
     known = {e.id for e in index.entries} if index is not None else set()
     proposed = read_proposal(fields, events, known)
     return await pipeline.store.add_kb_proposal(

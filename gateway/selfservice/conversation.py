@@ -228,6 +228,10 @@ def _said(memo: BotMemo, turn: Turn) -> Turn:
     return turn
 
 
-def stalled_turn(config: SelfServiceConfig, memo: BotMemo) -> Turn:
-    """The watchdog's handoff: no progress for ``policy.stalled_after`` seconds."""
-    return _said(memo, _handoff_turn(memo, config.handoff, "stalled", ()))
+async def stalled_turn(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo,
+                       kb: KnowledgeBase | None = None) -> Turn:
+    """The watchdog's handoff: no progress for ``policy.stalled_after`` seconds. Like every
+    handoff, it carries the bot's guesses for the customer's last question (``kb``: the
+    conversation's, as for :func:`take_turn`)."""
+    guesses = await top_entries(selfservice, memo.question, MAX_CHOICES, kb) if memo.question else []
+    return _said(memo, _handoff_turn(memo, config.handoff, "stalled", tuple(guesses)))

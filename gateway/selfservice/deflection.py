@@ -16,16 +16,22 @@ from . import SelfService
 
 
 def kb_stats(counts: dict[tuple[str, str], int], selfservice: SelfService) -> dict[str, Any]:
-    """Every entry of the KB (and any counted entry since removed), with its outcome counts and
-    its deflection rate: answers not followed by a handoff, of its answers."""
-    index = selfservice.faq
+    """Every entry of every KB (the default's first, then each of ``knowledge_bases``'), and any
+    counted entry since removed, with its outcome counts and its deflection rate: answers not
+    followed by a handoff, of its answers. Counted by entry id: an id that several KBs have
+    counts once, over all of them (``kbs`` names them)."""
     questions: dict[str, str] = {}
-    for entry in index.entries if index is not None else ():
-        questions.setdefault(entry.id, entry.question)
+    kbs: dict[str, list[str]] = {}
+    for kb in (selfservice.default_kb, *selfservice.knowledge_bases):
+        for entry in kb.index.entries if kb.index is not None else ():
+            questions.setdefault(entry.id, entry.question)
+            if kb.name not in kbs.setdefault(entry.id, []):
+                kbs[entry.id].append(kb.name)
     ids = list(questions) + sorted({faq for faq, _ in counts} - set(questions))
     rows = []
     for faq_id in ids:
-        row: dict[str, Any] = {"faq_id": faq_id, "question": questions.get(faq_id), "in_kb": faq_id in questions}
+        row: dict[str, Any] = {"faq_id": faq_id, "question": questions.get(faq_id), "in_kb": faq_id in questions,
+                               "kbs": kbs.get(faq_id, [])}
         row.update({outcome: counts.get((faq_id, outcome), 0) for outcome in OUTCOMES})
         row["deflected"] = round(1 - row["handed_off"] / row["answered"], 3) if row["answered"] else None
         rows.append(row)

@@ -27,8 +27,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--matcher", choices=["lexical", "semantic"], help="default: the config's, else lexical")
     p.add_argument("--config", help="take the matcher's options (synonyms, typo_tolerance, semantic) "
                                     "and thresholds from this config.yaml's selfservice section")
-    p.add_argument("--min-score", type=float, help="one threshold for every language (default: the config's)")
-    p.add_argument("--thresholds", metavar="CALIBRATION.yaml", help="evaluate at a calibration file's thresholds")
+    # One or the other (docs/selfservice.md): given both, one would be silently ignored.
+    at = p.add_mutually_exclusive_group()
+    at.add_argument("--min-score", type=float, help="one threshold for every language (default: the config's)")
+    at.add_argument("--thresholds", metavar="CALIBRATION.yaml", help="evaluate at a calibration file's thresholds")
     p.add_argument("--calibrate", action="store_true", help="pick per-language thresholds and write them")
     p.add_argument("--target-wrong", type=float, default=0.03,
                    help="with --calibrate: wrong answers allowed, of all questions per language (default 0.03)")

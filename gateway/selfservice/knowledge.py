@@ -8,20 +8,24 @@ for one KB only. The first KB whose ``when`` holds answers; when none does, the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from routing.config import Condition
 from routing.contact import Contact
 
 from ..config import SelfServiceConfig
-from ..faq import FaqIndex
+from ..faq import FaqIndex, detect_lang
+from ..store import NotFound
 from .calibration import load_calibration
 from .evaluate import CalibrationError
 from .matcher import Matcher, Thresholds
 
-__all__ = ["DEFAULT_KB", "KnowledgeBase", "KnowledgeBaseError", "choose_kb", "thresholds_for"]
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
+__all__ = ["DEFAULT_KB", "KnowledgeBase", "KnowledgeBaseError", "choose_kb", "conversation_kb", "thresholds_for"]
 
 DEFAULT_KB = "default"
 
@@ -56,6 +60,24 @@ def choose_kb(kbs: Sequence[KnowledgeBase], default: KnowledgeBase, contact: Con
         if kb.when is not None and contact.satisfies(kb.when):
             return kb
     return default
+
+
+async def conversation_kb(pipeline: "Pipeline", conversation_id: str | None, text: str = "") -> KnowledgeBase:
+    """The KB that answers the conversation, as the bot's turn picks it: ``for_contact`` of what
+    routing knows of the contact now. ``text``: what the customer said, for when the process holds
+    none of the bot's text (a restart), so a ``language`` or ``keywords`` condition still holds."""
+    selfservice = pipeline.selfservice
+    if not selfservice.knowledge_bases or conversation_id is None:
+        return selfservice.default_kb
+    try:
+        conversation = await pipeline.store.get_conversation(conversation_id)  # its channel and customer
+    except NotFound:
+        return selfservice.default_kb
+    customer = await pipeline.store.get_customer(conversation.customer_id)
+    contact = pipeline.contact(conversation, customer, pipeline.clock())
+    if not contact.text.strip() and text.strip():
+        contact = replace(contact, text=text, language=contact.language or detect_lang(text))
+    return selfservice.for_contact(contact)
 
 
 def thresholds_for(config: SelfServiceConfig, matcher: Matcher, *, calibration: Path | None,

@@ -30,16 +30,17 @@ async def top_entries(selfservice: SelfService, text: str, limit: int,
     return await asyncio.get_running_loop().run_in_executor(executor, _rank, matcher, text, limit)
 
 
-def entry_lang(selfservice: SelfService, faq_id: str, question: str) -> str | None:
-    index = selfservice.faq
+def entry_lang(kb: KnowledgeBase, faq_id: str, question: str) -> str | None:
+    index = kb.index
     for entry in index.entries if index is not None else ():
         if entry.id == faq_id and entry.question == question:
             return entry.lang
     return None
 
 
-def suggestion_json(selfservice: SelfService, candidate: Candidate) -> dict[str, Any]:
-    return {"faq_id": candidate.faq_id, "lang": entry_lang(selfservice, candidate.faq_id, candidate.question),
+def suggestion_json(kb: KnowledgeBase, candidate: Candidate) -> dict[str, Any]:
+    """``kb``: the KB the candidate came from, for its language."""
+    return {"faq_id": candidate.faq_id, "lang": entry_lang(kb, candidate.faq_id, candidate.question),
             "question": candidate.question, "answer": candidate.answer, "score": round(candidate.score, 3)}
 
 
