@@ -18,7 +18,7 @@ from ..store import NotFound
 from ..store.kb import KbProposal
 from .capture import ProposalRejected, read_proposal
 from . import SelfService
-from .knowledge import DEFAULT_KB, KnowledgeBase, conversation_kb
+from .knowledge import DEFAULT_KB, conversation_kb
 from .suggest import suggestion_json, top_entries
 
 if TYPE_CHECKING:
