@@ -98,10 +98,11 @@ class SemanticConfig(Strict):
 
     # All picked on tests/faq_dev/dev.yaml (docs/selfservice.md): the lexical score did not
     # help e5 there (weight 1), the best entry's lead over the runner-up did in English
-    # (margin 1) but not in Chinese (margins: {zh: 0}).
+    # (margin 2) but not in Chinese (margins: {zh: 0}), and so did the lead over the KB's
+    # out_of_scope messages (out_of_scope_weight 0.25).
     weight: float = Field(default=1.0, ge=0, le=1)
     # The best entry's score gains margin x (its score - the runner-up's): a clear winner is surer.
-    margin: float = Field(default=1.0, ge=0, le=5)
+    margin: float = Field(default=2.0, ge=0, le=5)
     # The margin per language of the question (detect_lang: en, zh); others take `margin`.
     margins: dict[str, float] = {"zh": 0.0}
 
@@ -112,6 +113,9 @@ class SemanticConfig(Strict):
             if not 0 <= m <= 5:
                 raise ValueError(f"margins.{lang}: {m} must be from 0 to 5")
         return value
+    # The best entry's score gains this x (its closest phrasing's cosine - the closest
+    # out_of_scope message's): a question nearer "tell me a joke" than the entry is less sure.
+    out_of_scope_weight: float = Field(default=0.25, ge=0, le=5)
     # Where the KB's embeddings are kept between starts (keyed by text and model version);
     # relative to config.yaml. None: $XDG_CACHE_HOME/contactgate, else ~/.cache/contactgate.
     cache_dir: Path | None = None

@@ -39,6 +39,17 @@ every key other than ``id`` is a language code. The flat form, one language per 
       lang: en            # optional, default "en"
 
 Both forms may be mixed in one file; an ``(id, language)`` pair may appear only once.
+
+An item with the single key ``out_of_scope`` instead of an entry lists, per language, messages
+the KB does **not** answer (small talk, other businesses' questions)::
+
+    - out_of_scope:
+        en: ["tell me a joke", "what's the interest rate on a savings account"]
+        zh: ["讲个笑话"]
+
+The lexical matcher ignores them; the semantic one makes an answer less sure the closer the
+question is to one of them (``gateway/selfservice/semantic.py``). They are never answered or
+offered: they are not entries.
 """
 
 from __future__ import annotations
@@ -71,8 +82,10 @@ __all__ = [
 DEFAULT_MIN_SCORE = 0.35
 """Recommended ``min_score`` for :meth:`FaqIndex.match`.
 
-Calibrated on ``faq/shipping_kb.yaml`` (see ``tests/test_faq.py``): every phrasing of the KB
-scores 1.0 for its own entry, the paraphrases in the tests score 0.39 to 1.0, the unrelated
+For a KB of a few phrasings per entry: set on ``faq/shipping_kb.yaml``'s questions and first two
+alternatives (see ``tests/test_faq.py``; the shipped KB has ten more English ones, with which
+unrelated text such as "can you help me" reaches 0.69: calibrate such a KB, docs/selfservice.md).
+Every phrasing of the KB scores 1.0 for its own entry, the paraphrases in the tests score 0.39 to 1.0, the unrelated
 questions at most 0.33 and about half of them 0. Lower values answer more loose paraphrases but
 start answering small talk ("what's the weather in Paris" touches the weather-delay entry);
 higher values hand more questions over to an agent.
@@ -340,14 +353,17 @@ class FaqIndex:
 
     __slots__ = (
         "_entries", "_lang_of", "_langs", "_idf", "_unknown_idf", "_postings", "_doc_entry",
-        "_synonyms", "_typo_vocab", "_typo_cache",
+        "_synonyms", "_typo_vocab", "_typo_cache", "_out_of_scope",
     )
 
     def __init__(self, entries: Iterable[FaqEntry], *, synonyms: Iterable[Iterable[str]] = (),
-                 typo_tolerance: bool = False) -> None:
+                 typo_tolerance: bool = False,
+                 out_of_scope: Mapping[str, Iterable[str]] | None = None) -> None:
         """``synonyms``: see :class:`Synonyms`. ``typo_tolerance``: an unknown word of the
-        question that is a near miss of a word of the KB counts as that word (rapidfuzz)."""
+        question that is a near miss of a word of the KB counts as that word (rapidfuzz).
+        ``out_of_scope``: messages the KB does not answer, per language (kept, not indexed)."""
         entries = tuple(entries)
+        self._out_of_scope = {lang: tuple(texts) for lang, texts in (out_of_scope or {}).items() if texts}
         syn = Synonyms(synonyms)
         self._synonyms = syn if syn else None
         seen: set[tuple[str, str]] = set()
@@ -423,11 +439,17 @@ class FaqIndex:
         Raises :class:`FaqError` for a missing or unreadable file, invalid YAML (with the line),
         or an entry that is not well formed (with its index, id and line).
         """
-        return cls(_load_entries(Path(path)), synonyms=synonyms, typo_tolerance=typo_tolerance)
+        entries, out_of_scope = _load_entries(Path(path))
+        return cls(entries, synonyms=synonyms, typo_tolerance=typo_tolerance, out_of_scope=out_of_scope)
 
     @property
     def entries(self) -> tuple[FaqEntry, ...]:
         return self._entries
+
+    @property
+    def out_of_scope(self) -> Mapping[str, tuple[str, ...]]:
+        """The KB's ``out_of_scope`` messages per language (see the module docstring)."""
+        return self._out_of_scope
 
     detect_lang = staticmethod(detect_lang)
 
@@ -560,12 +582,14 @@ def _texts(value: Any, what: str, where: str) -> tuple[str, ...]:
     return tuple(_text(v, f"{what}[{k}]", where) for k, v in enumerate(value))
 
 
-def _load_entries(path: Path) -> list[FaqEntry]:
+def _load_entries(path: Path) -> tuple[list[FaqEntry], dict[str, list[str]]]:
+    """The entries, and the ``out_of_scope`` messages per language."""
     data, node = _read_yaml(path)
     if not isinstance(data, list):
         got = "an empty document" if data is None else f"a {type(data).__name__}"
         raise FaqError(f"{path}: the top level must be a list of FAQ entries, got {got}")
     entries: list[FaqEntry] = []
+    out_of_scope: dict[str, list[str]] = {}
     seen: dict[tuple[str, str], int] = {}
     for n, raw in enumerate(data):
         line = None
@@ -580,6 +604,9 @@ def _load_entries(path: Path) -> list[FaqEntry]:
             where += " (" + ", ".join(d for d in details if d) + ")"
         if not isinstance(raw, dict):
             raise FaqError(f"{where}: an entry must be a mapping, got {type(raw).__name__}")
+        if "out_of_scope" in raw:
+            _parse_out_of_scope(raw, where, out_of_scope)
+            continue
         if not has_id:
             _text(eid, "'id'", where)  # raises
         eid = eid.strip()
@@ -592,7 +619,21 @@ def _load_entries(path: Path) -> list[FaqEntry]:
                 )
             seen[key] = n
             entries.append(entry)
-    return entries
+    return entries, out_of_scope
+
+
+def _parse_out_of_scope(raw: dict[Any, Any], where: str, into: dict[str, list[str]]) -> None:
+    if set(raw) != {"out_of_scope"}:
+        others = ", ".join(sorted(str(k) for k in raw if k != "out_of_scope"))
+        raise FaqError(f"{where}: out_of_scope is an item of its own, not an entry's key (also: {others})")
+    block = raw["out_of_scope"]
+    if not isinstance(block, Mapping) or not block:
+        raise FaqError(f"{where}: out_of_scope must map languages to lists of messages, "
+                       f"e.g. {{en: [\"tell me a joke\"]}}")
+    for lang, texts in block.items():
+        if not isinstance(lang, str) or not lang.strip():
+            raise FaqError(f"{where}: out_of_scope: language key {lang!r} must be a string")
+        into.setdefault(lang.strip(), []).extend(_texts(texts, f"out_of_scope.{lang}", where))
 
 
 def _parse_entry(raw: dict[Any, Any], eid: str, where: str) -> list[FaqEntry]:

@@ -19,12 +19,12 @@ from gateway.state.bot import BotMemo, Choice
 
 FAQ = Path(__file__).resolve().parent.parent / "faq" / "shipping_kb.yaml"
 NOW = datetime(2026, 12, 2, 9, tzinfo=timezone.utc)
-NEAR_MISS = "parcel broken"  # damaged-parcel ~0.69, then two below 0.35: a did-you-mean of three
+NEAR_MISS = "parcel broken"  # damaged-parcel ~0.66, then two near 0.26: a did-you-mean of three
 
 
 def config(**changes: Any) -> SelfServiceConfig:
     policy = changes.pop("policy", {})
-    return SelfServiceConfig(faq=FAQ, min_score=0.9, choices_min_score=0.3, max_unanswered=3,
+    return SelfServiceConfig(faq=FAQ, min_score=0.9, choices_min_score=0.24, max_unanswered=3,
                              policy=policy, **changes)
 
 
@@ -51,15 +51,15 @@ async def test_did_you_mean_offers_three_choices_and_a_pick_by_value_label_or_nu
         asked = await turn(cfg, memo, NEAR_MISS)
         say = asked.says[0]
         assert say.text == cfg.did_you_mean and asked.handoff is None
-        assert [c["value"] for c in say.data["choices"]] == ["damaged-parcel", "track-parcel", "change-address"]
+        assert [c["value"] for c in say.data["choices"]] == ["damaged-parcel", "track-parcel", "signature-proof"]
         assert say.data["choices"][0]["text"] == "My parcel arrived damaged, what should I do?"
-        assert [g["faq_id"] for g in say.data["did_you_mean"]] == ["damaged-parcel", "track-parcel", "change-address"]
+        assert [g["faq_id"] for g in say.data["did_you_mean"]] == ["damaged-parcel", "track-parcel", "signature-proof"]
         assert memo.asking == "did_you_mean" and memo.stuck_since == NOW and asked.outcomes == []
         answered = await turn(cfg, memo, pick, choice)
         say = answered.says[0]
         assert say.text.startswith("Sorry about that. Keep the packaging"), pick
         assert say.data["faq"] == "damaged-parcel" and say.data["picked"] is True
-        assert say.data["score"] == pytest.approx(0.689, abs=0.01)
+        assert say.data["score"] == pytest.approx(0.663, abs=0.01)
         assert answered.outcomes == [("damaged-parcel", "answered")] and answered.topic == "damaged-parcel"
         assert memo.stuck_since is None and memo.unanswered == 0
 

@@ -430,8 +430,17 @@ class _BagOfLetters:
     passage = query
 
 
+def _unsqueeze(score: float) -> float:
+    """The score before ``semantic._squeeze`` (its inverse)."""
+    import math
+
+    from gateway.selfservice.semantic import KNEE
+
+    return score if score <= KNEE else KNEE - (1 - KNEE) * math.log(1 - (score - KNEE) / (1 - KNEE))
+
+
 def test_semantic_matcher_combines_scores_and_caches_embeddings(kb: Path, tmp_path: Path) -> None:
-    from gateway.selfservice.semantic import SemanticMatcher
+    from gateway.selfservice.semantic import SemanticMatcher, _squeeze
 
     lexical = LexicalMatcher.load(kb)
     model = _BagOfLetters()
@@ -446,7 +455,8 @@ def test_semantic_matcher_combines_scores_and_caches_embeddings(kb: Path, tmp_pa
     with_answer = float(model._vec("How do I track my parcel?\nUse the Track page.") @ q)
     # weight * (best phrasing + 3 x mean over phrasings (one, verbatim: 1) + 2 x question+answer) / 6
     # + (1 - weight) * lexical (1)
-    assert ranked[0].score == pytest.approx(0.5 * (4.0 + 2 * with_answer) / 6 + 0.5 * 1.0, abs=1e-5)
+    raw = 0.5 * (4.0 + 2 * with_answer) / 6 + 0.5 * 1.0
+    assert raw > 0.9 and ranked[0].score == pytest.approx(float(_squeeze(raw)), abs=1e-5) and ranked[0].score < 1
     assert [r.entry.lang for r in ranked[:3]] == ["en"] * 3  # the question's language first
 
     # A second build embeds nothing; a changed KB only what changed.
@@ -457,7 +467,9 @@ def test_semantic_matcher_combines_scores_and_caches_embeddings(kb: Path, tmp_pa
     plain, led = m.rank(question), again.rank(question)
     assert [r.entry.id for r in led] == [r.entry.id for r in plain]
     lead = plain[0].score - plain[1].score
-    assert led[0].score == pytest.approx(min(1.0, plain[0].score + lead), abs=1e-5)
+    raw_lead = _unsqueeze(plain[0].score) - _unsqueeze(plain[1].score)
+    assert led[0].score == pytest.approx(float(_squeeze(_unsqueeze(plain[0].score) + raw_lead)), abs=1e-5)
+    assert led[0].score - plain[0].score <= lead + 1e-6
     assert [r.score for r in led[1:]] == [r.score for r in plain[1:]]
     assert again.version != m.version  # a calibration for one margin is not valid for another
     changed = [dict(e) for e in KB]
@@ -469,6 +481,69 @@ def test_semantic_matcher_combines_scores_and_caches_embeddings(kb: Path, tmp_pa
     # Another model version does not reuse the vectors, and another version string says so.
     other = SemanticMatcher(lexical, _BagOfLetters(), "fake-2", weight=0.5, cache_dir=cache)
     assert other.embedded == m.embedded and other.version != m.version
+
+
+def test_semantic_squeeze_keeps_the_order_and_stays_under_one() -> None:
+    import numpy as np
+
+    from gateway.selfservice.semantic import KNEE, _squeeze
+
+    x = np.array([0.0, 0.5, KNEE, 0.95, 1.0, 1.3, 2.0])
+    y = _squeeze(x)
+    assert list(y[:3]) == list(x[:3])  # unchanged up to the knee
+    assert all(np.diff(y) > 0) and y[-1] < 1
+
+
+def test_semantic_out_of_scope_messages_make_a_close_question_less_sure(tmp_path: Path) -> None:
+    """The best entry gains out_of_scope_weight x (its closest phrasing's cosine - the closest
+    out_of_scope message's, in the question's language); the others keep their scores."""
+    from gateway.selfservice.semantic import SemanticMatcher
+
+    kb = tmp_path / "kb.yaml"
+    kb.write_text(yaml.safe_dump([*KB, {"out_of_scope": {"en": ["tell me a joke", "what is the weather"],
+                                                          "zh": ["讲个笑话"]}}], allow_unicode=True), encoding="utf-8")
+    lexical, cache, model = LexicalMatcher.load(kb), tmp_path / "cache", _BagOfLetters()
+    plain = SemanticMatcher(lexical, model, "fake-1", weight=1.0, cache_dir=cache)
+    wary = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, out_of_scope_weight=1.0, cache_dir=cache)
+    assert wary.embedded == 0  # the messages were embedded (and cached) with the first build
+    assert wary.version != plain.version and "/oos=1/" in wary.version
+    question = "tell me a joke please"
+    before, after = plain.rank(question), wary.rank(question)
+    assert [r.entry.id for r in after] == [r.entry.id for r in before]
+    q = model._vec(question)
+    top = before[0].entry
+    closest = max(float(model._vec(t) @ q) for t in top.phrasings)
+    outside = max(float(model._vec(t) @ q) for t in ["tell me a joke", "what is the weather"])
+    assert closest < outside
+    assert after[0].score == pytest.approx(before[0].score + (closest - outside), abs=1e-5)
+    assert [r.score for r in after[1:]] == [r.score for r in before[1:]]
+    # The margin comes after: the lead over the runner-up counts the out-of-scope lead too.
+    from gateway.selfservice.semantic import _squeeze
+
+    led = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, margin=1.0, out_of_scope_weight=1.0,
+                          cache_dir=cache)
+    top_raw = _unsqueeze(before[0].score) + (closest - outside)
+    expected = max(0.0, top_raw + (top_raw - _unsqueeze(before[1].score)))
+    assert led.rank(question)[0].score == pytest.approx(float(_squeeze(expected)), abs=1e-5)
+    # Chinese questions are compared with the Chinese messages only.
+    zh = "讲个笑话:查询包裹"
+    zq = model._vec(zh)
+    ztop = wary.rank(zh)[0]
+    gap = max(float(model._vec(t) @ zq) for t in ztop.entry.phrasings) - float(model._vec("讲个笑话") @ zq)
+    assert ztop.score == pytest.approx(max(0.0, plain.rank(zh)[0].score + gap), abs=1e-5)
+    assert ztop.score < plain.rank(zh)[0].score
+    # A KB without out_of_scope messages: the weight changes nothing but the version.
+    none = SemanticMatcher(LexicalMatcher.load(_plain_kb(tmp_path)),
+                           _BagOfLetters(), "fake-1", weight=1.0, out_of_scope_weight=1.0, cache_dir=cache)
+    same = SemanticMatcher(LexicalMatcher.load(_plain_kb(tmp_path)), _BagOfLetters(), "fake-1", weight=1.0,
+                           cache_dir=cache)
+    assert [(r.entry.id, r.score) for r in none.rank(question)] == [(r.entry.id, r.score) for r in same.rank(question)]
+
+
+def _plain_kb(tmp_path: Path) -> Path:
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump(KB, allow_unicode=True), encoding="utf-8")
+    return path
 
 
 def test_semantic_margin_per_language_of_the_question(kb: Path, tmp_path: Path) -> None:

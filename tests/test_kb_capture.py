@@ -29,20 +29,37 @@ def phrasings(path: Path, faq_id: str, lang: str) -> tuple[str, ...]:
     return next(e for e in FaqIndex.load(path).entries if e.id == faq_id and e.lang == lang).phrasings
 
 
-def test_a_phrasing_goes_into_the_flow_alt_list_and_the_rest_of_the_file_stays(tmp_path: Path) -> None:
+def test_a_phrasing_goes_under_the_last_alt_line_and_the_rest_of_the_file_stays(tmp_path: Path) -> None:
     kb = tmp_path / "kb.yaml"
     shutil.copy(SHIPPED, kb)
     before = kb.read_text(encoding="utf-8").splitlines()
+    last_alt = phrasings(kb, "track-parcel", "en")[-1]
     note = approve_into(kb, proposal("phrasing", 'where\'s my "box"?', faq_id="track-parcel"))
     assert note == "added a phrasing to track-parcel (en)"
     after = kb.read_text(encoding="utf-8").splitlines()
-    changed = [n for n, (a, b) in enumerate(zip(before, after)) if a != b]
-    assert len(after) == len(before) and len(changed) == 1  # one line, comments and all else kept
-    assert 'where\'s my "box"?' in phrasings(kb, "track-parcel", "en")
+    at = next(n for n, line in enumerate(before) if last_alt in line) + 1
+    assert after == before[:at] + ['      - "where\'s my \\"box\\"?"'] + before[at:]  # one line, all else kept
+    assert phrasings(kb, "track-parcel", "en")[-2:] == (last_alt, 'where\'s my "box"?')
+    assert FaqIndex.load(kb).out_of_scope == FaqIndex.load(SHIPPED).out_of_scope
     assert approve_into(kb, proposal("phrasing", 'where\'s my "box"?', faq_id="track-parcel")).endswith(
         "already has this phrasing")
     zh = approve_into(kb, proposal("phrasing", "包裹在哪儿", faq_id="track-parcel", lang="zh"))
     assert zh.endswith("(zh)") and "包裹在哪儿" in phrasings(kb, "track-parcel", "zh")
+
+
+def test_a_phrasing_goes_into_a_flow_alt_list(tmp_path: Path) -> None:
+    kb = tmp_path / "kb.yaml"
+    kb.write_text("# flow style\n"
+                  "- id: track\n"
+                  '  en: {q: "How do I track my parcel?", alt: ["where is it"], a: "Use the Track page."}\n'
+                  '  zh: {q: "如何查询包裹物流?", alt: [], a: "在追踪页面查询。"}\n'
+                  "# the end\n", encoding="utf-8")
+    approve_into(kb, proposal("phrasing", "tracking number lookup", faq_id="track"))
+    approve_into(kb, proposal("phrasing", "查快递", faq_id="track", lang="zh"))
+    lines = kb.read_text(encoding="utf-8").splitlines()
+    assert lines[2] == '  en: {q: "How do I track my parcel?", alt: ["where is it", "tracking number lookup"], a: "Use the Track page."}'
+    assert lines[3] == '  zh: {q: "如何查询包裹物流?", alt: ["查快递"], a: "在追踪页面查询。"}'
+    assert len(lines) == 5 and lines[-1] == "# the end"
 
 
 def test_block_lists_flat_entries_and_entries_without_alt_take_a_phrasing(tmp_path: Path) -> None:

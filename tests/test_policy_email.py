@@ -12,7 +12,7 @@ from test_email_e2e import Mailer, body, email_config, start
 
 async def test_numbered_choices_and_a_reply_with_the_number(tmp_path: Path, sqlite_url: str, sink: MailSink) -> None:
     config = email_config(sqlite_url, sink.port)
-    config["selfservice"].update(min_score=0.9, choices_min_score=0.3, channels={})
+    config["selfservice"].update(min_score=0.9, choices_min_score=0.24, channels={})
     gateway = await start(tmp_path, config)
     try:
         mail = Mailer(gateway, sink)
@@ -22,7 +22,7 @@ async def test_numbered_choices_and_a_reply_with_the_number(tmp_path: Path, sqli
         asked = await mail.reply()
         text = body(asked).replace("\r\n", "\n")  # SMTP's line ends
         assert text.startswith("Did you mean one of these?\n\n1. My parcel arrived damaged, what should I do?\n"
-                               "2. How do I track my parcel?\n3. Can I change the delivery address?\n")
+                               "2. How do I track my parcel?\n3. How can I get proof of delivery?\n")
         assert "Reply with the number of your choice." in text
 
         quoted = "1\n\nOn Wed, 2 Dec 2026, Acme Support wrote:\n> " + text.replace("\n", "\n> ")

@@ -25,7 +25,7 @@ async def press(gateway: Any, api: BotApi, sent: Any, data: str, query_id: str) 
 async def test_choices_are_buttons_and_a_press_is_the_pick(tmp_path: Path, sqlite_url: str) -> None:
     async with serve_api() as api:
         config = telegram_config(sqlite_url, api)
-        config["selfservice"].update(min_score=0.9, choices_min_score=0.3)
+        config["selfservice"].update(min_score=0.9, choices_min_score=0.24)
         gateway = await start(tmp_path, config)
         try:
             update = {"update_id": api.new_update_id(), "message": message(MEI, "parcel broken")}
@@ -33,7 +33,7 @@ async def test_choices_are_buttons_and_a_press_is_the_pick(tmp_path: Path, sqlit
             greeting, asked = await api.wait_for("sendMessage", 2, MEI)
             assert asked.params["text"] == "Did you mean one of these?"
             buttons = keyboard(asked)
-            assert [value for _, value in buttons] == ["damaged-parcel", "track-parcel", "change-address"]
+            assert [value for _, value in buttons] == ["damaged-parcel", "track-parcel", "signature-proof"]
             assert buttons[0][0] == "My parcel arrived damaged, what should I do?"
 
             await press(gateway, api, asked, "damaged-parcel", "q1")

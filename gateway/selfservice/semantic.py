@@ -6,17 +6,24 @@ and which needs only numpy. Without it, :func:`semantic_matcher` raises
 :class:`SemanticUnavailable` and the gateway matches lexically.
 
 * **Score.** ``weight * cosine + (1 - weight) * lexical``, the cosine being a blend of three
-  (1 : 3 : 2): the best over the entry's phrasings, the mean over them (question and
-  alternatives, embedded with e5's ``query:`` prefix, as e5 suggests for symmetric tasks), and
-  the one with the entry's question and answer together (``passage:``), which knows words only
-  the answer has ("who signed for it" and "proof of delivery"). The mean weighs most: an entry
-  whose phrasings all agree with the question is surer than one with a single lucky phrasing.
+  (1 : 3 : 2): the best over the entry's phrasings, the mean over its :data:`CLOSEST` (3) best
+  ones (question and alternatives, embedded with e5's ``query:`` prefix, as e5 suggests for
+  symmetric tasks), and the one with the entry's question and answer together (``passage:``),
+  which knows words only the answer has ("who signed for it" and "proof of delivery"). The mean
+  weighs most: an entry several of whose phrasings agree with the question is surer than one
+  with a single lucky phrasing; over the closest three and not all, so an entry with many
+  phrasings (each a different way of asking) is not diluted by those the question is not like.
   Then the best entry's score gains ``margin`` times its lead over the runner-up, so the
   confidence says "one entry stands out" and not only "this text is about shipping" (e5's
   cosines of unrelated text are high, 0.75 to 0.85); ``margins`` sets it per language of the
-  question (on the dev set it helped English and cost Chinese). A weighted sum, not rank
-  fusion, so the score stays comparable across questions and can be calibrated; the blend,
-  ``weight`` and the margins were picked on the dev set (docs/selfservice.md).
+  question (on the dev set it helped English and cost Chinese). Before that, it gains
+  ``out_of_scope_weight`` times the lead of the entry's best phrasing over the closest of the
+  KB's ``out_of_scope`` messages (in the question's language), which is negative for a question
+  closer to "tell me a joke" than to any phrasing of the entry; the margin then counts it too. Scores above 0.9 are squeezed
+  into (0.9, 1) (:func:`_squeeze`, monotonic: the order and so the calibration are unchanged).
+  A weighted sum, not rank fusion, so the score stays comparable across questions and can be
+  calibrated; the blend, ``weight``, the margins and the out-of-scope weight were picked on the
+  dev set (docs/selfservice.md).
 * **Ranking.** As the lexical matcher's: the question's language first. Every entry is a
   candidate, not only those sharing a word with the question.
 * **Cache.** The KB's vectors are kept in ``cache_dir`` keyed by the model version and each
@@ -49,6 +56,8 @@ log = logging.getLogger("contactgate")
 
 MODEL = "multilingual-e5-small-q4"
 EMBED_BATCH = 16  # texts per model call when embedding a KB (~0.2 s on 2 cores)
+CLOSEST = 3  # the mean of the cosine is over an entry's closest phrasings, this many
+KNEE = 0.9  # scores above it are squeezed into (KNEE, 1)
 
 
 class SemanticUnavailable(RuntimeError):
@@ -117,11 +126,12 @@ class SemanticMatcher:
 
     def __init__(self, lexical: LexicalMatcher, model: Any, model_version: str, *,
                  weight: float, cache_dir: Path | None, margin: float = 0.0,
-                 margins: dict[str, float] | None = None,
+                 margins: dict[str, float] | None = None, out_of_scope_weight: float = 0.0,
                  executor: ThreadPoolExecutor | None = None, lock: Any = None) -> None:
         """``executor``: the worker to answer in (shared by the KBs of one config; a new one
         when None). ``lock``: held around every call into ``model`` (a new one when None).
-        ``margins``: the margin per language of the question, ``margin`` for the others."""
+        ``margins``: the margin per language of the question, ``margin`` for the others.
+        ``out_of_scope_weight``: how much the lead over the KB's ``out_of_scope`` messages counts."""
         import numpy as np
 
         self.lexical = lexical
@@ -129,9 +139,11 @@ class SemanticMatcher:
         self.weight = weight
         self.margin = margin
         self.margins = dict(margins or {})
+        self.out_of_scope_weight = out_of_scope_weight
         self.model_version = model_version
         by_lang = "".join(f",{lang}={m:g}" for lang, m in sorted(self.margins.items()) if m != margin)
-        self.version = f"semantic-3/{model_version}/w={weight:g}/m={margin:g}{by_lang}/{lexical.version}"
+        self.version = (f"semantic-4/{model_version}/w={weight:g}/m={margin:g}{by_lang}"
+                        f"/oos={out_of_scope_weight:g}/{lexical.version}")
         self._model = model
         self._lock = lock if lock is not None else threading.Lock()
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
@@ -143,6 +155,8 @@ class SemanticMatcher:
                 texts.append((t, True))
                 owner.append(i)
         texts += [(f"{e.question}\n{e.answer}", False) for e in entries]
+        out_of_scope = [(_primary_lang(lang), t) for lang, ts in self.index.out_of_scope.items() for t in ts]
+        texts += [(t, True) for _, t in out_of_scope]
         cache = EmbeddingCache(cache_dir or default_cache_dir(), model_version)
         stored = cache.load()
         keys = [cache.key(("query: " if is_q else "passage: ") + t) for t, is_q in texts]
@@ -157,7 +171,13 @@ class SemanticMatcher:
         self.embedded = len(missing)  # how many texts this build had to embed
         vectors = np.stack([stored[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
         self._matrix = vectors[: len(owner)]
-        self._qa = vectors[len(owner):]
+        self._qa = vectors[len(owner):len(owner) + len(entries)]
+        rest = vectors[len(owner) + len(entries):]
+        # The out-of-scope messages' vectors per language ("" for all of them together).
+        self._out_of_scope = {lang: rest[[i for i, (l, _) in enumerate(out_of_scope) if l == lang]]
+                              for lang in {l for l, _ in out_of_scope}}
+        if out_of_scope:
+            self._out_of_scope[""] = rest
         self._owner = np.asarray(owner, dtype=np.intp)
         self._n = len(entries)
         self._phrasings = np.maximum(np.bincount(self._owner, minlength=self._n), 1)
@@ -205,8 +225,9 @@ class SemanticMatcher:
             q = self._model.query(text)
         sims = self._matrix @ q
         padded = self._slots
-        best = np.append(sims, -np.inf)[padded].max(axis=1)
-        mean = np.append(sims, 0.0)[padded].sum(axis=1) / self._phrasings
+        closest = -np.sort(-np.append(sims, -np.inf)[padded], axis=1)[:, :CLOSEST]
+        best = closest[:, 0]
+        mean = np.where(np.isfinite(closest), closest, 0.0).sum(axis=1) / np.minimum(self._phrasings, CLOSEST)
         cos = (best + 3 * mean + 2 * (self._qa @ q)) / 6
         score = self.weight * cos + (1 - self.weight) * lex
         lang = detect_lang(text)
@@ -220,8 +241,13 @@ class SemanticMatcher:
         top = order[0]
         second = order[1] if self._n > 1 and other[order[1]] == other[top] else None
         margin = self.margins.get(lang, self.margin)
+        # First the lead of the entry's closest phrasing over the closest message the KB does
+        # not answer, then the lead over the runner-up (which so counts that one too).
+        outside = self._out_of_scope.get(lang, self._out_of_scope.get(""))
+        if outside is not None and self.out_of_scope_weight:
+            score[top] += self.out_of_scope_weight * (best[top] - float((outside @ q).max()))
         score[top] += margin * (score[top] - (score[second] if second is not None else 0.0))
-        score = np.round(np.clip(score, 0.0, 1.0), 6)
+        score = np.round(_squeeze(np.clip(score, 0.0, None)), 6)
         if limit is not None:
             order = order[:limit]
         entries = self.index.entries
@@ -232,9 +258,19 @@ class SemanticMatcher:
         self.executor.shutdown(wait=False)
 
 
+def _squeeze(score: Any) -> Any:
+    """Scores above :data:`KNEE` into (KNEE, 1), smoothly and keeping their order: a margin can
+    lift a score above 1, and a clip would tie all those at 1."""
+    import numpy as np
+
+    over = np.maximum(score - KNEE, 0.0) / (1 - KNEE)
+    return np.where(score > KNEE, KNEE + (1 - KNEE) * (1 - np.exp(-over)), score)
+
+
 def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig,
                      executor: ThreadPoolExecutor | None = None) -> SemanticMatcher:
     """Raises :class:`SemanticUnavailable` when the extra is missing."""
     model, version = _load_model()
     return SemanticMatcher(lexical, model, version, weight=config.weight, margin=config.margin,
-                           margins=config.margins, cache_dir=config.cache_dir, executor=executor, lock=_MODEL_LOCK)
+                           margins=config.margins, out_of_scope_weight=config.out_of_scope_weight,
+                           cache_dir=config.cache_dir, executor=executor, lock=_MODEL_LOCK)
