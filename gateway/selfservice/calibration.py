@@ -160,6 +160,9 @@ def kb_digest(matcher: Matcher) -> str:
     h = hashlib.sha256()
     for e in matcher.entries:
         h.update(repr((e.id, e.lang, e.phrasings)).encode())
+    index = getattr(matcher, "index", None)  # the KB's out_of_scope messages change scores too
+    for lang, texts in sorted(getattr(index, "out_of_scope", {}).items()):
+        h.update(repr(("out_of_scope", lang, texts)).encode())
     return h.hexdigest()[:16]
 
 

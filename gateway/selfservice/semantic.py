@@ -19,8 +19,9 @@ and which needs only numpy. Without it, :func:`semantic_matcher` raises
   question (on the dev set it helped English and cost Chinese). Before that, it gains
   ``out_of_scope_weight`` times the lead of the entry's best phrasing over the closest of the
   KB's ``out_of_scope`` messages (in the question's language), which is negative for a question
-  closer to "tell me a joke" than to any phrasing of the entry; the margin then counts it too. Scores above 0.9 are squeezed
-  into (0.9, 1) (:func:`_squeeze`, monotonic: the order and so the calibration are unchanged).
+  closer to "tell me a joke" than to any phrasing of the entry; the margin then counts it too.
+  Scores above 0.9 are squeezed into (0.9, 1) (:func:`_squeeze`, monotonic: the order and so
+  the calibration are unchanged).
   A weighted sum, not rank fusion, so the score stays comparable across questions and can be
   calibrated; the blend, ``weight``, the margins and the out-of-scope weight were picked on the
   dev set (docs/selfservice.md).
