@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from routing.config import NAME
 
 from adapters.base import IncomingFile
+from adapters.registry import known_types
 
 from .agent_auth import agent_for_token, is_admin_token
 from .attachments import attachment_response
@@ -272,7 +273,12 @@ class AdminApi:
         except ValueError:
             return error(400, "bad_customer", "attributes: numbers must be finite (no NaN or Infinity)")
         identities = []  # checked before anything is written
+        channels = {c.channel_name for c in self.pipeline.config.channels}
         for index, identity in enumerate(body.identities):
+            # A channel of the config, or a kind's name used as one ("email"); not a typo.
+            if identity.channel is not None and identity.channel not in channels | known_types() | {"phone"}:
+                return error(400, "bad_customer", f"identities.{index}.channel: no channel {identity.channel!r} in the"
+                             f" config (channels: {', '.join(sorted(channels)) or 'none'}); or give \"kind\"")
             channel = identity.channel or identity.kind or ""
             kind = identity.kind or self.pipeline.customers.kind_of(channel)
             try:

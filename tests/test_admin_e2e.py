@@ -246,6 +246,8 @@ async def test_customer_profile_upsert_read_and_validation(start: StartGateway, 
         ({"identities": [{"channel": "email"}]}, "identities.0.address"),
         ({"identities": [{"channel": "email", "address": "a@b.c", "verified": True}]}, "identities.0.verified"),
         ({"identities": [{"channel": "", "address": "a@b.c"}]}, "identities.0.channel"),
+        # A channel the config does not have (and no kind's name): a typo, not an identity.
+        ({"identities": [{"channel": "emial", "address": "a@b.c"}]}, "identities.0.channel: no channel 'emial'"),
         # What routing reads as text (a number there made every later handoff fail).
         ({"attributes": {"email": 5}}, "'email' must be a string"),
         ({"attributes": {"phone": 4930123456}}, "'phone' must be a string"),
