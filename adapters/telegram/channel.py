@@ -18,6 +18,7 @@ blocked the bot) or a 400 (no such chat) fails at once and the agent gets ``deli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -216,10 +217,9 @@ class TelegramChannel:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the channel stops."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel (3.11)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     def _scrub(self, exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")
