@@ -188,6 +188,9 @@ class GatewayPort(Protocol):
         (``also``: more of them, e.g. a signed web chat email); ``claims`` are what the
         customer typed in: never a link (docs/customers.md)."""
 
+    def verifies_email(self) -> bool:
+        """Whether :meth:`send_verification` has an email channel to mail codes through."""
+
     async def send_verification(self, conversation_id: str) -> str:
         """Mail a one-time code to the email the conversation's customer claimed; its address."""
 

@@ -165,7 +165,7 @@ class WebChatAdapter:
         return web.json_response(
             {"channel": self.name, "path": self.settings.path, "attachments_path": self.settings.attachments_path,
              "prechat": self.settings.prechat, "uploads": self.settings.uploads,
-             "max_bytes": self.gateway.attachments.max_bytes},
+             "max_bytes": self.gateway.attachments.max_bytes, "verify_email": self.gateway.verifies_email()},
             headers={**self._cors(request), "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     async def preflight(self, request: web.Request) -> web.Response:

@@ -145,6 +145,9 @@ class Pipeline:
     def tier_of(self, conversation_id: str) -> str | None:
         return self._tiers.get(conversation_id)  # decided at handoff; the supervisor board shows it
 
+    def verifies_email(self) -> bool:
+        return any(c.type == "email" for c in self.config.channels)
+
     def queue_config(self, name: str) -> QueueConfig | None:
         return self.dispatcher.queues.get(name)
 

@@ -121,7 +121,7 @@ async def test_widget_settings_answer_cors_only_to_allowed_sites(gateway: Gatewa
         assert answer.status == 200 and answer.headers["Access-Control-Allow-Origin"] == SITE
         assert await answer.json() == {"channel": "webchat", "path": "/webchat/ws",
                                        "attachments_path": "/webchat/attachments", "prechat": ["name"],
-                                       "uploads": True, "max_bytes": 10 * 1024 * 1024}
+                                       "uploads": True, "max_bytes": 10 * 1024 * 1024, "verify_email": False}
     async with http.get(gateway.http + "/widget/webchat.json", headers={"Origin": "https://evil.example"}) as answer:
         assert "Access-Control-Allow-Origin" not in answer.headers
     async with http.options(gateway.http + "/webchat/attachments/x",

@@ -46,6 +46,11 @@
       tooLarge: (s) => `files up to ${s} are accepted`, rating: "Your rating", score: (n) => `${n} of 5`,
       comment: "Comment (optional)", sendRating: "Submit rating",
       rated: (n) => `You rated this conversation ${n} of 5.`,
+      verifyAsk: "Verify your email", verifyPrompt: "We sent a 6-digit code to your email. Enter it here.",
+      verifyCode: "Verification code", verifySubmit: "Verify", verifyAgain: "Send a new code",
+      verified: "Your email is verified.", verifyWrong: (n) => `That code is not right. Tries left: ${n}.`,
+      verifyExpired: "That code has expired. Ask for a new one.", verifyNone: "No code is waiting. Ask for a new one.",
+      verifyLimit: "No more codes can be sent in this chat.", verifyDigits: "The code is 6 digits.",
     },
     zh: {
       open: "在线咨询", title: "客户服务", close: "收起聊天窗口", end: "结束对话",
@@ -63,6 +68,11 @@
       tooLarge: (s) => `仅接受不超过 ${s} 的文件`, rating: "您的评分", score: (n) => `${n} 分(满分 5 分)`,
       comment: "留言(可选)", sendRating: "提交评分",
       rated: (n) => `您给本次对话打了 ${n} 分(满分 5 分)。`,
+      verifyAsk: "验证邮箱", verifyPrompt: "我们已向您的邮箱发送 6 位验证码,请在此输入。",
+      verifyCode: "验证码", verifySubmit: "验证", verifyAgain: "重新发送验证码",
+      verified: "您的邮箱已验证。", verifyWrong: (n) => `验证码不正确,还可以再试 ${n} 次。`,
+      verifyExpired: "验证码已过期,请重新获取。", verifyNone: "没有待验证的验证码,请重新获取。",
+      verifyLimit: "本次对话无法再发送验证码。", verifyDigits: "验证码为 6 位数字。",
     },
   };
   const lang = (script.dataset.lang || navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
@@ -70,17 +80,19 @@
 
   // ---- state kept across reloads ------------------------------------------------------------
   // token, conversation_id, closed_seq (the seq of `closed` once seen), read_seq (the last seq
-  // shown with the panel open: what is unread after a reload), outbox: [{id, text}]
+  // shown with the panel open: what is unread after a reload), outbox: [{id, text}],
+  // email: "claimed" once a hello carried the pre-chat email, "verified" once a code proved it
   function load() {
     try { return JSON.parse(localStorage.getItem(storageKey)) || {}; } catch (e) { return {}; }
   }
   const saved = load();
   const state = { token: saved.token || null, conversationId: saved.conversation_id || null,
-                  closedSeq: saved.closed_seq || 0, readSeq: saved.read_seq || 0, outbox: Array.isArray(saved.outbox) ? saved.outbox : [] };
+                  closedSeq: saved.closed_seq || 0, readSeq: saved.read_seq || 0, outbox: Array.isArray(saved.outbox) ? saved.outbox : [],
+                  email: saved.email || null };
   function save() {
     try {
       localStorage.setItem(storageKey, JSON.stringify({ token: state.token, conversation_id: state.conversationId,
-        closed_seq: state.closedSeq, read_seq: state.readSeq, outbox: state.outbox }));
+        closed_seq: state.closedSeq, read_seq: state.readSeq, outbox: state.outbox, email: state.email }));
     } catch (e) { /* private mode: the chat still works for this page */ }
   }
 
@@ -122,9 +134,10 @@
   const againButton = h("button", { type: "button", class: "primary", text: T.again });
   const ended = h("div", { class: "ended", hidden: "" }, h("p", { text: T.ended }), againButton);
   const prechatForm = h("form", { class: "prechat", hidden: "" });
+  const verifyBox = h("div", { class: "verify", hidden: "" });
   const panel = h("section", { id: panelId, class: "panel", role: "dialog", "aria-labelledby": titleId, hidden: "" },
     h("header", {}, h("h2", { id: titleId }, h("span", { text: T.title }), agentLine), endButton, closeButton),
-    status, prechatForm, log, pending, typing, compose, ended);
+    status, prechatForm, log, pending, typing, verifyBox, compose, ended);
   root.append(link, panel, launcher);
 
   const fields = (script.dataset.prechat !== undefined ? script.dataset.prechat.split(",") : null);
@@ -185,7 +198,10 @@
       // open conversation (so its history shows again), or after its `closed` for a new one.
       const seen = shownConversation ? lastSeq : state.closedSeq;
       const hello = { type: "hello", token: state.token, last_seq: seen };
-      if (!state.token && profile) Object.assign(hello, profile);
+      if (!state.token && profile) {
+        Object.assign(hello, profile);
+        if (profile.email && state.email !== "verified") { state.email = "claimed"; save(); }
+      }
       if (!state.token) Object.assign(hello, signedIdentity());
       socket.send(JSON.stringify(hello));
     });
@@ -240,6 +256,9 @@
       case "closed": return onClosed(frame);
       case "read": return onRead(frame);
       case "satisfaction": return onRated(frame);
+      case "verification_sent": return showVerify("code");
+      case "verify_failed": return onVerifyFailed(frame);
+      case "verified": return onVerified();
       case "error": return onError(frame);
       default: return undefined; // a frame type of a later version
     }
@@ -270,6 +289,7 @@
     state.conversationId = frame.conversation_id;
     save();
     setClosed(false);
+    if (state.email === "claimed" && settings && settings.verify_email && verifyBox.hidden) showVerify("ask");
     for (const item of state.outbox) sendFrame(messageFrame(item));
   }
 
@@ -480,6 +500,7 @@
 
   function setClosed(closed) {
     isClosed = closed;
+    if (closed) hideVerify();
     compose.hidden = closed;
     ended.hidden = !closed;
     endButton.hidden = closed || !state.token;
@@ -487,7 +508,7 @@
 
   function onError(frame) {
     if (frame.code === "invalid_token") {
-      state.token = null; state.conversationId = null; state.closedSeq = 0; save();
+      state.token = null; state.conversationId = null; state.closedSeq = 0; state.email = null; save();
       if (ws) ws.close();
       return;
     }
@@ -497,11 +518,71 @@
         Math.max(200, (frame.retry_after || 1) * 1000));
       return;
     }
+    if (VERIFY_ERRORS[frame.code]) { VERIFY_ERRORS[frame.code](); return; }
     if (frame.code === "unavailable" || frame.code === "internal") {
       // Nothing was stored: the outbox is sent again a little later.
       setTimeout(() => { for (const item of state.outbox) sendFrame(messageFrame(item)); }, 3000);
     }
   }
+
+  // ---- verifying the pre-chat email (protocol.md#verify-an-email) ----------------------------------
+  // "ask": a button that mails a code; "code": the code's form. `note` says what went wrong.
+  const verifyNote = h("p", { class: "verify-note", "aria-live": "polite" });
+
+  function showVerify(step, note) {
+    if (isClosed || state.email !== "claimed") return;
+    verifyBox.replaceChildren();
+    if (step === "ask") {
+      const ask = h("button", { type: "button", text: T.verifyAsk });
+      ask.addEventListener("click", () => { if (sendFrame({ type: "verify_email" })) ask.disabled = true; });
+      verifyBox.append(ask);
+    } else {
+      const code = h("input", { id: "contactgate-code", name: "code", inputmode: "numeric", autocomplete: "one-time-code",
+        maxlength: "6" }); // checked below, so the note says what is wrong
+      const form = h("form", { class: "code" },
+        h("p", { text: T.verifyPrompt }),
+        h("label", { for: "contactgate-code", class: "visually-hidden", text: T.verifyCode }), code,
+        h("button", { type: "submit", class: "primary", text: T.verifySubmit }));
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        const digits = code.value.replace(/\s+/g, "");
+        if (!/^[0-9]{6}$/.test(digits)) { verifyNote.textContent = T.verifyDigits; return; }
+        sendFrame({ type: "verify", code: digits });
+      });
+      verifyBox.append(form);
+      setTimeout(() => code.focus(), 0);
+    }
+    verifyNote.textContent = note || "";
+    verifyBox.append(verifyNote);
+    verifyBox.hidden = false;
+  }
+
+  function hideVerify() { verifyBox.hidden = true; verifyBox.replaceChildren(); }
+
+  function onVerifyFailed(frame) {
+    if (frame.reason === "wrong") {
+      verifyNote.textContent = T.verifyWrong(frame.tries_left);
+      const code = verifyBox.querySelector("input");
+      if (code) { code.value = ""; code.focus(); }
+      return;
+    }
+    showVerify("ask", frame.reason === "expired" ? T.verifyExpired : T.verifyNone);
+  }
+
+  function onVerified() {
+    state.email = "verified";
+    save();
+    hideVerify();
+    addNotice(T.verified);
+  }
+
+  const VERIFY_ERRORS = {
+    too_many_codes: () => { hideVerify(); addNotice(T.verifyLimit); },
+    bad_verify: () => { verifyNote.textContent = T.verifyDigits; },
+    // Nothing to verify or no email channel: the gateway cannot; stop offering it.
+    nothing_to_verify: () => { state.email = null; save(); hideVerify(); },
+    no_email_channel: () => { hideVerify(); },
+  };
 
   // ---- what the customer does -------------------------------------------------------------------
   function newId() {
