@@ -1,4 +1,5 @@
-"""Hot reload of config.yaml: on a file change, SIGHUP or ``POST /api/config/reload``.
+"""Hot reload of config.yaml: on a change of it or of a file it names (the FAQ knowledge bases
+and their calibration files), SIGHUP or ``POST /api/config/reload``.
 
 The new file is validated completely (config and FAQ) before anything is swapped; a broken file
 is refused with its reasons and the running config stays. Only routing-related sections apply
@@ -43,19 +44,34 @@ class ConfigReloader:
         self._task: asyncio.Task[None] | None = None
         self._seen = self._signature()
 
-    def _signature(self) -> tuple[int, int] | None:
+    def _watched(self) -> list[Path]:
+        """The files the running config names that a reload reads again: each KB and its
+        calibration file (an admin edits the FAQ without touching config.yaml)."""
+        ss = self.pipeline.config.selfservice
+        named = [ss.faq, ss.calibration, *(p for kb in ss.knowledge_bases for p in (kb.faq, kb.calibration))]
+        return sorted({p for p in named if p is not None})
+
+    def _signature(self) -> tuple[Any, ...] | None:
+        """The config file's modification time and size, then those of the files it names (None
+        for one that is missing: its return is a change too). None without the config file."""
         if self.path is None:
             return None
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return None
-        return (stat.st_mtime_ns, stat.st_size)
+        stats = []
+        for path in (self.path, *self._watched()):
+            try:
+                stat = os.stat(path)
+                stats.append((stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                if path == self.path:
+                    return None
+                stats.append(None)
+        return tuple(stats)
 
     async def reload(self, reason: str) -> ReloadOutcome:
         if self.path is None:
             return ReloadOutcome(False, "this gateway was not started from a config file")
         async with self._lock:
+            watched = self._watched()
             self._seen = self._signature()
             try:
                 # In a thread: the FAQ is indexed (and, for the semantic matcher, what changed
@@ -70,6 +86,8 @@ class ConfigReloader:
                 log.warning("config warning", extra={"warning": f"{self.path}:{warning}"})
             selfservice.log_notice()
             restart = await self.pipeline.reconfigure(config, selfservice)
+            if self._watched() != watched:  # the new config names other files: watch those
+                self._seen = self._signature()
             if restart:
                 log.warning("config reloaded; some changes need a restart", extra={"sections": restart})
             log.info("config reloaded", extra={"reason": reason})
@@ -87,10 +105,11 @@ class ConfigReloader:
                 await self._task
 
     async def _watch(self, interval: float) -> None:
-        # Polling the file's mtime and size: no extra dependency, works on every filesystem
+        # Polling the files' mtime and size: no extra dependency, works on every filesystem
         # (including the bind mounts and ConfigMaps where inotify is unreliable).
         while True:
             await asyncio.sleep(interval)
             signature = self._signature()
             if signature is not None and signature != self._seen:
-                await self.reload(reason="file changed")
+                changed = "file changed" if signature[0] != (self._seen or (None,))[0] else "FAQ file changed"
+                await self.reload(reason=changed)

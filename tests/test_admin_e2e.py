@@ -659,3 +659,32 @@ async def test_reload_removing_an_agent_with_a_conversation_returns_it_to_the_qu
                              f"agents: {await admin.agents()}") from None
     assert offer["id"] == customer.conversation_id and offer["queue"] == "general"
     await event(customer, "queued", reason="agent_offline")
+
+
+async def test_reload_when_a_faq_file_the_config_names_changes(start: StartGateway, tmp_path: Path) -> None:
+    """An admin edits the FAQ, not config.yaml: the poll sees the KB file change and reloads; a
+    broken KB is refused and the bot keeps answering from the one it had."""
+    kb = tmp_path / "kb.yaml"
+    hours = {"id": "hours", "question": "When are you open?", "answer": "Every day 8-22."}
+    gifts = {"id": "gift-cards", "question": "Do you sell gift cards?", "answer": "Yes, in every shop."}
+    kb.write_text(yaml.safe_dump([hours]), encoding="utf-8")
+    gateway = await start(server=server(reload_poll=0.3), selfservice={"faq": str(kb), "min_score": 0.5})
+
+    async def bot_answer(question: str) -> str:
+        customer = await new_customer(gateway)
+        try:
+            await customer.send(type="message", id="q1", text=question)
+            await event(customer, "ack", id="q1")
+            return (await event(customer, "message", author="bot"))["text"]
+        finally:
+            await customer.close()
+
+    assert not (await bot_answer("Do you sell gift cards?")).startswith("Yes, in every shop.")
+    kb.write_text(yaml.safe_dump([hours, gifts]), encoding="utf-8")
+    await logged(gateway, "config reloaded", reason="FAQ file changed")
+    assert (await bot_answer("Do you sell gift cards?")).startswith("Yes, in every shop.")
+
+    kb.write_text(yaml.safe_dump([{"id": "gift-cards", "question": "Do you sell gift cards?"}]), encoding="utf-8")  # no answer
+    refused = await logged(gateway, "config reload refused; the running config stays", reason="FAQ file changed")
+    assert any("answer" in p for p in refused["problems"]), refused
+    assert (await bot_answer("Do you sell gift cards?")).startswith("Yes, in every shop.")
