@@ -70,6 +70,11 @@ class IdentityIn(BaseModel):
     kind: str | None = Field(default=None, pattern=NAME, max_length=64)
     address: str = Field(min_length=1, max_length=512)
 
+    @field_validator("kind")
+    @classmethod
+    def _one_spelling(cls, kind: str | None) -> str | None:
+        return kind.lower() if kind is not None else None  # "EMAIL" is the email kind
+
     @model_validator(mode="after")
     def _named(self) -> "IdentityIn":
         if self.channel is None and self.kind is None:
@@ -278,7 +283,8 @@ class AdminApi:
             # A channel of the config, or a kind's name used as one ("email"); not a typo.
             if identity.channel is not None and identity.channel not in channels | known_types() | {"phone"}:
                 return error(400, "bad_customer", f"identities.{index}.channel: no channel {identity.channel!r} in the"
-                             f" config (channels: {', '.join(sorted(channels)) or 'none'}); or give \"kind\"")
+                             f" config (channels: {', '.join(sorted(channels)) or 'none'}; or a kind's name:"
+                             f" {', '.join(sorted(known_types() | {'phone'}))}); or give \"kind\"")
             channel = identity.channel or identity.kind or ""
             kind = identity.kind or self.pipeline.customers.kind_of(channel)
             try:

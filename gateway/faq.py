@@ -47,9 +47,10 @@ the KB does **not** answer (small talk, other businesses' questions)::
         en: ["tell me a joke", "what's the interest rate on a savings account"]
         zh: ["讲个笑话"]
 
-The lexical matcher ignores them; the semantic one makes an answer less sure the closer the
-question is to one of them (``gateway/selfservice/semantic.py``). They are never answered or
-offered: they are not entries.
+They are not entries: the bot never answers with or offers one of them. The semantic matcher
+makes an answer less sure the closer the question is to one of them
+(``gateway/selfservice/semantic.py``); the lexical matcher ignores them, so such a question
+may still be answered with an entry that reaches the threshold.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .yamlhints import hint
 
 __all__ = [
     "DEFAULT_MIN_SCORE",
@@ -559,7 +562,8 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         what = ": ".join(p for p in (exc.context, exc.problem) if p)
-        raise FaqError(f"{path}: invalid YAML at {where}: {what}") from None
+        guess = hint(text, exc)  # as config.yaml's errors have (gateway/yamlhints.py)
+        raise FaqError(f"{path}: invalid YAML at {where}: {what}" + (f" (probably {guess})" if guess else "")) from None
     except yaml.YAMLError as exc:
         raise FaqError(f"{path}: invalid YAML: {exc}") from None
     finally:
@@ -590,6 +594,7 @@ def _load_entries(path: Path) -> tuple[list[FaqEntry], dict[str, list[str]]]:
         raise FaqError(f"{path}: the top level must be a list of FAQ entries, got {got}")
     entries: list[FaqEntry] = []
     out_of_scope: dict[str, list[str]] = {}
+    out_of_scope_at: dict[str, str] = {}  # language -> where its first out_of_scope list is
     seen: dict[tuple[str, str], int] = {}
     for n, raw in enumerate(data):
         line = None
@@ -605,7 +610,9 @@ def _load_entries(path: Path) -> tuple[list[FaqEntry], dict[str, list[str]]]:
         if not isinstance(raw, dict):
             raise FaqError(f"{where}: an entry must be a mapping, got {type(raw).__name__}")
         if "out_of_scope" in raw:
-            _parse_out_of_scope(raw, where, out_of_scope)
+            item = node.value[n] if isinstance(node, yaml.SequenceNode) and n < len(node.value) else None
+            for lang in _parse_out_of_scope(raw, item, where, out_of_scope):
+                out_of_scope_at.setdefault(lang, where)
             continue
         if not has_id:
             _text(eid, "'id'", where)  # raises
@@ -619,10 +626,27 @@ def _load_entries(path: Path) -> tuple[list[FaqEntry], dict[str, list[str]]]:
                 )
             seen[key] = n
             entries.append(entry)
+    langs = {_primary_lang(e.lang) for e in entries}
+    for lang in out_of_scope:
+        if entries and _primary_lang(lang) not in langs:
+            raise FaqError(f"{out_of_scope_at[lang]}: out_of_scope language {lang!r} has no entries in this KB"
+                           f" (its languages: {', '.join(sorted(langs))}); a question is compared with the"
+                           " messages of its own language")
     return entries, out_of_scope
 
 
-def _parse_out_of_scope(raw: dict[Any, Any], where: str, into: dict[str, list[str]]) -> None:
+def _value_node(mapping: yaml.Node | None, key: str) -> yaml.Node | None:
+    if isinstance(mapping, yaml.MappingNode):
+        for k, v in mapping.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
+def _parse_out_of_scope(raw: dict[Any, Any], item: yaml.Node | None, where: str,
+                        into: dict[str, list[str]]) -> list[str]:
+    """Add the item's messages to ``into``; the languages it has. ``item``: its YAML node, for
+    the line of a bad message."""
     if set(raw) != {"out_of_scope"}:
         others = ", ".join(sorted(str(k) for k in raw if k != "out_of_scope"))
         raise FaqError(f"{where}: out_of_scope is an item of its own, not an entry's key (also: {others})")
@@ -630,10 +654,19 @@ def _parse_out_of_scope(raw: dict[Any, Any], where: str, into: dict[str, list[st
     if not isinstance(block, Mapping) or not block:
         raise FaqError(f"{where}: out_of_scope must map languages to lists of messages, "
                        f"e.g. {{en: [\"tell me a joke\"]}}")
+    langs = []
     for lang, texts in block.items():
         if not isinstance(lang, str) or not lang.strip():
             raise FaqError(f"{where}: out_of_scope: language key {lang!r} must be a string")
-        into.setdefault(lang.strip(), []).extend(_texts(texts, f"out_of_scope.{lang}", where))
+        if not isinstance(texts, list):
+            _texts(texts, f"out_of_scope.{lang}", where)  # raises
+        listed = _value_node(_value_node(item, "out_of_scope"), lang)
+        for k, text in enumerate(texts):
+            line = (f" (line {listed.value[k].start_mark.line + 1})"
+                    if isinstance(listed, yaml.SequenceNode) and k < len(listed.value) else "")
+            into.setdefault(lang.strip(), []).append(_text(text, f"out_of_scope.{lang}[{k}]{line}", where))
+        langs.append(lang.strip())
+    return langs
 
 
 def _parse_entry(raw: dict[Any, Any], eid: str, where: str) -> list[FaqEntry]:

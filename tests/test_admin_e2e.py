@@ -262,6 +262,10 @@ async def test_customer_profile_upsert_read_and_validation(start: StartGateway, 
         assert body["error"] == "bad_customer" and body["message"].startswith("body"), (raw, body)
     status, body = await admin.call("PUT", "/api/customers/" + "x" * 129, json={"name": "Too long"})
     assert (status, body["error"]) == (400, "bad_customer_id")
+    # A kind is read in lower case, so the address is spelled as that kind's.
+    status, body = await admin.call("PUT", "/api/customers/crm-44", json={"identities": [{"kind": "EMAIL", "address": "F@Example.COM"}]})
+    assert status == 201, body
+    assert [(i["kind"], i["address"]) for i in body["identities"]] == [("email", "f@example.com")]
     # Nothing of the refused bodies stuck.
     status, body = await admin.call("GET", "/api/customers/crm-42")
     assert body["tier"] == "standard" and body["name"] == "Vera Lin" and len(body["identities"]) == 3

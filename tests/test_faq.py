@@ -566,10 +566,11 @@ def test_out_of_scope_messages_are_kept_per_language_and_are_not_entries(tmp_pat
         "    zh: [讲个笑话]\n"
         "- out_of_scope: {en: [who are you]}\n"
         "- id: b\n"
-        "  en: {q: second question, a: two}\n",
+        "  en: {q: second question, a: two}\n"
+        "  zh: {q: 第二个问题, a: 二}\n",
     )
     index = FaqIndex.load(path)
-    assert [e.id for e in index.entries] == ["a", "b"]
+    assert [e.id for e in index.entries] == ["a", "b", "b"]
     assert index.out_of_scope == {"en": ("tell me a joke", "what's the weather", "who are you"), "zh": ("讲个笑话",)}
     assert index.rank("tell me a joke") == []  # never matched: not an entry
     assert FaqIndex.load(_write(tmp_path, "- {id: a, question: q, answer: a}\n", "plain.yaml")).out_of_scope == {}
@@ -579,11 +580,21 @@ def test_out_of_scope_messages_are_kept_per_language_and_are_not_entries(tmp_pat
     ("- {id: x, out_of_scope: {en: [hi]}}\n", r"entry\[1\] \(id 'x', line 2\): out_of_scope is an item of its own"),
     ("- out_of_scope: [hi, hello]\n", r"entry\[1\] \(line 2\): out_of_scope must map languages to lists"),
     ("- out_of_scope: {en: hi}\n", r"out_of_scope.en must be a list of strings, got str"),
-    ("- out_of_scope: {en: [hi, '']}\n", r"out_of_scope.en\[1\] must be a non-empty string"),
+    ("- out_of_scope: {en: [hi, '']}\n", r"out_of_scope.en\[1\] \(line 2\) must be a non-empty string"),
+    ("- out_of_scope:\n    en:\n      - hi\n      - 42\n", r"out_of_scope.en\[1\] \(line 5\) must be a non-empty string \(got int 42\)"),
+    # A language no entry has: its messages would never be compared (a typo such as "english").
+    ("- out_of_scope: {english: [hi]}\n", r"entry\[1\] \(line 2\): out_of_scope language 'english' has no entries"
+                                          r" in this KB \(its languages: en\)"),
 ])
 def test_error_bad_out_of_scope(tmp_path: Path, item: str, message: str) -> None:
     path = _write(tmp_path, "- {id: a, question: q, answer: a}\n" + item)
     with pytest.raises(FaqError, match=message):
+        FaqIndex.load(path)
+
+
+def test_a_yaml_error_in_a_kb_says_what_is_probably_wrong(tmp_path: Path) -> None:
+    path = _write(tmp_path, "- id: a\n  en: {q: first, a: one}\n- id: b\n  en: {q: second, a: two\n")
+    with pytest.raises(FaqError, match=r"invalid YAML at line 5.*\(probably the \[ \] or \{ \} list opened on line 4 is not closed"):
         FaqIndex.load(path)
 
 

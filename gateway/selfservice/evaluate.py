@@ -162,7 +162,8 @@ class LangReport:
             "choices_floor": self.choices_floor, "offered": self.offered,
             "offered_in_kb": self.offered_in_kb, "right_in_choices": self.right_in_choices,
             "offered_out_of_kb": self.offered_out_of_kb, "offered_rate": round(self.offered_rate, 4),
-            "hit_rate": round(self.hit_rate, 4), "offered_out_rate": round(self.offered_out_rate, 4),
+            "hit_rate": round(self.hit_rate, 4) if self.offered_in_kb else None,  # none offered: no rate
+            "offered_out_rate": round(self.offered_out_rate, 4),
         }
 
 
