@@ -121,6 +121,28 @@ class SemanticConfig(Strict):
     cache_dir: Path | None = None
 
 
+Texts = str | dict[str, str]
+"""A text the bot says: one for every language, or one per language of the customer's message
+(``{en: ..., zh: ...}``; a language not listed takes ``en``, else the first)."""
+
+
+def localized(texts: Texts, lang: str) -> str:
+    """``texts`` in ``lang`` (``zh-CN`` counts as ``zh``)."""
+    if isinstance(texts, str):
+        return texts
+    return texts.get(lang.split("-")[0].lower()) or texts.get("en") or next(iter(texts.values()), "")
+
+
+def _check_texts(name: str, texts: Texts | None) -> Texts | None:
+    if isinstance(texts, dict):
+        if not texts:
+            raise ValueError(f"{name}: give a text, or one per language such as {{en: ..., zh: ...}}")
+        for lang, text in texts.items():
+            if not text.strip():
+                raise ValueError(f"{name}.{lang}: the text is empty")
+    return texts
+
+
 class ConversationPolicyConfig(Strict):
     """What the bot does around its answers (docs/selfservice.md#conversation-policy). Texts are
     per language of the customer's question (``en``, ``zh``); a language not listed takes ``en``."""
@@ -159,7 +181,7 @@ class ConversationPolicyConfig(Strict):
         return self
 
     def text(self, table: dict[str, str], lang: str) -> str:
-        return table.get(lang) or table.get("en") or next(iter(table.values()), "")
+        return localized(table, lang)
 
 
 def _check_thresholds(model: Any) -> None:
@@ -211,7 +233,7 @@ class SelfServiceConfig(Strict):
     # up to 3 choices (per language in choices_thresholds, e.g. {en: 0.3}). None: no choices.
     choices_min_score: float | None = Field(default=None, gt=0, le=1)
     choices_thresholds: dict[str, float] = {}
-    did_you_mean: str = "Did you mean one of these?"
+    did_you_mean: Texts = "Did you mean one of these?"
     # Groups of words that mean the same to the matcher, e.g. [[快递, 包裹], [COD, cash on delivery]].
     synonyms: list[list[str]] = []
     # A near miss of a KB word ("pasword") counts as that word. Off by default: on the dev set
@@ -224,10 +246,16 @@ class SelfServiceConfig(Strict):
     max_unanswered: int = Field(default=2, ge=1)
     # Per channel name: min_score / max_unanswered for that channel's conversations.
     channels: dict[str, ChannelSelfService] = {}
-    greeting: str | None = "Hi! Ask me about your shipment, or type 'agent' to talk to a person."
-    no_answer: str = "Sorry, I don't have an answer for that. Try other words, or type 'agent' to talk to a person."
-    handoff: str = "Let me find you an agent. Please hold on."
+    # What the bot says: a text, or one per language of the customer's message ({en: ..., zh: ...}).
+    greeting: Texts | None = "Hi! Ask me about your shipment, or type 'agent' to talk to a person."
+    no_answer: Texts = "Sorry, I don't have an answer for that. Try other words, or type 'agent' to talk to a person."
+    handoff: Texts = "Let me find you an agent. Please hold on."
     policy: ConversationPolicyConfig = ConversationPolicyConfig()
+
+    @field_validator("greeting", "no_answer", "handoff", "did_you_mean")
+    @classmethod
+    def _texts(cls, value: Texts | None, info: Any) -> Texts | None:
+        return _check_texts(info.field_name, value)
 
     @model_validator(mode="after")
     def _matching(self) -> "SelfServiceConfig":

@@ -27,7 +27,7 @@ from routing.rules import step_timeout
 from routing.servicelevel import ServiceLevels, estimated_wait
 
 from .attachments import AttachmentsConfig, Refused, clean_name, clean_type, refusal_note, screen
-from .config import GatewayConfig
+from .config import GatewayConfig, localized
 from .crm import CrmClient
 from .desk.dispositions import checked_disposition
 from .desk.reads import ReadState
@@ -286,9 +286,11 @@ class Pipeline:
         with about(conversation.id):
             log.info("conversation opened", extra={"customer_id": customer.id, "channel": channel})
             if greet and self.config.selfservice.greeting:
+                # Before the customer wrote anything: the language of their profile, if it has one.
+                known = customer.attributes.get("language")
+                text = localized(self.config.selfservice.greeting, known if isinstance(known, str) else "en")
                 async with self._lock(conversation.id):
-                    conversation, _ = await self._append(
-                        conversation, Author.BOT, EventKind.MESSAGE, text=self.config.selfservice.greeting)
+                    conversation, _ = await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=text)
         return conversation, True
 
     async def get_conversation(self, conversation_id: str) -> Conversation:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import SelfServiceConfig, load_config
+from gateway.config import SelfServiceConfig, load_config, localized
+from gateway.faq import detect_lang
 from gateway.selfservice import Answer, Handoff, NoAnswer, SelfService
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +64,8 @@ def test_an_answer_after_misses_is_still_an_answer(shipped: SelfService) -> None
 ])
 def test_handoff_phrases(shipped: SelfService, text: str) -> None:
     reply = shipped.reply(text, unanswered_before=0)
-    assert reply == Handoff(shipped.config.handoff, "asked")
+    assert reply == Handoff(localized(shipped.config.handoff, detect_lang(text)), "asked")
+    assert reply.text == ("正在为您转接人工客服,请稍候。" if detect_lang(text) == "zh" else "Let me find you an agent. Please hold on.")
 
 
 def test_handoff_phrase_wins_over_an_answer(shipped: SelfService) -> None:
@@ -87,9 +89,9 @@ def test_words_containing_a_phrase_do_not_hand_off(shipped: SelfService, text: s
 def test_unanswered_turns_hand_off_after_max_unanswered(shipped: SelfService) -> None:
     question = "What is the capital of France?"
     first = shipped.reply(question, unanswered_before=0)
-    assert first == NoAnswer(shipped.config.no_answer)
+    assert first == NoAnswer(localized(shipped.config.no_answer, "en"))
     second = shipped.reply(question, unanswered_before=1)
-    assert second == Handoff(shipped.config.handoff, "unanswered")
+    assert second == Handoff(localized(shipped.config.handoff, "en"), "unanswered")
 
 
 def test_max_unanswered_is_configurable() -> None:
@@ -106,13 +108,14 @@ def test_max_unanswered_is_configurable() -> None:
 @pytest.mark.parametrize("question", ["How do I track my parcel?", "Do you sell pizza?", "我的快递到哪了"])
 def test_without_faq_every_question_is_unanswered(no_faq: SelfService, question: str) -> None:
     assert no_faq.faq is None
-    assert no_faq.reply(question, unanswered_before=0) == NoAnswer(no_faq.config.no_answer)
-    assert no_faq.reply(question, unanswered_before=1) == Handoff(no_faq.config.handoff, "unanswered")
+    lang = detect_lang(question)
+    assert no_faq.reply(question, unanswered_before=0) == NoAnswer(localized(no_faq.config.no_answer, lang))
+    assert no_faq.reply(question, unanswered_before=1) == Handoff(localized(no_faq.config.handoff, lang), "unanswered")
 
 
 def test_without_faq_handoff_phrases_still_work(no_faq: SelfService) -> None:
-    assert no_faq.reply("I want an AGENT", 0) == Handoff(no_faq.config.handoff, "asked")
-    assert no_faq.reply("转人工", 0) == Handoff(no_faq.config.handoff, "asked")
+    assert no_faq.reply("I want an AGENT", 0) == Handoff(localized(no_faq.config.handoff, "en"), "asked")
+    assert no_faq.reply("转人工", 0) == Handoff(localized(no_faq.config.handoff, "zh"), "asked")
 
 
 def test_no_handoff_phrases_configured() -> None:
@@ -148,3 +151,38 @@ def test_between_the_two_thresholds_the_close_entries_are_offered_as_choices() -
 
     answered = SelfService.from_config(SelfServiceConfig(faq=FAQ)).reply("How do I track my parcel?", 0)
     assert isinstance(answered, Answer) and answered.candidates[0].faq_id == answered.faq_id
+
+
+def test_the_bots_texts_per_language_of_the_customers_message() -> None:
+    """no_answer, handoff and did_you_mean: a text, or one per language (a language not listed
+    takes en)."""
+    from gateway.selfservice import Choices
+
+    service = SelfService.from_config(SelfServiceConfig(
+        faq=FAQ, min_score=0.99, max_unanswered=3,
+        no_answer={"en": "No answer.", "zh": "没有答案。"}, handoff={"en": "An agent comes."},
+        did_you_mean={"en": "Did you mean?", "zh": "您是想问?"}))
+    assert service.reply("what is the meaning of life", 0).text == "No answer."
+    assert service.reply("人生的意义是什么", 0).text == "没有答案。"
+    assert service.reply("转人工", 0) == Handoff("An agent comes.", "asked")  # no zh: the en text
+    assert service.reply("人生的意义是什么", 2).text == "An agent comes."
+    banded = SelfService.from_config(SelfServiceConfig(
+        faq=FAQ, min_score=0.99, choices_min_score=0.01, did_you_mean={"en": "Did you mean?", "zh": "您是想问?"}))
+    asked = banded.reply("包裹坏了", 0)
+    assert isinstance(asked, Choices) and asked.text == "您是想问?"
+    assert banded.reply("parcel broken", 0).text == "Did you mean?"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("  handoff: {}\n", "selfservice.handoff: Value error, handoff: give a text, or one per language"),
+    ("  no_answer: {en: '  '}\n", "no_answer.en: the text is empty"),
+])
+def test_bad_bot_texts_are_config_errors(tmp_path: Path, line: str, message: str) -> None:
+    from gateway.config import ConfigError
+
+    path = tmp_path / "config.yaml"
+    path.write_text("channels: [{type: webchat}]\nqueues: [{name: general}]\nrouting: {default_queue: general}\n"
+                    "selfservice:\n" + line, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert message in str(err.value), str(err.value)

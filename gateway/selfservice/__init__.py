@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from adapters import registry
 from routing.contact import Contact
 
-from ..config import ConfigError, GatewayConfig, SelfServiceConfig, load_config
+from ..config import ConfigError, GatewayConfig, SelfServiceConfig, load_config, localized
 from ..configfile import dotted, read_yaml_file
 from ..faq import FaqError, FaqIndex, detect_lang
 from .evaluate import CalibrationError
@@ -196,8 +196,9 @@ class SelfService:
         any) sets its own ``min_score`` and ``max_unanswered``. ``kb``: the KB to answer from
         (:meth:`for_contact`); None: the one the channel and the question's language choose."""
         kb = kb or self._kb_for(text, channel)
+        lang = detect_lang(text)
         if self.asks_for_human(text):
-            return Handoff(self.config.handoff, "asked")
+            return Handoff(localized(self.config.handoff, lang), "asked")
         own = self.config.channels.get(channel) if channel is not None else None
         max_unanswered = (own.max_unanswered if own is not None and own.max_unanswered is not None
                           else self.config.max_unanswered)
@@ -217,10 +218,10 @@ class SelfService:
         if floor is not None:
             close = tuple(g for g in guesses if g.score >= floor)
             if close:
-                return Choices(self.config.did_you_mean, close)
+                return Choices(localized(self.config.did_you_mean, lang), close)
         if unanswered_before + 1 >= max_unanswered:
-            return Handoff(self.config.handoff, "unanswered", guesses)
-        return NoAnswer(self.config.no_answer, guesses)
+            return Handoff(localized(self.config.handoff, lang), "unanswered", guesses)
+        return NoAnswer(localized(self.config.no_answer, lang), guesses)
 
 
 def load_gateway_config(path: Path) -> tuple[GatewayConfig, SelfService]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from adapters.base import BotTurn
 
-from ..config import SelfServiceConfig
+from ..config import SelfServiceConfig, localized
 from ..faq import detect_lang
 from ..state.bot import BotMemo, Choice
 from . import MAX_CHOICES, Answer, Candidate, Choices, Handoff, NoAnswer, SelfService
@@ -128,7 +128,7 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
     policy = config.policy
     lang = detect_lang(text) if text.strip() else "en"
     if turn == "greet":
-        return _said(memo, Turn([Say(config.greeting or config.no_answer, {"faq": None})]))
+        return _said(memo, Turn([Say(localized(config.greeting or config.no_answer, lang), {"faq": None})]))
     if turn == "handoff":
         return _said(memo, await _hand_off(selfservice, config, memo, text, "asked", kb))
     memo.turns += 1
@@ -212,7 +212,8 @@ async def _hand_off(selfservice: SelfService, config: SelfServiceConfig, memo: B
                     reason: str, kb: KnowledgeBase | None = None) -> Turn:
     # A command ("/agent") says nothing of the question: its guesses would be noise.
     guesses = [] if reason == "asked" else await top_entries(selfservice, text, MAX_CHOICES, kb)
-    return _handoff_turn(memo, config.handoff, reason, tuple(guesses))
+    lang = detect_lang(text) if text.strip() else "en"
+    return _handoff_turn(memo, localized(config.handoff, lang), reason, tuple(guesses))
 
 
 def _handoff_turn(memo: BotMemo, text: str, reason: str, guesses: tuple[Candidate, ...]) -> Turn:
@@ -234,4 +235,5 @@ async def stalled_turn(selfservice: SelfService, config: SelfServiceConfig, memo
     handoff, it carries the bot's guesses for the customer's last question (``kb``: the
     conversation's, as for :func:`take_turn`)."""
     guesses = await top_entries(selfservice, memo.question, MAX_CHOICES, kb) if memo.question else []
-    return _said(memo, _handoff_turn(memo, config.handoff, "stalled", tuple(guesses)))
+    lang = detect_lang(memo.question) if memo.question and memo.question.strip() else "en"
+    return _said(memo, _handoff_turn(memo, localized(config.handoff, lang), "stalled", tuple(guesses)))
