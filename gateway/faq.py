@@ -658,8 +658,9 @@ def _parse_out_of_scope(raw: dict[Any, Any], item: yaml.Node | None, where: str,
     for lang, texts in block.items():
         if not isinstance(lang, str) or not lang.strip():
             raise FaqError(f"{where}: out_of_scope: language key {lang!r} must be a string")
-        if not isinstance(texts, list):
-            _texts(texts, f"out_of_scope.{lang}", where)  # raises
+        if not isinstance(texts, list):  # null too: an empty list would be a silent no-op
+            got = "null" if texts is None else type(texts).__name__
+            raise FaqError(f"{where}: out_of_scope.{lang} must be a list of strings, got {got}")
         listed = _value_node(_value_node(item, "out_of_scope"), lang)
         for k, text in enumerate(texts):
             line = (f" (line {listed.value[k].start_mark.line + 1})"

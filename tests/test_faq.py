@@ -580,6 +580,7 @@ def test_out_of_scope_messages_are_kept_per_language_and_are_not_entries(tmp_pat
     ("- {id: x, out_of_scope: {en: [hi]}}\n", r"entry\[1\] \(id 'x', line 2\): out_of_scope is an item of its own"),
     ("- out_of_scope: [hi, hello]\n", r"entry\[1\] \(line 2\): out_of_scope must map languages to lists"),
     ("- out_of_scope: {en: hi}\n", r"out_of_scope.en must be a list of strings, got str"),
+    ("- out_of_scope: {en: null}\n", r"out_of_scope.en must be a list of strings, got null"),
     ("- out_of_scope: {en: [hi, '']}\n", r"out_of_scope.en\[1\] \(line 2\) must be a non-empty string"),
     ("- out_of_scope:\n    en:\n      - hi\n      - 42\n", r"out_of_scope.en\[1\] \(line 5\) must be a non-empty string \(got int 42\)"),
     # A language no entry has: its messages would never be compared (a typo such as "english").
