@@ -43,6 +43,7 @@ from .agent_auth import agent_for_token, is_admin_token
 from .attachments import attachment_response
 from .board.feed import BoardFeed
 from .customers import BadAddress, normalise
+from .customers.directory import CHANNEL_KINDS
 from .limits import seconds
 from .pipeline import ConversationError, Pipeline
 from .reload import ConfigReloader
@@ -279,12 +280,12 @@ class AdminApi:
             return error(400, "bad_customer", "attributes: numbers must be finite (no NaN or Infinity)")
         identities = []  # checked before anything is written
         channels = {c.channel_name for c in self.pipeline.config.channels}
+        kinds = known_types() | set(CHANNEL_KINDS.values())  # a kind's name used as a channel: "email"
         for index, identity in enumerate(body.identities):
-            # A channel of the config, or a kind's name used as one ("email"); not a typo.
-            if identity.channel is not None and identity.channel not in channels | known_types() | {"phone"}:
+            if identity.channel is not None and identity.channel not in channels | kinds:  # a typo
                 return error(400, "bad_customer", f"identities.{index}.channel: no channel {identity.channel!r} in the"
                              f" config (channels: {', '.join(sorted(channels)) or 'none'}; or a kind's name:"
-                             f" {', '.join(sorted(known_types() | {'phone'}))}); or give \"kind\"")
+                             f" {', '.join(sorted(kinds))}); or give \"kind\"")
             channel = identity.channel or identity.kind or ""
             kind = identity.kind or self.pipeline.customers.kind_of(channel)
             try:

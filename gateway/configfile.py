@@ -80,6 +80,16 @@ def read_yaml_file(path: str | Path, env: Mapping[str, str] | None = None) -> Ya
     return read_yaml(text, str(path), env)
 
 
+def mapping_value(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node of ``key`` in a YAML mapping node (None: not a mapping, or no such key):
+    where a value is written, for its line or to edit the text around it."""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
 def dotted(path: Path_) -> str:
     out = ""
     for part in path:

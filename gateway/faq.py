@@ -69,6 +69,7 @@ from typing import Any
 
 import yaml
 
+from .configfile import mapping_value
 from .yamlhints import hint
 
 __all__ = [
@@ -635,14 +636,6 @@ def _load_entries(path: Path) -> tuple[list[FaqEntry], dict[str, list[str]]]:
     return entries, out_of_scope
 
 
-def _value_node(mapping: yaml.Node | None, key: str) -> yaml.Node | None:
-    if isinstance(mapping, yaml.MappingNode):
-        for k, v in mapping.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v
-    return None
-
-
 def _parse_out_of_scope(raw: dict[Any, Any], item: yaml.Node | None, where: str,
                         into: dict[str, list[str]]) -> list[str]:
     """Add the item's messages to ``into``; the languages it has. ``item``: its YAML node, for
@@ -661,7 +654,7 @@ def _parse_out_of_scope(raw: dict[Any, Any], item: yaml.Node | None, where: str,
         if not isinstance(texts, list):  # null too: an empty list would be a silent no-op
             got = "null" if texts is None else type(texts).__name__
             raise FaqError(f"{where}: out_of_scope.{lang} must be a list of strings, got {got}")
-        listed = _value_node(_value_node(item, "out_of_scope"), lang)
+        listed = mapping_value(mapping_value(item, "out_of_scope"), lang)
         for k, text in enumerate(texts):
             line = (f" (line {listed.value[k].start_mark.line + 1})"
                     if isinstance(listed, yaml.SequenceNode) and k < len(listed.value) else "")

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..configfile import mapping_value
 from ..faq import FaqError, FaqIndex, detect_lang
 from ..model import Author, Event, EventKind
 from ..pipeline import ConversationError
@@ -149,13 +150,6 @@ def _add_entry(text: str, data: list[Any], proposal: KbProposal) -> tuple[str, s
     return head + block, f"added entry {faq_id}"
 
 
-def _find(mapping: yaml.MappingNode, key: str) -> tuple[yaml.Node, yaml.Node] | None:
-    for k, v in mapping.value:
-        if isinstance(k, yaml.ScalarNode) and k.value == key:
-            return k, v
-    return None
-
-
 def _line_end(text: str, index: int) -> int:
     end = text.find("\n", index)
     return len(text) if end < 0 else end
@@ -171,19 +165,18 @@ def _add_phrasing(text: str, raw: dict[str, Any], node: yaml.Node, proposal: KbP
                                    f"not {proposal.lang!r}; add the phrasing by hand")
         holder, key, existing = node, "alternatives", [raw.get("question"), *(raw.get("alternatives") or [])]
     else:
-        found = _find(node, proposal.lang)
+        found = mapping_value(node, proposal.lang)
         block = raw.get(proposal.lang)
-        if found is None or not isinstance(found[1], yaml.MappingNode) or not isinstance(block, dict):
+        if not isinstance(found, yaml.MappingNode) or not isinstance(block, dict):
             raise ProposalRejected("no_language", f"entry {proposal.faq_id} has no {proposal.lang!r} block; "
                                    "add the language by hand")
-        holder, key, existing = found[1], "alt", [block.get("q"), *(block.get("alt") or [])]
+        holder, key, existing = found, "alt", [block.get("q"), *(block.get("alt") or [])]
     if proposal.question in existing:
         return text, f"{proposal.faq_id} already has this phrasing"
     note = f"added a phrasing to {proposal.faq_id} ({proposal.lang})"
     quoted = _quote(proposal.question)
-    alt = _find(holder, key)
-    if alt is not None:
-        seq = alt[1]
+    seq = mapping_value(holder, key)
+    if seq is not None:
         if not isinstance(seq, yaml.SequenceNode):
             raise ProposalRejected("kb_layout", f"{proposal.faq_id}: {key} is not a list")
         if seq.flow_style:

@@ -212,8 +212,7 @@ async def _hand_off(selfservice: SelfService, config: SelfServiceConfig, memo: B
                     reason: str, kb: KnowledgeBase | None = None) -> Turn:
     # A command ("/agent") says nothing of the question: its guesses would be noise.
     guesses = [] if reason == "asked" else await top_entries(selfservice, text, MAX_CHOICES, kb)
-    lang = detect_lang(text) if text.strip() else "en"
-    return _handoff_turn(memo, localized(config.handoff, lang), reason, tuple(guesses))
+    return _handoff_turn(memo, localized(config.handoff, detect_lang(text)), reason, tuple(guesses))
 
 
 def _handoff_turn(memo: BotMemo, text: str, reason: str, guesses: tuple[Candidate, ...]) -> Turn:
@@ -235,5 +234,5 @@ async def stalled_turn(selfservice: SelfService, config: SelfServiceConfig, memo
     handoff, it carries the bot's guesses for the customer's last question (``kb``: the
     conversation's, as for :func:`take_turn`)."""
     guesses = await top_entries(selfservice, memo.question, MAX_CHOICES, kb) if memo.question else []
-    lang = detect_lang(memo.question) if memo.question and memo.question.strip() else "en"
+    lang = detect_lang(memo.question or "")
     return _said(memo, _handoff_turn(memo, localized(config.handoff, lang), "stalled", tuple(guesses)))
