@@ -24,7 +24,7 @@ from routing import Contact, Offer, WaitingEntry, choose_queue, resolve_tier
 from routing.config import QueueConfig, Step
 from routing.hours import is_open, open_now
 from routing.rules import step_timeout
-from routing.servicelevel import ServiceLevels, estimated_wait
+from routing.servicelevel import ServiceLevels
 
 from .attachments import AttachmentsConfig, Refused, clean_name, clean_type, refusal_note, screen
 from .config import GatewayConfig, localized
@@ -51,6 +51,7 @@ from .selfservice.conversation import Turn, stalled_turn, take_turn
 from .selfservice.supervisor import BotSupervisor
 from .state.bot import BotMemo
 from .store import NotFound, Store
+from .waiting import WaitNews
 
 log = logging.getLogger("contactgate.pipeline")
 
@@ -64,7 +65,6 @@ RESTART_ONLY = ("server", "store", "channels")  # config sections a hot reload c
 # Routes of a conversation waiting again after it was answered: service level counts a
 # customer's first wait only.
 NOT_A_FIRST_WAIT = ("transfer", "returned")
-POSITION_INTERVAL = 1.0  # seconds between position / estimated-wait updates to waiting customers
 OUTBOUND = (Author.AGENT, Author.BOT)  # whose messages a channel with an outbox delivers
 MAX_ROUTING_TEXT = 2000  # characters of the customer's bot-phase text kept for keyword rules
 
@@ -106,8 +106,8 @@ class Pipeline:
         self._crm: CrmClient | None = None
         self._outboxes: dict[str, OutboxWorker] = {}   # channel -> its worker in this process
         self._arrivals = KeyedLocks()  # (channel, provider id): one delivery of a message at a time
-        self._last_status: dict[str, tuple[int, int]] = {}
         self.limits = Limits(lambda: self.config.limits)  # reads the live config: reloads apply at once
+        self.wait_news = WaitNews(self.dispatcher, self.stats, self.scheduler, clock, self._tell_customer)
         self.reads = ReadState(self.dispatcher, self.notice, self._tell_customer, self.get_conversation)
         self.satisfaction = Satisfaction(lambda: self.config, store, self._lock, self._append, self._append_receipt, clock)
         self.customers = CustomerDirectory(store, lambda: {c.channel_name: c.type for c in self.config.channels})
@@ -172,14 +172,14 @@ class Pipeline:
                     if conversation.state is S.OFFERED:
                         # The offer died with the old process: the conversation waits again.
                         await self._append(conversation, Author.SYSTEM, EventKind.QUEUED,
-                                           data=self._queued_data(conversation.id, queue, "restart", now),
+                                           data=self.wait_news.queued_data(conversation.id, queue, "restart", now),
                                            change=StateChange(S.QUEUED, queue=queue, agent_id=None))
         # Agents are not connected yet: those who had conversations get the usual grace to come
         # back before their conversations return to the queues.
         for agent in list(self.dispatcher.agents.values()):
             if agent.assigned and not agent.connected:
                 self._schedule_grace(agent.id)
-        self._schedule_positions()
+        self.wait_news.schedule()
         log.info("recovered open conversations", extra={"waiting": len(self.dispatcher.waiting)})
 
     async def reconfigure(self, config: GatewayConfig, selfservice: SelfService) -> list[str]:
@@ -210,7 +210,7 @@ class Pipeline:
                     queue = self.dispatcher.waiting[conversation_id].queue
                     log.info("queue removed by reload; moved", extra={"from": conversation.queue, "queue": queue})
                     await self._append(conversation, Author.SYSTEM, EventKind.QUEUED,
-                                       data=self._queued_data(conversation_id, queue, "queue_removed", now),
+                                       data=self.wait_news.queued_data(conversation_id, queue, "queue_removed", now),
                                        change=StateChange(conversation.state, queue=queue))
         await self.dispatch()
         return restart_only
@@ -541,7 +541,7 @@ class Pipeline:
                              queues=tuple(step.queues), channel=conversation.channel,
                              preferred_agent=preferred, customer_id=customer.id)
         self.dispatcher.enqueue(entry, Route(decision.rule, steps, 0, tier_priority))
-        data = self._queued_data(conversation.id, home.name, "handoff", now)
+        data = self.wait_news.queued_data(conversation.id, home.name, "handoff", now)
         data.update(tier=contact.tier, rule=decision.rule, queues=list(step.queues))
         if self.presence.is_left_message(conversation.id):
             data["left_message"] = True
@@ -552,7 +552,7 @@ class Pipeline:
         if step.say:
             await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=step.say, data={"step": 0})
         self._schedule_step(conversation.id, step, home)
-        self._schedule_positions()
+        self.wait_news.schedule()
         return True
 
     def _schedule_step(self, conversation_id: str, step: Step, home: QueueConfig) -> None:
@@ -579,7 +579,7 @@ class Pipeline:
                 conversation = await self._conversation(conversation_id)
                 now = self.clock()
                 route = self.dispatcher.routes[conversation_id]
-                data = self._queued_data(conversation_id, entry.queue, "step", now)
+                data = self.wait_news.queued_data(conversation_id, entry.queue, "step", now)
                 data.update(step=route.step, queues=list(step.queues), priority_boost=step.priority_boost)
                 log.info("next routing step", extra={"step": route.step, "queues": step.queues})
                 conversation, _ = await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data)
@@ -590,40 +590,6 @@ class Pipeline:
                 if home is not None:
                     self._schedule_step(conversation_id, step, home)
         await self.dispatch()
-
-    def _queued_data(self, conversation_id: str, queue: str, reason: str, now: datetime) -> dict[str, Any]:
-        position = self.dispatcher.position(conversation_id, now) or 1
-        wait = self._estimated_wait(queue, position, now)
-        self._last_status[conversation_id] = (position, wait)  # the customer hears this one now
-        return {"queue": queue, "position": position, "reason": reason, "estimated_wait": wait}
-
-    def _estimated_wait(self, queue: str, position: int, now: datetime) -> int:
-        """Seconds until an agent is likely free for this place in line: nothing while free
-        seats outnumber the conversations ahead, else rounds of the average handle time."""
-        agents, free = self.dispatcher.seats(queue, now)
-        if position <= free:
-            return 0
-        return round(estimated_wait(position - free, self.stats.average_handle(queue, now), agents))
-
-    # waiting customers hear how their wait goes ----------------------------------------------------
-    def _schedule_positions(self) -> None:
-        if self.dispatcher.waiting and not self.scheduler.pending("positions"):
-            self.scheduler.call_later("positions", POSITION_INTERVAL, self._send_positions)
-
-    async def _send_positions(self) -> None:
-        now = self.clock()
-        positions = self.dispatcher.positions(now)
-        for cid in [c for c in self._last_status if c not in positions]:
-            del self._last_status[cid]
-        for cid, position in positions.items():
-            entry = self.dispatcher.waiting[cid]
-            status = (position, self._estimated_wait(entry.queue, position, now))
-            if self._last_status.get(cid) == status:
-                continue
-            self._last_status[cid] = status
-            await self._tell_customer(cid, entry.channel,
-                                      {"type": "position", "position": status[0], "estimated_wait": status[1]})
-        self._schedule_positions()
 
     async def _tell_customer(self, conversation_id: str, channel: str, frame: dict[str, Any]) -> None:
         """Transient news for the customer's live sessions (not stored, no seq)."""
@@ -812,11 +778,11 @@ class Pipeline:
                 from_agent = self.dispatcher.agents[agent_id]
                 self._transfer[conversation_id] = {"note": note, "transferred_from": {"id": agent_id, "name": from_agent.name}}
                 log.info("transferred", extra={"to_agent": to_agent, "to_queue": to_queue})
-                data = self._queued_data(conversation_id, queue, "transfer", now)
+                data = self.wait_news.queued_data(conversation_id, queue, "transfer", now)
                 data.update(from_agent=agent_id, to_agent=to_agent, to_queue=to_queue, note=note)
                 _, event = await self._append(conversation, Author.SYSTEM, EventKind.TRANSFERRED, data=data,
                                               change=StateChange(S.QUEUED, queue=queue, agent_id=None))
-            self._schedule_positions()
+            self.wait_news.schedule()
             await self.dispatch()
             return event
 
@@ -893,13 +859,13 @@ class Pipeline:
                     self.dispatcher.forget(conversation_id, now)
                     queue = await self._requeue(conversation, "returned", now, head=True)
                     log.info("agent offline: conversation back at the head of its queue", extra={"queue": queue})
-                    data = self._queued_data(conversation_id, queue, "agent_offline", now)
+                    data = self.wait_news.queued_data(conversation_id, queue, "agent_offline", now)
                     data["returned_from"] = agent_id
                     conversation, _ = await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data,
                                                          change=StateChange(S.QUEUED, queue=queue, agent_id=None))
                     await self._append(conversation, Author.SYSTEM, EventKind.MESSAGE,
                                        text="Your agent was disconnected. You are first in line for the next one.")
-        self._schedule_positions()
+        self.wait_news.schedule()
 
     async def withdraw_offer(self, conversation_id: str, reason: str, exclude: bool = False) -> None:
         with about(conversation_id):
@@ -916,7 +882,7 @@ class Pipeline:
                 if conversation.state is not S.OFFERED or conversation.queue is None:
                     return
                 log.info("offer withdrawn", extra={"reason": reason, "agent_id": agent_id})
-                data = self._queued_data(conversation_id, conversation.queue, reason, self.clock())
+                data = self.wait_news.queued_data(conversation_id, conversation.queue, reason, self.clock())
                 data["withdrawn_from"] = agent_id
                 await self._append(conversation, Author.SYSTEM, EventKind.QUEUED, data=data,
                                    change=StateChange(S.QUEUED, agent_id=None))
@@ -939,9 +905,10 @@ class Pipeline:
         if assigned_at is not None and conversation.queue:
             self.stats.handled(conversation.queue, (now - assigned_at).total_seconds(), now)
         self.bot.forget(cid)
-        for table in (self._routing_text, self._topics, self._transfer, self._last_status, self._tiers):
+        for table in (self._routing_text, self._topics, self._transfer, self._tiers):
             table.pop(cid, None)  # type: ignore[attr-defined]
         self.reads.forget(cid)
+        self.wait_news.forget(cid)
         log.info("closed", extra={"closed_by": closed_by, "disposition": disposition,
                                   "state_before": conversation.state.value})
         _, event = await self._append(conversation, Author.SYSTEM, EventKind.CLOSED,
@@ -1013,7 +980,7 @@ class Pipeline:
         self.presence.mark_left_message(cid)
         queue = await self._requeue(conversation, "left_message", now, queue=rule.queue)
         log.info("abandoned: left message", extra={"queue": queue, "from": entry.queue if entry else None})
-        data = self._queued_data(cid, queue, "left_message", now)
+        data = self.wait_news.queued_data(cid, queue, "left_message", now)
         data["left_message"] = True
         if offered_to is not None:
             data["withdrawn_from"] = offered_to
@@ -1022,7 +989,7 @@ class Pipeline:
         if rule.text:
             await self._append(conversation, Author.BOT, EventKind.MESSAGE, text=rule.text,
                                data={"left_message": True})
-        self._schedule_positions()
+        self.wait_news.schedule()
 
     # channels that deliver through the outbox (gateway/outbox.py) -------------------------------
     async def use_outbox(self, channel: str, deliver: Deliver, policy: OutboxPolicy) -> None:

@@ -26,17 +26,17 @@ async def test_estimated_wait_counts_free_seats_then_handle_time() -> None:
     store = await open_store("sqlite://:memory:")
     try:
         pipeline = Pipeline(config, store, SelfService(config.selfservice, None), clock=lambda: now)
-        assert pipeline._estimated_wait("general", 1, now) > 0  # nobody online: a round of the default
+        assert pipeline.wait_news.estimated_wait("general", 1, now) > 0  # nobody online: a round of the default
         await pipeline.agent_connected("a1", "available")
         await pipeline.agent_connected("a2", "available")
         # Three free seats: the first three in line are answered at once.
-        assert [pipeline._estimated_wait("general", p, now) for p in (1, 2, 3)] == [0, 0, 0]
+        assert [pipeline.wait_news.estimated_wait("general", p, now) for p in (1, 2, 3)] == [0, 0, 0]
         # Beyond them, rounds of the average handle time (none yet: the 180 s default) over 2 agents.
-        assert pipeline._estimated_wait("general", 4, now) == 180
-        assert pipeline._estimated_wait("general", 6, now) == 360
+        assert pipeline.wait_news.estimated_wait("general", 4, now) == 180
+        assert pipeline.wait_news.estimated_wait("general", 6, now) == 360
         pipeline.stats.handled("general", 60.0, now - timedelta(seconds=5))
-        assert pipeline._estimated_wait("general", 4, now) == 60
+        assert pipeline.wait_news.estimated_wait("general", 4, now) == 60
         await pipeline.set_presence("a2", "away")
-        assert pipeline._estimated_wait("general", 3, now) == 60  # 2 free seats left, one agent
+        assert pipeline.wait_news.estimated_wait("general", 3, now) == 60  # 2 free seats left, one agent
     finally:
         await store.close()
