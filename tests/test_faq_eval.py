@@ -773,7 +773,7 @@ def test_the_classifier_settings_are_checked() -> None:
 
     from gateway.config import SemanticConfig
 
-    assert SemanticConfig().classifier_langs == ["en"] and SemanticConfig().classifier_c == 30
+    assert SemanticConfig().classifier_langs == ["en", "zh"] and SemanticConfig().classifier_c == 30
     for bad in ({"classifier_c": 0}, {"classifier_c": -1}, {"classifier_langs": "en"}):
         with pytest.raises(ValidationError):
             SemanticConfig(**bad)

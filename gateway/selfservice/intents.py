@@ -8,8 +8,9 @@ classifier is sure of that entry and sure the question is not one the KB does no
 
 Where the cosine blend asks "how close is the question to this entry's phrasings", the
 classifier asks "which entry's phrasings, against all the others', is it like": it learns what
-tells entries apart and weighs little what they all share (every entry speaks of parcels). On the shipping KB's English it answers more of the
-dev set at the same wrong rate; not in Chinese, whose KB has a third of the phrasings
+tells entries apart and weighs little what they all share (every entry speaks of parcels). On
+the shipping KB it answers more of the dev set at the same wrong rate in both languages, given
+about a dozen phrasings per entry; with three, it did worse than the blend
 (docs/selfservice.md). Only the training needs scikit-learn; a fitted classifier is numpy
 arrays, kept on disk by the semantic matcher (:meth:`IntentClassifier.arrays`).
 """
