@@ -66,6 +66,11 @@ _ZH = {
 }
 
 
+def kb_entries(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A KB file's entries: its items but the out_of_scope one."""
+    return [item for item in items if "id" in item]
+
+
 def large_kb(n: int, seed: int = 14) -> list[dict[str, Any]]:
     """``n`` entries, half English and half Chinese (flat form), every question different."""
     rng = random.Random(seed)
@@ -101,7 +106,7 @@ def match_suite(kb: Path, large: int, repeat: int, workdir: Path,
     notes: list[str] = []
     shipped = yaml.safe_load(kb.read_text(encoding="utf-8"))
     big = workdir / "large_kb.yaml"
-    own = [item for item in shipped if "id" in item]  # the entries, not the out_of_scope item
+    own = kb_entries(shipped)
     big.write_text(yaml.safe_dump(shipped + large_kb(large - len(own)), allow_unicode=True), encoding="utf-8")
     out: dict[str, Any] = {"match": [], "embed": []}
     for matcher_name in ("lexical", "semantic"):
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="round trip: seconds per gateway (default %(default)s)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    small = sum(1 for item in yaml.safe_load(args.kb.read_text(encoding="utf-8")) if "id" in item)
+    small = len(kb_entries(yaml.safe_load(args.kb.read_text(encoding="utf-8"))))
     if args.large <= small:
         parser.error(f"--large must be more than the {small} entries of {args.kb}")
     command = " ".join(["python -m bench.faq_match", *(argv if argv is not None else sys.argv[1:])])

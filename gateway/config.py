@@ -187,9 +187,6 @@ class ConversationPolicyConfig(Strict):
                 raise ValueError(f"helpful_choices.{lang}: give two labels, yes then no, got {labels!r}")
         return self
 
-    def text(self, table: dict[str, str], lang: str) -> str:
-        return localized(table, lang)
-
 
 def _check_thresholds(model: Any) -> None:
     for lang, t in model.thresholds.items():

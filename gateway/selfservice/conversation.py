@@ -140,7 +140,7 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         faq = memo.faq
         if verdict == "yes":
             memo.asking, memo.choices, memo.stuck_since, memo.unanswered = None, (), None, 0
-            return _said(memo, Turn([Say(policy.text(policy.glad, lang), {"faq": None, "helpful": faq})],
+            return _said(memo, Turn([Say(localized(policy.glad, lang), {"faq": None, "helpful": faq})],
                                     outcomes=[(faq, HELPFUL_YES)] if faq else []))
         if verdict == "no":
             # The guesses are for the question the answer did not help with, not for the "no".
@@ -178,7 +178,7 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         memo.scores = {c.faq_id: round(c.score, 3) for c in options}
         return _said(memo, Turn([Say(reply.text, {
             "faq": None, "did_you_mean": [guess_json(c) for c in options],
-            "choices": [c.as_json() for c in memo.choices], "numbered_hint": policy.text(policy.numbered_hint, lang)})]))
+            "choices": [c.as_json() for c in memo.choices], "numbered_hint": localized(policy.numbered_hint, lang)})]))
     assert isinstance(reply, NoAnswer)
     memo.asking, memo.choices = None, ()
     return _said(memo, Turn([Say(reply.text, {"faq": None})]))
@@ -200,9 +200,9 @@ def _answer(config: SelfServiceConfig, memo: BotMemo, best: Candidate, lang: str
     if policy.ask_helpful:
         labels = policy.helpful_choices.get(lang) or policy.helpful_choices.get("en") or ["Yes", "No"]
         memo.asking, memo.choices = "helpful", (Choice(labels[0], "yes"), Choice(labels[1], "no"))
-        text = f"{best.answer}\n\n{policy.text(policy.helpful_prompt, lang)}"
+        text = f"{best.answer}\n\n{localized(policy.helpful_prompt, lang)}"
         data.update(choices=[c.as_json() for c in memo.choices], ask="helpful",
-                    numbered_hint=policy.text(policy.numbered_hint, lang))
+                    numbered_hint=localized(policy.numbered_hint, lang))
     else:
         memo.asking, memo.choices = None, ()
     return Turn([Say(text, data)], outcomes=[(best.faq_id, ANSWERED)], topic=best.faq_id)
