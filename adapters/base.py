@@ -47,6 +47,11 @@ class Thread:
 # command), greet (repeat the greeting: a "help" command) or hand off to an agent at once.
 BotTurn = Literal["answer", "quiet", "greet", "handoff"]
 
+# Set in a bot message's data when it replies to the customer's answer to the bot's question
+# (a pick of its choices, a yes or no to "did this help?"): a person is replying, so a channel
+# that limits the bot's replies against autoresponder loops (email's bot_interval) sends it.
+REPLYING = "replying"
+
 
 @dataclass(frozen=True, slots=True)
 class Inbound:

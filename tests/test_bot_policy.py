@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from adapters.base import REPLYING
 from adapters.email.compose import numbered_choices
 from gateway.config import SelfServiceConfig
 from gateway.model import Author, Event, EventKind
@@ -219,3 +220,20 @@ async def test_a_texts_suggestions_are_ranked_once_per_kb_as_loaded() -> None:
     assert len(ranked) == 2
     reloaded = SimpleNamespace(config=pipeline.config, selfservice=SelfService.from_config(cfg))
     assert await agents.suggestions(reloaded, "my parcel arrived damaged") == first  # a new KB ranks anew
+
+
+async def test_replies_to_the_bots_questions_are_marked_and_nothing_else() -> None:
+    """A pick's answer, and what the bot says to a yes or a no, carry REPLYING (a channel that
+    limits the bot's replies sends them); a question's own answer or choices do not."""
+    cfg = config()
+    memo = BotMemo()
+    asked = await turn(cfg, memo, NEAR_MISS)
+    assert REPLYING not in asked.says[0].data
+    picked = await turn(cfg, memo, "1")
+    assert picked.says[0].data[REPLYING] is True and memo.asking == "helpful"
+    glad = await turn(cfg, memo, "yes")
+    assert glad.says[0].data[REPLYING] is True and memo.asking is None
+    plain = await turn(cfg, memo, "How do I track my parcel?")
+    assert REPLYING not in plain.says[0].data and memo.asking == "helpful"
+    no = await turn(cfg, memo, "no")
+    assert no.handoff == "not_helpful" and no.says[0].data[REPLYING] is True

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from support import ALICE_TOKEN, Agent
 from support_mail import MailSink
-from test_email_e2e import Mailer, body, email_config, start
+from test_email_e2e import Mailer, body, conversation_events, email_config, start, wait_until
+from test_email_faults import email_conversations
 
 
 async def test_numbered_choices_and_a_reply_with_the_number(tmp_path: Path, sqlite_url: str, sink: MailSink) -> None:
@@ -34,5 +37,42 @@ async def test_numbered_choices_and_a_reply_with_the_number(tmp_path: Path, sqli
         await mail.send("2", subject="Re: " + asked["Subject"], in_reply_to=second)
         offer = (await alice.next("offer"))["conversation"]
         assert offer["channel"] == "email" and offer["handoff"]["reason"] == "not_helpful"
+    finally:
+        await gateway.stop()
+
+
+async def test_a_reply_to_the_bots_question_is_answered_inside_the_bot_interval(
+        tmp_path: Path, sqlite_url: str, sink: MailSink) -> None:
+    """bot_interval (300 s, the default) keeps the bot to one mail per thread against
+    autoresponder loops; a customer's pick of the choices and their yes to "did this help?"
+    are a person answering the bot, and are answered at once. A new question is not."""
+    config = email_config(sqlite_url, sink.port, channel={"bot_interval": 300})
+    config["selfservice"].update(min_score=0.9, choices_min_score=0.24, channels={})
+    gateway = await start(tmp_path, config)
+    try:
+        mail = Mailer(gateway, sink)
+        first = await mail.send("parcel broken")
+        asked = await mail.reply()
+        assert body(asked).startswith("Did you mean one of these?")
+        second = await mail.send("1", subject="Re: " + asked["Subject"], in_reply_to=asked["Message-ID"],
+                                 references=[first, asked["Message-ID"]])
+        answer = await mail.reply()
+        assert body(answer).startswith("Sorry about that.") and answer["In-Reply-To"] == second
+        assert answer["Auto-Submitted"] == "auto-replied"
+        third = await mail.send("1", subject="Re: " + asked["Subject"], in_reply_to=answer["Message-ID"])
+        glad = await mail.reply()
+        assert glad["In-Reply-To"] == third and "Sorry about that." not in body(glad)
+
+        # A new question inside the interval: answered in the conversation, not mailed.
+        await mail.send("How much does shipping cost?", subject="Re: " + asked["Subject"],
+                        in_reply_to=glad["Message-ID"])
+        [conversation] = await email_conversations(gateway)
+
+        async def answered() -> bool:
+            events = await conversation_events(gateway, conversation["id"])
+            return sum(e["author"] == "bot" and e["kind"] == "message" for e in events) == 4
+        await wait_until(answered)
+        with pytest.raises(AssertionError):
+            await sink.wait_for(4, timeout=1.5)
     finally:
         await gateway.stop()

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapters.base import (GatewayPort, IncomingFile, Inbound, PermanentFailure, RetrySettings, Sent, Skipped,
+from adapters.base import (REPLYING, GatewayPort, IncomingFile, Inbound, PermanentFailure, RetrySettings, Sent, Skipped,
                            TemporaryFailure, Thread)
 from gateway.logs import about
 from gateway.model import Author, Conversation, Event, EventKind, OutboxItem
@@ -192,7 +192,9 @@ class EmailChannel:
     async def deliver(self, conversation: Conversation, event: Event, item: OutboxItem) -> Sent | Skipped:
         automatic = event.author is Author.BOT
         subject, answered, mail_seq, wrote_from = await self._answering(conversation.id, event.seq)
-        if automatic and self._too_soon(conversation.id, mail_seq):
+        # The bot's reply to a customer who answered its question (a pick, "did this help?") is
+        # not an autoresponder's round: it goes out inside the interval too.
+        if automatic and not event.data.get(REPLYING) and self._too_soon(conversation.id, mail_seq):
             return Skipped("bot_interval")
         customer = await self.gateway.get_customer(conversation.customer_id)
         # The address the customer wrote from; else (a conversation the gateway started, such as

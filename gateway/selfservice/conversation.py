@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from adapters.base import BotTurn
+from adapters.base import REPLYING, BotTurn
 
 from ..config import SelfServiceConfig, localized
 from ..faq import detect_lang
@@ -140,20 +140,20 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         faq = memo.faq
         if verdict == "yes":
             memo.asking, memo.choices, memo.stuck_since, memo.unanswered = None, (), None, 0
-            return _said(memo, Turn([Say(localized(policy.glad, lang), {"faq": None, "helpful": faq})],
-                                    outcomes=[(faq, HELPFUL_YES)] if faq else []))
+            return _said(memo, _replying(Turn([Say(localized(policy.glad, lang), {"faq": None, "helpful": faq})],
+                                              outcomes=[(faq, HELPFUL_YES)] if faq else [])))
         if verdict == "no":
             # The guesses are for the question the answer did not help with, not for the "no".
             made = await _hand_off(selfservice, config, memo, memo.question or text, "not_helpful", kb)
             if faq:
                 made.outcomes.insert(0, (faq, HELPFUL_NO))
-            return _said(memo, made)
+            return _said(memo, _replying(made))
     if memo.asking == "did_you_mean" and option is not None:
         entry = _entry(selfservice, option.value, lang, kb)
         if entry is not None:
             memo.question = normalize(option.text)
-            return _said(memo, _answer(config, memo, Candidate(
-                entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), entry.lang, picked=True))
+            return _said(memo, _replying(_answer(config, memo, Candidate(
+                entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), entry.lang, picked=True)))
     question = normalize(text)
     if is_angry(text, policy.angry_words):
         return _said(memo, await _hand_off(selfservice, config, memo, text, "angry", kb))
@@ -220,6 +220,17 @@ def _handoff_turn(memo: BotMemo, text: str, reason: str, guesses: tuple[Candidat
     memo.asking, memo.choices, memo.stuck_since = None, (), None
     return Turn([Say(text, {"handoff": reason, "guesses": [guess_json(g) for g in guesses]})],
                 handoff=reason, outcomes=outcomes)
+
+
+def _replying(turn: Turn) -> Turn:
+    """Mark what the bot says to a customer who answered its question (a pick of its choices,
+    a yes or no to "did this help?"): a person replying, not an autoresponder, so a channel that
+    limits the bot's replies (email's ``bot_interval``) sends it. Such a turn never asks a
+    question that would be answered the same way twice: a pick's answer asks "did this help?",
+    whose answer asks nothing, so the marked messages of a chain are at most two."""
+    for say in turn.says:
+        say.data[REPLYING] = True
+    return turn
 
 
 def _said(memo: BotMemo, turn: Turn) -> Turn:
