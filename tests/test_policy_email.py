@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import SelfServiceConfig, localized
+
 from support import ALICE_TOKEN, Agent
 from support_mail import MailSink
 from test_email_e2e import Mailer, body, conversation_events, email_config, start, wait_until
@@ -45,7 +47,8 @@ async def test_a_reply_to_the_bots_question_is_answered_inside_the_bot_interval(
         tmp_path: Path, sqlite_url: str, sink: MailSink) -> None:
     """bot_interval (300 s, the default) keeps the bot to one mail per thread against
     autoresponder loops; a customer's pick of the choices and their yes to "did this help?"
-    are a person answering the bot, and are answered at once. A new question is not."""
+    are a person answering the bot, and are answered at once, as is the handoff. A new question
+    is not."""
     config = email_config(sqlite_url, sink.port, channel={"bot_interval": 300})
     config["selfservice"].update(min_score=0.9, choices_min_score=0.24, channels={})
     gateway = await start(tmp_path, config)
@@ -74,5 +77,10 @@ async def test_a_reply_to_the_bots_question_is_answered_inside_the_bot_interval(
         await wait_until(answered)
         with pytest.raises(AssertionError):
             await sink.wait_for(4, timeout=1.5)
+        # Asking for a person inside the interval: the bot's handoff, its last word, is mailed.
+        await mail.send("agent please", subject="Re: " + asked["Subject"], in_reply_to=glad["Message-ID"])
+        handoff = await mail.reply()
+        expected = localized(SelfServiceConfig.model_validate(config["selfservice"]).handoff, "en")
+        assert handoff["Subject"] == asked["Subject"] and body(handoff).strip() == expected
     finally:
         await gateway.stop()

@@ -12,7 +12,8 @@ Mail out (``deliver``, called by the outbox for the agent's and the bot's messag
 <subject> [#TOKEN]", In-Reply-To the customer's last mail, References the thread, a Message-ID
 derived from the outbox item (the same on every retry), attachments; the bot's mail is marked
 ``Auto-Submitted: auto-replied`` and answers at most one of the thread's mails per
-``bot_interval``.
+``bot_interval`` (but for its replies to the customer's answers to its questions, and its
+handoff).
 """
 
 from __future__ import annotations
@@ -192,9 +193,11 @@ class EmailChannel:
     async def deliver(self, conversation: Conversation, event: Event, item: OutboxItem) -> Sent | Skipped:
         automatic = event.author is Author.BOT
         subject, answered, mail_seq, wrote_from = await self._answering(conversation.id, event.seq)
-        # The bot's reply to a customer who answered its question (a pick, "did this help?") is
-        # not an autoresponder's round: it goes out inside the interval too.
-        if automatic and not event.data.get(REPLYING) and self._too_soon(conversation.id, mail_seq):
+        # Inside the interval too: the bot's reply to a customer who answered its question (a
+        # pick, "did this help?"), not an autoresponder's round; and its handoff, after which it
+        # says nothing more (so neither can loop).
+        exempt = event.data.get(REPLYING) or event.data.get("handoff")
+        if automatic and not exempt and self._too_soon(conversation.id, mail_seq):
             return Skipped("bot_interval")
         customer = await self.gateway.get_customer(conversation.customer_id)
         # The address the customer wrote from; else (a conversation the gateway started, such as
