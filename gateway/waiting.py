@@ -9,7 +9,6 @@ average handle time (``routing.servicelevel.estimated_wait``).
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
@@ -19,8 +18,6 @@ from .dispatcher import Dispatcher
 from .scheduler import Scheduler
 
 __all__ = ["POSITION_INTERVAL", "WaitNews"]
-
-log = logging.getLogger("contactgate.pipeline")
 
 POSITION_INTERVAL = 1.0  # seconds between position / estimated-wait updates to waiting customers
 

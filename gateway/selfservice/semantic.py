@@ -229,6 +229,7 @@ class SemanticMatcher:
 
         intents: dict[str, IntentClassifier] = {}
         owner = self._owner.tolist()
+        first_outside = len(owner) + self._n  # where the out-of-scope messages' keys begin
         for lang in self.classifier_langs:
             members = [i for i in range(self._n) if self._lang_of[i] == lang]
             if not members:
@@ -236,7 +237,6 @@ class SemanticMatcher:
             label = {i: j for j, i in enumerate(members)}
             rows = [r for r, i in enumerate(owner) if self._lang_of[i] == lang]
             others = [r for r, (l, _) in enumerate(out_of_scope) if l == lang]
-            first_outside = len(owner) + self._n  # where the out-of-scope messages' keys begin
             row_keys = [keys[r] for r in rows] + [keys[first_outside + r] for r in others]
             labels = [label[owner[r]] for r in rows] + [len(members)] * len(others)
             file = NpzFile(directory / f"intents-{intents_key(row_keys, labels, self.classifier_c, INTENTS)[:32]}.npz",
