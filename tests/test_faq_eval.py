@@ -725,6 +725,40 @@ def test_a_fitted_intent_classifier_is_kept_on_disk(tmp_path: Path, caplog) -> N
     assert "intent classifier unreadable" in caplog.text
 
 
+def test_cache_files_no_build_used_for_a_while_are_removed(tmp_path: Path) -> None:
+    """A build touches the files it reads and removes those unused for CACHE_DAYS: an older KB
+    version's classifier, an older model's vectors; a crashed write's leftover after a day."""
+    import os
+    import time
+
+    from gateway.selfservice.semantic import CACHE_DAYS, SemanticMatcher
+
+    lexical, cache = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path)), tmp_path / "cache"
+
+    def build() -> SemanticMatcher:
+        return SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, cache_dir=cache,
+                               classifier_langs=["en"])
+
+    build()
+    used = sorted(cache.glob("*.npz"))
+    assert [p.name.split("-")[0] for p in used] == ["embeddings", "intents"]
+    long_ago = time.time() - (CACHE_DAYS + 1) * 86400
+    stale = [cache / "intents-0123456789abcdef.npz", cache / "embeddings-0123456789abcdef.npz",
+             cache / "intents-x.npz.77.tmp.npz"]
+    recent_tmp = cache / "embeddings-y.npz.78.tmp.npz"
+    other = cache / "notes.npz"  # not a file of ours
+    for p in [*stale, recent_tmp, other]:
+        p.write_bytes(b"")
+    for p in [*stale, recent_tmp, other, *used]:
+        os.utime(p, (long_ago, long_ago))
+    os.utime(recent_tmp, (time.time() - 3600, time.time() - 3600))
+    os.utime(stale[2], (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    again = build()
+    assert again.fitted == 0 and again.embedded == 0  # the files in use were read, not rebuilt
+    assert sorted(cache.glob("*.npz")) == sorted([*used, recent_tmp, other])
+    assert all(time.time() - p.stat().st_mtime < 3600 for p in used)  # touched: in use
+
+
 def test_a_language_with_one_class_is_scored_by_the_blend(tmp_path: Path) -> None:
     """One English entry and no out-of-scope messages: nothing to tell apart, no classifier.
     One entry with out-of-scope messages: two classes (scikit-learn's binary case)."""

@@ -33,7 +33,9 @@ and which needs only numpy; scikit-learn fits the intent classifier. Without the
 * **Ranking.** As the lexical matcher's: the question's language first. Every entry is a
   candidate, not only those sharing a word with the question.
 * **Cache.** The KB's vectors are kept in ``cache_dir`` keyed by the model version and each
-  phrasing's text: a restart or a hot reload embeds only phrasings that are new.
+  phrasing's text: a restart or a hot reload embeds only phrasings that are new. A file read
+  or written is touched; a build removes the files no build has used for :data:`CACHE_DAYS`
+  (older KB versions' classifiers, an older model's vectors) (:func:`prune_cache`).
 * **Threads.** The model runs in a worker thread (:attr:`executor`) so the gateway's loop never
   waits on it (:meth:`SelfService.areply`); the KBs of one config share one worker, and one
   model (loaded once per process) is used by one thread at a time (:data:`_MODEL_LOCK`), the C
@@ -66,6 +68,7 @@ EMBED_BATCH = 16  # texts per model call when embedding a KB (~0.2 s on 2 cores)
 CLOSEST = 3  # the mean of the cosine is over an entry's closest phrasings, this many
 KNEE = 0.9  # scores above it are squeezed into (KNEE, 1)
 INTENTS = "intents-1"  # the intent classifier's code: a change refits and asks for re-calibration
+CACHE_DAYS = 30  # a cache file no build has read or written for this long is removed
 
 
 class SemanticUnavailable(RuntimeError):
@@ -108,11 +111,16 @@ class NpzFile:
 
         try:
             with np.load(self.path) as data:
-                return {k: data[k] for k in data.files}
+                arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError) as exc:
             if not isinstance(exc, FileNotFoundError):
                 log.warning(f"{self.what} unreadable; rebuilding it", extra={"path": str(self.path), "reason": str(exc)})
             return {}
+        try:
+            os.utime(self.path)  # in use: kept by prune_cache
+        except OSError:
+            pass
+        return arrays
 
     def save(self, arrays: dict[str, Any]) -> None:
         import numpy as np
@@ -124,6 +132,29 @@ class NpzFile:
             tmp.replace(self.path)
         except OSError as exc:  # a cache that cannot be written costs time at the next start only
             log.warning(f"{self.what} not written", extra={"path": str(self.path), "reason": str(exc)})
+
+
+def prune_cache(directory: Path, *, days: float = CACHE_DAYS) -> list[Path]:
+    """Remove the cache files of ``directory`` that no build has read or written for ``days``
+    (a file in use is touched at each read), and a crashed write's leftovers after a day; returns
+    what was removed. A file still needed by another process is only rebuilt by its next build."""
+    import time
+
+    now, removed = time.time(), []
+    for path in directory.glob("*.npz"):
+        if not path.name.startswith(("embeddings-", "intents-")):
+            continue
+        limit = 1 if ".tmp." in path.name else days
+        try:
+            if now - path.stat().st_mtime > limit * 86400:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone already, or not ours to remove: the next build tries again
+            continue
+    if removed:
+        log.info("semantic cache: removed files unused for a while",
+                 extra={"path": str(directory), "removed": len(removed)})
+    return removed
 
 
 class EmbeddingCache(NpzFile):
@@ -220,6 +251,7 @@ class SemanticMatcher:
         self._pos = {(e.id, e.lang): i for i, e in enumerate(entries)}
         self.fitted = 0  # how many intent classifiers this build had to fit (not on disk)
         self._intents = self._load_intents(directory, keys, rest, out_of_scope)
+        prune_cache(directory)
 
     def _load_intents(self, directory: Path, keys: list[str], outside: Any,
                       out_of_scope: list[tuple[str, str]]) -> dict[str, IntentClassifier]:
