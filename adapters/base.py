@@ -68,6 +68,10 @@ class Inbound:
     thread: Thread | None = None           # None: the customer's current conversation on the channel
     details: dict[str, Any] = field(default_factory=dict)  # shown with the message (an email subject)
     bot: BotTurn = "answer"
+    # Seconds: the bot answers at most one of the conversation's messages in this time (email's
+    # bot_interval, against autoresponder loops); another one inside it, unless it answers the
+    # bot's own question, is handed to a person ("bot_interval"). 0: no limit.
+    bot_interval: float = 0.0
 
 
 class ChannelUnavailable(Exception):

@@ -12,8 +12,9 @@ Mail out (``deliver``, called by the outbox for the agent's and the bot's messag
 <subject> [#TOKEN]", In-Reply-To the customer's last mail, References the thread, a Message-ID
 derived from the outbox item (the same on every retry), attachments; the bot's mail is marked
 ``Auto-Submitted: auto-replied`` and answers at most one of the thread's mails per
-``bot_interval`` (but for its replies to the customer's answers to its questions, and its
-handoff).
+``bot_interval`` (but for its replies to the customer's answers to its questions): the bot hands
+another mail inside it to a person (``Inbound.bot_interval``), and other automatic mail inside it
+is skipped.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -109,8 +109,7 @@ class EmailChannel:
         self.relay = Relay(settings.smtp)
         self.listener = SmtpListener(settings.listen, self._from_listener, name=name) if settings.listen else None
         self.mailbox = ImapMailbox(settings.imap, self.arrived, name=name) if settings.imap else None
-        # conversation -> (monotonic time of the bot's last mail, seq of the customer's mail it answered)
-        self._last_automatic: dict[str, tuple[float, int]] = {}
+        self._last_automatic: dict[str, Event] = {}  # per conversation: the customer mail the bot last answered
 
     def routes(self) -> list[web.RouteDef]:
         return []
@@ -187,17 +186,18 @@ class EmailChannel:
             files=tuple(IncomingFile(a.filename or "attachment", a.content_type, a.data) for a in mail.attachments),
             original=IncomingFile("message.eml", "message/rfc822", raw),
             thread=Thread(refs=lookup_ids(mail), token=TOKEN_PREFIX + token if token else None),
-            details={"subject": mail.subject, "from": sender})
+            details={"subject": mail.subject, "from": sender}, bot_interval=self.settings.bot_interval)
 
     # mail out (the outbox calls this) ----------------------------------------------------------------
     async def deliver(self, conversation: Conversation, event: Event, item: OutboxItem) -> Sent | Skipped:
         automatic = event.author is Author.BOT
-        subject, answered, mail_seq, wrote_from = await self._answering(conversation.id, event.seq)
+        subject, answered, mail, wrote_from = await self._answering(conversation.id, event.seq)
         # Inside the interval too: the bot's reply to a customer who answered its question (a
         # pick, "did this help?"), not an autoresponder's round; and its handoff, after which it
-        # says nothing more (so neither can loop).
+        # says nothing more (so neither can loop). The bot itself hands off a mail it may not
+        # answer (Inbound.bot_interval), by the same clock: this skips only other automatic mail.
         exempt = event.data.get(REPLYING) or event.data.get("handoff")
-        if automatic and not exempt and self._too_soon(conversation.id, mail_seq):
+        if automatic and not exempt and self._too_soon(conversation.id, mail):
             return Skipped("bot_interval")
         customer = await self.gateway.get_customer(conversation.customer_id)
         # The address the customer wrote from; else (a conversation the gateway started, such as
@@ -230,17 +230,19 @@ class EmailChannel:
             raise TemporaryFailure(str(exc)) from exc
         except RelayRefused as exc:
             raise PermanentFailure(str(exc)) from exc
-        if automatic:
-            self._last_automatic[conversation.id] = (time.monotonic(), mail_seq)
+        if automatic and mail is not None:
+            self._last_automatic[conversation.id] = mail
         return Sent(ref=message_id)
 
-    def _too_soon(self, conversation_id: str, mail_seq: int) -> bool:
-        """The bot mailed this conversation inside the interval, in answer to another mail of the
-        customer's. Its messages answering one mail (a note about a refused file and the answer)
-        all go out: a loop needs a new mail each round, and that is what the interval counts."""
+    def _too_soon(self, conversation_id: str, mail: Event | None) -> bool:
+        """The bot mailed this conversation in answer to another mail of the customer's that
+        came less than the interval before ``mail``. Its messages answering one mail (a note about
+        a refused file and the answer) all go out: a loop needs a new mail each round, and that is
+        what the interval counts. The times are the mails' as stored, which the bot's own check
+        (``take_turn``) reads too, so an answer it gave is never skipped here."""
         last = self._last_automatic.get(conversation_id)
-        return (last is not None and last[1] != mail_seq
-                and time.monotonic() - last[0] < self.settings.bot_interval)
+        return (mail is not None and last is not None and last.seq != mail.seq
+                and (mail.at - last.at).total_seconds() < self.settings.bot_interval)
 
     async def _new_token(self, conversation_id: str) -> str:
         for _ in range(TOKEN_TRIES):
@@ -249,16 +251,16 @@ class EmailChannel:
                 return token
         raise TemporaryFailure("no free conversation token; try again")
 
-    async def _answering(self, conversation_id: str, before: int) -> tuple[str, str | None, int, str | None]:
-        """(subject, Message-ID, seq, From address) of the customer's last mail before event ``before``."""
-        subject, answered, seq, sender = "", None, 0, None
+    async def _answering(self, conversation_id: str, before: int) -> tuple[str, str | None, Event | None, str | None]:
+        """(subject, Message-ID, the event, From address) of the customer's last mail before event ``before``."""
+        subject, answered, mail, sender = "", None, None, None
         for event in await self.gateway.events_after(conversation_id, 0, before):
             if event.author is Author.CUSTOMER and event.kind is EventKind.MESSAGE:
-                subject, seq = event.data.get("subject") or subject, event.seq
+                subject, mail = event.data.get("subject") or subject, event
                 sender = event.data.get("from") or sender
                 if event.client_id and not event.client_id.startswith(DIGEST_PREFIX):
                     answered = event.client_id
-        return subject, answered, seq, sender
+        return subject, answered, mail, sender
 
 
 def _bounce_reason(mail: ParsedMail) -> str:

@@ -120,13 +120,21 @@ def picked(memo: BotMemo, text: str, choice: Any) -> Choice | None:
 
 async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo, text: str,
                     turn: BotTurn, choice: Any, channel: str, now: datetime,
-                    kb: KnowledgeBase | None = None) -> Turn:
+                    kb: KnowledgeBase | None = None, *, heard_at: datetime | None = None,
+                    bot_interval: float = 0.0) -> Turn:
     """The bot's reply to one customer message (``turn``: adapters.base.BotTurn, not "quiet").
     Changes ``memo``; the last message said carries its snapshot. ``kb``: the knowledge base
     that answers this conversation (``SelfService.for_contact``); None: the channel's and the
-    question's language choose, as ``SelfService.reply`` does."""
+    question's language choose, as ``SelfService.reply`` does. ``heard_at``: when the message was
+    stored (the store's clock, which the channel's delivery reads too); ``bot_interval``
+    (adapters.base.Inbound): a message stored less than this many seconds after the one the bot
+    took before is handed off (``bot_interval``) unless it answers the bot's question."""
     policy = config.policy
     lang = detect_lang(text) if text.strip() else "en"
+    heard_at = heard_at or now
+    too_soon = bool(bot_interval and memo.heard_at is not None
+                    and (heard_at - memo.heard_at).total_seconds() < bot_interval)
+    memo.heard_at = heard_at
     if turn == "greet":
         return _said(memo, Turn([Say(localized(config.greeting or config.no_answer, lang), {"faq": None})]))
     if turn == "handoff":
@@ -154,6 +162,8 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
             memo.question = normalize(option.text)
             return _said(memo, _replying(_answer(config, memo, Candidate(
                 entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), entry.lang, picked=True)))
+    if too_soon:  # the channel would not send an answer: a person does, and nobody waits for nothing
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "bot_interval", kb))
     question = normalize(text)
     if is_angry(text, policy.angry_words):
         return _said(memo, await _hand_off(selfservice, config, memo, text, "angry", kb))

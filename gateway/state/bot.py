@@ -38,21 +38,24 @@ class BotMemo:
     scores: dict[str, float] = field(default_factory=dict)  # a "did you mean"'s faq id -> score
     faq: str | None = None          # the entry last answered
     stuck_since: datetime | None = None  # the first reply since the last progress that was none
+    heard_at: datetime | None = None     # when the last message the bot took was stored
 
     def snapshot(self) -> dict[str, Any]:
         return {"turns": self.turns, "unanswered": self.unanswered, "question": self.question,
                 "asking": self.asking, "choices": [c.as_json() for c in self.choices],
                 "scores": self.scores, "faq": self.faq,
-                "stuck_since": self.stuck_since.isoformat() if self.stuck_since else None}
+                "stuck_since": self.stuck_since.isoformat() if self.stuck_since else None,
+                "heard_at": self.heard_at.isoformat() if self.heard_at else None}
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> "BotMemo":
-        stuck = data.get("stuck_since")
+        stuck, heard = data.get("stuck_since"), data.get("heard_at")
         return cls(turns=int(data.get("turns") or 0), unanswered=int(data.get("unanswered") or 0),
                    question=data.get("question"), asking=data.get("asking"),
                    choices=tuple(Choice(str(c["text"]), str(c["value"])) for c in data.get("choices") or ()),
                    scores={str(k): float(v) for k, v in (data.get("scores") or {}).items()},
-                   faq=data.get("faq"), stuck_since=datetime.fromisoformat(stuck) if stuck else None)
+                   faq=data.get("faq"), stuck_since=datetime.fromisoformat(stuck) if stuck else None,
+                   heard_at=datetime.fromisoformat(heard) if heard else None)
 
     @classmethod
     def from_events(cls, events: Sequence[Event]) -> "BotMemo":
