@@ -153,6 +153,24 @@ def test_between_the_two_thresholds_the_close_entries_are_offered_as_choices() -
     assert isinstance(answered, Answer) and answered.candidates[0].faq_id == answered.faq_id
 
 
+def test_a_channels_min_score_makes_answers_surer_never_looser() -> None:
+    """selfservice.channels.<name>.min_score raises the threshold of the question's language
+    (from the calibration or `thresholds`) for that channel's conversations; one below it
+    changes nothing (it once replaced it, so mail answered what web chat only offered)."""
+    question = "track my box please"
+    base = SelfService.from_config(SelfServiceConfig(faq=FAQ, thresholds={"en": 0.3})).reply(question, 0)
+    assert isinstance(base, Answer) and 0.3 < base.score < 0.98, base
+    score = base.score
+    for min_score, answered in [(0.1, True), (score - 0.01, True), (score + 0.01, False)]:
+        config = SelfServiceConfig(faq=FAQ, thresholds={"en": 0.3}, channels={"email": {"min_score": min_score}})
+        ss = SelfService.from_config(config)
+        assert isinstance(ss.reply(question, 0, "webchat"), Answer)  # another channel: the language's
+        assert isinstance(ss.reply(question, 0, "email"), Answer) is answered, min_score
+    # Below the language's threshold, a channel's lower min_score does not answer.
+    strict = SelfServiceConfig(faq=FAQ, thresholds={"en": score + 0.01}, channels={"email": {"min_score": 0.1}})
+    assert not isinstance(SelfService.from_config(strict).reply(question, 0, "email"), Answer)
+
+
 def test_the_bots_texts_per_language_of_the_customers_message() -> None:
     """no_answer, handoff and did_you_mean: a text, or one per language (a language not listed
     takes en)."""

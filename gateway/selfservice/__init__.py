@@ -4,9 +4,10 @@ A pure policy over the customer's text and how many turns in a row went unanswer
 records what it decides. Matching is behind :class:`~gateway.selfservice.matcher.Matcher`
 (``matcher.py``); ``evaluate.py`` measures it, ``calibration.py`` calibrates the thresholds.
 
-The score an answer needs, in this order: the channel's ``selfservice.channels.<name>.min_score``;
-``selfservice.thresholds`` for the question's language; the ``selfservice.calibration`` file's;
-``selfservice.min_score``. Each KB of ``selfservice.knowledge_bases`` has its own
+The score an answer needs: ``selfservice.thresholds`` for the question's language, else the
+``selfservice.calibration`` file's, else ``selfservice.min_score``; and at least the channel's
+``selfservice.channels.<name>.min_score`` (a channel can ask for surer answers, never looser).
+ Each KB of ``selfservice.knowledge_bases`` has its own
 (``knowledge.py``); :meth:`SelfService.for_contact` says which KB answers a conversation.
 """
 
@@ -193,7 +194,7 @@ class SelfService:
     def reply(self, text: str, unanswered_before: int, channel: str | None = None, *,
               kb: KnowledgeBase | None = None) -> Reply:
         """``channel``: the conversation's channel, whose ``selfservice.channels`` entry (if
-        any) sets its own ``min_score`` and ``max_unanswered``. ``kb``: the KB to answer from
+        any) sets its own ``max_unanswered`` and a ``min_score`` the threshold is raised to. ``kb``: the KB to answer from
         (:meth:`for_contact`); None: the one the channel and the question's language choose."""
         kb = kb or self._kb_for(text, channel)
         lang = detect_lang(text)
@@ -202,10 +203,9 @@ class SelfService:
         own = self.config.channels.get(channel) if channel is not None else None
         max_unanswered = (own.max_unanswered if own is not None and own.max_unanswered is not None
                           else self.config.max_unanswered)
+        threshold = kb.thresholds.for_text(text)
         if own is not None and own.min_score is not None:
-            threshold = own.min_score
-        else:
-            threshold = kb.thresholds.for_text(text)
+            threshold = max(threshold, own.min_score)
         ranked = kb.matcher.rank(text) if kb.matcher else []
         guesses = tuple(Candidate(m.entry.id, m.entry.question, m.entry.answer, m.score)
                         for m in ranked[:MAX_CHOICES])
