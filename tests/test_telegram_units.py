@@ -171,6 +171,14 @@ def test_a_button_press_is_the_customer_choosing_its_label() -> None:
     assert press.details == {"choice": {"value": "yes", "message": 77}}
 
 
+def test_a_sticker_is_kept_for_the_agent_and_not_a_question_for_the_bot() -> None:
+    found = read({"message": message(555, sticker={"file_id": "s1", "file_unique_id": "u1", "width": 512,
+                                                   "height": 512, "is_animated": False, "is_video": False,
+                                                   "type": "regular", "emoji": "👍"})})
+    assert isinstance(found, Arrival)
+    assert found.text == "(sticker 👍)" and found.bot == "quiet"
+
+
 def test_what_is_not_read() -> None:
     group = message(555, "hi")
     group["chat"] = {"id": -100, "type": "group", "title": "G"}
@@ -180,6 +188,24 @@ def test_what_is_not_read() -> None:
     assert isinstance(read({"inline_query": {"id": "1", "from": user(1), "query": "x", "offset": ""}}), Ignored)
     with pytest.raises(UpdateRejected):
         read({"callback_query": {"id": "", "from": user(1), "chat_instance": "c"}})
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m.update(text=42),
+    lambda m: m.update(text=["a"]),
+    lambda m: m.update(caption={"x": 1}, text=None),
+    lambda m: m["from"].update(first_name=7),
+])
+def test_a_field_of_the_wrong_type_is_refused(change) -> None:
+    """Not an update Telegram sends, and one that would fail the same way each time: 400, not a
+    500 that Telegram answers by sending it again and again."""
+    sent = message(555, "hi")
+    change(sent)
+    with pytest.raises(UpdateRejected, match="wrong type"):
+        read({"message": sent})
+    press = {"message_id": 77, "date": 1700000000, "chat": {"id": 555, "type": "private"}, "text": "Did this help?"}
+    with pytest.raises(UpdateRejected, match="wrong type"):
+        read({"callback_query": {**callback(555, "yes", press, query_id="q1"), "data": 5}})
 
 
 # messages out -----------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ async def test_secret_body_and_the_same_update_twice(tmp_path: Path, store_url: 
         status, answer = await post_update(gateway, None, raw=b"{not json")
         assert status == 400 and answer["error"] == "bad_update"
         assert (await post_update(gateway, {"message": {"text": "no update_id"}}))[0] == 400
+        status, answer = await post_update(gateway, {"update_id": 699, "message": {**message(CHAT, message_id=1), "text": 42}})
+        assert status == 400 and "message.text is int" in answer["message"], answer
         assert (await post_update(gateway, None, raw=b'{"update_id": 1, "pad": "' + b"x" * 1_100_000 + b'"}'))[0] == 413
         assert await conversations(gateway) == [], "nothing was processed"
 

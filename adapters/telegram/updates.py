@@ -25,7 +25,8 @@ COMMANDS: dict[str, BotTurn] = {"start": "quiet", "help": "greet", "agent": "han
 
 
 class UpdateRejected(ValueError):
-    """The update is not one Telegram sends (a required field missing): answered 400, logged."""
+    """The update is not one Telegram sends (a required field missing, a field of the wrong
+    type): answered 400, logged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ class Ignored:
 
 
 def read_update(update: Update) -> Arrival | Ignored:
+    _check_types(update)
     if update.callback_query is not None:
         return _callback(update.update_id, update.callback_query)
     message, edited = update.message, False
@@ -69,6 +71,33 @@ def read_update(update: Update) -> Arrival | Ignored:
     if message is None:
         return Ignored("an update of a kind this channel does not read")
     return _message(update.update_id, message, edited)
+
+
+# The fields read here and the types Telegram sends them as. python-telegram-bot builds its
+# objects without checking types, so a number where a string belongs would fail later, and the
+# same way on every resend: refused (400) instead.
+_TYPES: dict[str, tuple[tuple[str, tuple[type, ...]], ...]] = {
+    "message": (("message_id", (int,)), ("text", (str,)), ("caption", (str,))),
+    "chat": (("id", (int,)), ("type", (str,))),
+    "user": (("id", (int,)), ("first_name", (str,)), ("last_name", (str,)), ("username", (str,)),
+             ("language_code", (str,))),
+    "query": (("id", (str,)), ("data", (str,))),
+}
+
+
+def _check_types(update: Update) -> None:
+    query = update.callback_query
+    message = update.message or update.edited_message or (query.message if query is not None else None)
+    parts = [("message", message), ("chat", getattr(message, "chat", None)),
+             ("user", getattr(message, "from_user", None)), ("query", query),
+             ("user", getattr(query, "from_user", None))]
+    for kind, part in parts:
+        if part is None:
+            continue
+        for name, types in _TYPES[kind]:
+            value = getattr(part, name, None)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+                raise UpdateRejected(f"a field of the wrong type: {kind}.{name} is {type(value).__name__}")
 
 
 def _message(update_id: int, message: Message, edited: bool) -> Arrival | Ignored:
@@ -113,6 +142,7 @@ def _message(update_id: int, message: Message, edited: bool) -> Arrival | Ignore
         text = _placeholder(message)
     if not text and message.sticker is not None:
         text = f"(sticker {message.sticker.emoji or ''})".replace(" )", ")")
+        turn = "quiet"  # for the agent to see; not a question for the bot
     if not text:
         return Ignored("a message with nothing this channel reads (no text, file, location or contact)")
     if edited:
