@@ -164,10 +164,11 @@ class ConversationPolicyConfig(Strict):
                             "是", "是的", "有", "有用", "有帮助", "好的", "谢谢", "对"]
     no_words: list[str] = ["no", "n", "nope", "not really", "it didn't", "it did not", "not helpful",
                            "不", "不是", "没有", "没用", "没有用", "没有帮助", "没帮助", "不行"]
-    # Words of an angry customer: any of them in a message hands off at once.
+    # Words of an angry customer: any of them in a message hands off at once. Not "complaint" or
+    # 投诉: how to complain is a question the KB answers (the shipping KB's complaint-courier).
     angry_words: list[str] = ["useless", "stupid", "ridiculous", "terrible", "awful", "furious", "angry",
-                              "idiot", "wtf", "damn", "scam", "complaint",
-                              "垃圾", "太差", "破机器人", "气死", "投诉", "骗子", "烦死", "什么破"]
+                              "idiot", "wtf", "damn", "scam",
+                              "垃圾", "太差", "破机器人", "气死", "骗子", "烦死", "什么破"]
     # The same question twice in a row (after the bot's reply) hands off.
     repeat_hands_off: bool = True
     # Customer messages the bot takes in one conversation at most; the next one hands off.

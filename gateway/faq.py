@@ -252,6 +252,14 @@ def tokenize(text: str) -> list[str]:
     return list(_features(text))
 
 
+_PUNCT_RE = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+def normalize(text: str) -> str:
+    """Case, width, spaces and punctuation aside: what makes two messages "the same"."""
+    return _PUNCT_RE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
 def detect_lang(text: str) -> str:
     """``"zh"`` if CJK ideographs dominate the text, else ``"en"``.
 

@@ -141,6 +141,10 @@ async def test_angry_repeated_and_too_many_turns_hand_off_with_their_reason() ->
     assert angry.handoff == "angry" and angry.says[0].text == cfg.handoff
     assert angry.says[0].data["guesses"][0]["faq_id"] == "track-parcel"
     assert (await turn(cfg, BotMemo(), "你们这个破机器人太差了")).handoff == "angry"
+    # How to complain is a question the KB answers: not an angry word by default.
+    for question in ("我要投诉快递员的服务态度。", "how do I file a complaint against a delivery driver"):
+        complaint = await turn(config(thresholds={"en": 0.3, "zh": 0.3}), BotMemo(), question)
+        assert complaint.handoff is None and complaint.says[0].data["faq"] == "complaint-courier", question
 
     memo = BotMemo()
     first = await turn(cfg, memo, "where is my stuff?")

@@ -761,6 +761,22 @@ def test_cache_files_no_build_used_for_a_while_are_removed(tmp_path: Path) -> No
     assert all(time.time() - p.stat().st_mtime < 3600 for p in used)  # touched: in use
 
 
+def test_a_question_that_is_a_phrasing_scores_one_for_its_entry(tmp_path: Path) -> None:
+    """An entry approved a minute ago has one phrasing, too few for the classifier to be sure of
+    it; its own question (case and punctuation aside) is answered with it all the same."""
+    from gateway.selfservice.semantic import SemanticMatcher
+
+    fresh = {"id": "weekend", "en": {"q": "Do you deliver on weekends?", "a": "Express delivers on Saturdays."}}
+    lexical = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path, [*KB, fresh]))
+    for langs in (["en"], []):  # the classifier and the blend
+        m = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, cache_dir=tmp_path / "c",
+                            classifier_langs=langs)
+        ranked = m.rank("do you deliver on WEEKENDS")
+        assert (ranked[0].entry.id, ranked[0].score) == ("weekend", 1.0), langs
+        assert m.rank("do you deliver on weekends at night")[0].score < 1.0
+    assert m.rank("Where is my parcel?")[0].entry.id == "track"
+
+
 def test_a_language_with_one_class_is_scored_by_the_blend(tmp_path: Path) -> None:
     """One English entry and no out-of-scope messages: nothing to tell apart, no classifier.
     One entry with out-of-scope messages: two classes (scikit-learn's binary case)."""

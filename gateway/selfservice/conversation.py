@@ -28,7 +28,7 @@ from typing import Any
 from adapters.base import REPLYING, BotTurn
 
 from ..config import SelfServiceConfig, localized
-from ..faq import detect_lang
+from ..faq import detect_lang, normalize
 from ..state.bot import BotMemo, Choice
 from . import MAX_CHOICES, Answer, Candidate, Choices, Handoff, NoAnswer, SelfService
 from .knowledge import KnowledgeBase
@@ -52,14 +52,8 @@ class Turn:
     topic: str | None = None            # the entry answered (routing's topic rules read it)
 
 
-_PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u3400-\u9fff]")
 MAX_VERDICT_WORDS, MAX_VERDICT_CJK = 4, 8  # longer replies to "did this help?" are new questions
-
-
-def normalize(text: str) -> str:
-    """Case, width, spaces and punctuation aside: what makes two messages "the same"."""
-    return _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
 def _words(words: list[str]) -> set[str]:

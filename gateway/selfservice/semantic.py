@@ -31,7 +31,10 @@ and which needs only numpy; scikit-learn fits the intent classifier. Without the
   calibrated; the blend, ``weight``, the margins and the out-of-scope weight were picked on the
   dev set (docs/selfservice.md).
 * **Ranking.** As the lexical matcher's: the question's language first. Every entry is a
-  candidate, not only those sharing a word with the question.
+  candidate, not only those sharing a word with the question. A question that is one of an
+  entry's phrasings (case, spaces and punctuation aside) scores 1 for it: an entry approved a
+  minute ago, with one phrasing, is not yet one the classifier is sure of. (Dev and held-out
+  questions are never KB phrasings, so this changes no calibration.)
 * **Cache.** The KB's vectors are kept in ``cache_dir`` keyed by the model version and each
   phrasing's text: a restart or a hot reload embeds only phrasings that are new. A file read
   or written is touched; a build removes the files no build has used for :data:`CACHE_DAYS`
@@ -55,7 +58,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..config import SemanticConfig
-from ..faq import FaqEntry, FaqMatch, detect_lang, _primary_lang
+from ..faq import FaqEntry, FaqMatch, detect_lang, normalize, _primary_lang
 from .intents import IntentClassifier, fit_intents, intents_key
 from .matcher import LexicalMatcher
 
@@ -249,6 +252,10 @@ class SemanticMatcher:
         self._lang_arr = np.asarray(self._lang_of, dtype=object)
         self._langs = frozenset(self._lang_of)
         self._pos = {(e.id, e.lang): i for i, e in enumerate(entries)}
+        self._verbatim: dict[str, list[int]] = {}  # a phrasing, normalized -> the entries that have it
+        for i, e in enumerate(entries):
+            for t in e.phrasings:
+                self._verbatim.setdefault(normalize(t), []).append(i)
         self.fitted = 0  # how many intent classifiers this build had to fit (not on disk)
         self._intents = self._load_intents(directory, keys, rest, out_of_scope)
         prune_cache(directory)
@@ -327,6 +334,10 @@ class SemanticMatcher:
             order = np.lexsort((np.arange(self._n), -score, other))
         else:
             score, order = self._blended(text, q, lang, other)
+        verbatim = self._verbatim.get(normalize(text))
+        if verbatim:
+            score[verbatim] = 1.0
+            order = np.lexsort((np.arange(self._n), -score, other))
         score = np.round(score, 6)
         if limit is not None:
             order = order[:limit]
