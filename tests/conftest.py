@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -169,9 +169,24 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def imap_server() -> dovecot.ImapServer:
+def imap_found() -> dovecot.ImapServer:
     """The real IMAP server (the throwaway Dovecot of ``make test``); fails when it is missing."""
-    return dovecot.server_from_env()
+    with dovecot.in_use(alone=False):  # not while another test process restarts it
+        return dovecot.server_from_env()
+
+
+@pytest.fixture
+def imap_server(imap_found: dovecot.ImapServer) -> Iterator[dovecot.ImapServer]:
+    """The IMAP server, shared with the tests of other processes but never one restarting it."""
+    with dovecot.in_use(alone=False):
+        yield imap_found
+
+
+@pytest.fixture
+def imap_server_alone(imap_found: dovecot.ImapServer) -> Iterator[dovecot.ImapServer]:
+    """The IMAP server for a test that stops and starts it: no other test uses it meanwhile."""
+    with dovecot.in_use(alone=True):
+        yield imap_found
 
 
 @pytest.fixture

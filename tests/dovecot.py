@@ -189,6 +189,22 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+@contextlib.contextmanager
+def in_use(*, alone: bool) -> Iterator[None]:
+    """Hold the IMAP server across test processes (pytest-xdist): shared by the tests that use
+    it, ``alone`` for one that stops and starts it, so no other test meets it down."""
+    import fcntl
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"contactgate-dovecot-{os.environ.get(ENV + 'PORT', 'none')}.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def server_from_env() -> ImapServer:
     """The IMAP server of ``.services/env``; fails the test run (never skips) when it is missing."""
     host = os.environ.get(ENV + "HOST")

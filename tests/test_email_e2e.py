@@ -340,7 +340,8 @@ async def wait_until(check: Any, timeout: float = 15.0) -> None:
 
 
 async def test_imap_mailbox_mail_before_start_and_after_a_server_restart(
-        tmp_path: Path, sqlite_url: str, sink: MailSink, imap_server: dovecot.ImapServer, imap_user: str) -> None:
+        tmp_path: Path, sqlite_url: str, sink: MailSink, imap_server_alone: dovecot.ImapServer, imap_user: str) -> None:
+    imap_server = imap_server_alone  # it stops and starts the server
     waiting_id, waiting = dovecot.mail("My parcel", "How do I track my parcel?", sender=CUSTOMER)
     await imap_server.append(imap_user, waiting)  # arrived while the gateway was down
     imap = {"host": imap_server.host, "port": imap_server.port, "username": imap_user,

@@ -224,7 +224,8 @@ async def test_a_wrong_password_is_logged_and_retried_with_backoff(
 
 
 async def test_the_server_restarting_mid_session_costs_a_reconnect_not_mail(
-        imap_server: ImapServer, imap_user: str, running) -> None:
+        imap_server_alone: ImapServer, imap_user: str, running) -> None:
+    imap_server = imap_server_alone  # it stops and starts the server
     inbox = Inbox()
     mailbox = await running(ImapMailbox(imap_server.settings(imap_user, poll_interval=3600), inbox, name="restart"))
     await eventually(lambda: mailbox.state.idling, "IDLE")
@@ -253,9 +254,10 @@ async def test_the_server_restarting_mid_session_costs_a_reconnect_not_mail(
 
 
 async def test_a_server_restart_while_the_mail_is_stored_gets_it_delivered_again(
-        imap_server: ImapServer, imap_user: str, running) -> None:
+        imap_server_alone: ImapServer, imap_user: str, running) -> None:
     """The connection drops after deliver and before \\Seen: the message is delivered again (the
     channel dedupes by Message-ID), never lost."""
+    imap_server = imap_server_alone  # it stops and starts the server
     message_id, raw = mail("In flight")
     await imap_server.append(imap_user, raw)
     inbox = Inbox()
