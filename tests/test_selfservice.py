@@ -148,6 +148,10 @@ def test_between_the_two_thresholds_the_close_entries_are_offered_as_choices() -
     assert isinstance(reply, Choices), reply
     assert reply.text == "Did you mean?"
     assert [o.faq_id for o in reply.options] == [g.faq_id for g in guesses[:2]]
+    # A "did you mean" is a miss: at the max_unanswered-th in a row (2), a person instead.
+    again = SelfService.from_config(banded).reply(question, unanswered_before=1)
+    assert isinstance(again, Handoff) and again.reason == "unanswered"
+    assert [c.faq_id for c in again.candidates] == [g.faq_id for g in guesses]
 
     answered = SelfService.from_config(SelfServiceConfig(faq=FAQ)).reply("How do I track my parcel?", 0)
     assert isinstance(answered, Answer) and answered.candidates[0].faq_id == answered.faq_id

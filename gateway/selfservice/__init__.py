@@ -214,13 +214,14 @@ class SelfService:
             best = Candidate(match.entry.id, match.entry.question, match.entry.answer, match.score)
             return Answer(match.entry.answer, match.entry.id, match.score,
                           (best,) + tuple(g for g in guesses if g.faq_id != best.faq_id)[:MAX_CHOICES - 1])
+        # A "did you mean" is a miss too: after max_unanswered of either in a row, a person.
+        if unanswered_before + 1 >= max_unanswered:
+            return Handoff(localized(self.config.handoff, lang), "unanswered", guesses)
         floor = kb.thresholds.choices_for_text(text)
         if floor is not None:
             close = tuple(g for g in guesses if g.score >= floor)
             if close:
                 return Choices(localized(self.config.did_you_mean, lang), close)
-        if unanswered_before + 1 >= max_unanswered:
-            return Handoff(localized(self.config.handoff, lang), "unanswered", guesses)
         return NoAnswer(localized(self.config.no_answer, lang), guesses)
 
 
