@@ -146,6 +146,14 @@ async def test_angry_repeated_and_too_many_turns_hand_off_with_their_reason() ->
         complaint = await turn(config(thresholds={"en": 0.3, "zh": 0.3}), BotMemo(), question)
         assert complaint.handoff is None and complaint.says[0].data["faq"] == "complaint-courier", question
 
+    # Asking for a person after a question: the guesses are the question's, not the phrase's.
+    memo = BotMemo()
+    await turn(cfg, memo, "what does shipping cost")
+    asked = await turn(cfg, memo, "I'd like to talk to an agent please")
+    assert asked.handoff == "asked" and asked.says[0].data["guesses"][0]["faq_id"] == "shipping-cost"
+    command = await take_turn(service(cfg), cfg, BotMemo(), "/agent", "handoff", None, "telegram", NOW)
+    assert command.handoff == "asked" and command.says[0].data["guesses"] == []  # no question before it
+
     memo = BotMemo()
     first = await turn(cfg, memo, "where is my stuff?")
     assert first.handoff is None

@@ -165,13 +165,17 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         return _said(memo, await _hand_off(selfservice, config, memo, text, "repeated", kb))
     if memo.turns > policy.max_bot_turns:
         return _said(memo, await _hand_off(selfservice, config, memo, text, "max_turns", kb))
-    memo.question = question
+    previous, memo.question = memo.question, question
     reply = await selfservice.areply(text, memo.unanswered, channel, kb=kb)
     if isinstance(reply, Answer):
         best = reply.candidates[0] if reply.candidates else Candidate(reply.faq_id, "", reply.text, reply.score)
         return _said(memo, _answer(config, memo, best, lang))
     if isinstance(reply, Handoff):
-        guesses = reply.candidates or tuple((await top_entries(selfservice, text, MAX_CHOICES, kb)))
+        if reply.reason == "asked" and previous:
+            # "agent please" after a question: the guesses are for that question, not the phrase.
+            guesses = tuple(await top_entries(selfservice, previous, MAX_CHOICES, kb))
+        else:
+            guesses = reply.candidates or tuple((await top_entries(selfservice, text, MAX_CHOICES, kb)))
         return _said(memo, _handoff_turn(memo, reply.text, reply.reason, guesses))
     memo.unanswered += 1
     memo.stuck_since = memo.stuck_since or now
@@ -214,8 +218,12 @@ def _answer(config: SelfServiceConfig, memo: BotMemo, best: Candidate, lang: str
 
 async def _hand_off(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo, text: str,
                     reason: str, kb: KnowledgeBase | None = None) -> Turn:
-    # A command ("/agent") says nothing of the question: its guesses would be noise.
-    guesses = [] if reason == "asked" else await top_entries(selfservice, text, MAX_CHOICES, kb)
+    # A command ("/agent") says nothing of the question: the guesses are for the customer's last
+    # question, none when there was none.
+    if reason == "asked":
+        guesses = await top_entries(selfservice, memo.question, MAX_CHOICES, kb) if memo.question else []
+    else:
+        guesses = await top_entries(selfservice, text, MAX_CHOICES, kb)
     return _handoff_turn(memo, localized(config.handoff, detect_lang(text)), reason, tuple(guesses))
 
 
