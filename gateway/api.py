@@ -124,6 +124,25 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
+@web.middleware
+async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Under ``/api/``, a path or method the API does not have is answered in its error shape
+    (``{"error", "message"}``), not aiohttp's plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        if not request.path.startswith("/api/"):
+            raise
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        response = error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path} (allowed: {allowed})")
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return response
+    except web.HTTPNotFound:
+        if not request.path.startswith("/api/"):
+            raise
+        return error(404, "not_found", f"no such endpoint: {request.method} {request.path}")
+
+
 def _bad_body(exc: ValidationError, code: str) -> web.Response:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "body"
@@ -480,8 +499,10 @@ class AdminApi:
             try:
                 body = await request.json()
             except ValueError:
-                return error(400, "bad_json", 'the body must be JSON: {"reason": "..."} (or empty)')
-            reason = body.get("reason") if isinstance(body, dict) else None
+                body = None
+            if not isinstance(body, dict):
+                return error(400, "bad_json", 'the body must be a JSON object: {"reason": "..."} (or empty)')
+            reason = body.get("reason")
             if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
                 return error(400, "bad_reason", '"reason" must be a string of at most 2000 characters')
         decided = await self.pipeline.store.decide_kb_proposal(proposal.id, "rejected", reason)

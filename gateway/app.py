@@ -17,7 +17,7 @@ from adapters.base import Adapter
 
 from .config import GatewayConfig
 from .connections import ConnectionGate, ConnectionLimits, current_file_limit
-from .api import AdminApi
+from .api import AdminApi, api_errors
 from .board.feed import BoardFeed
 from .hub import AgentHub
 from .reload import ConfigReloader
@@ -73,6 +73,7 @@ def create_app(config: GatewayConfig, config_path: Path | None = None,
     app[RELOADER] = reloader = ConfigReloader(config_path, pipeline, server_overrides)
     app[CONNECTIONS] = gate = ConnectionGate(ConnectionLimits.for_server(config.server, current_file_limit()))
     app.middlewares.append(gate.middleware)
+    app.middlewares.append(api_errors)
     app[BOARD] = board = BoardFeed(pipeline)
     api = AdminApi(pipeline, reloader, board)
     api.registry.register(gate)

@@ -155,6 +155,14 @@ async def test_bad_queries_unknown_ids_and_the_token(gateway: GatewayProcess, ht
         assert status == 401 and body["error"] == "unauthorized"
         status, body = await get(http, gateway, path, token="wrong")
         assert status == 401
+    # A path or a method the API does not have: its error shape too, not aiohttp's plain text.
+    status, body = await get(http, gateway, "/api/no-such-thing")
+    assert status == 404 and body == {"error": "not_found", "message": "no such endpoint: GET /api/no-such-thing"}
+    async with http.delete(gateway.http + "/api/kb/proposals") as response:
+        body = await response.json()
+        assert response.status == 405 and body["error"] == "method_not_allowed" and "GET" in response.headers["Allow"]
+    async with http.get(gateway.http + "/no-such-page") as response:
+        assert response.status == 404  # outside /api/, as aiohttp answers
     await customer.close()
 
 

@@ -135,6 +135,9 @@ async def test_did_you_mean_helpful_no_offer_suggestions_and_knowledge_capture(
         assert body["proposal"]["status"] == "approved" and body["reload"]["ok"]
     async with http.post(f"{api}/proposals/{phrasing['id']}/approve", headers=AUTH) as response:
         assert response.status == 409 and (await response.json())["error"] == "already_decided"
+    for bad in (b"[1, 2]", b'"just a string"', b"null"):  # not an object: refused, the proposal still pending
+        async with http.post(f"{api}/proposals/{entry['id']}/reject", headers=AUTH, data=bad) as response:
+            assert response.status == 400 and (await response.json())["error"] == "bad_json", bad
     async with http.post(f"{api}/proposals/{entry['id']}/reject", headers=AUTH, json={"reason": "a price list"}) as response:
         assert response.status == 200 and (await response.json())["proposal"]["note"] == "a price list"
     async with http.post(f"{api}/proposals/nope/reject", headers=AUTH) as response:
