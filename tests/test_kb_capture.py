@@ -141,3 +141,13 @@ def test_a_proposal_defaults_to_the_customers_question_and_the_agents_reply() ->
         read_proposal({"question": ""}, events, set())
     with pytest.raises(ProposalRejected, match="an object"):
         read_proposal("yes", events, set())
+    with pytest.raises(ProposalRejected, match="a language of the KB: en, zh"):
+        read_proposal({"lang": "fr"}, events, set(), langs={"en", "zh"})
+    # The question skips what the customer said to the bot rather than asked ("agent"); a default
+    # answer in another language than the question is refused (give "answer").
+    asked = [event(1, Author.CUSTOMER, "Do you deliver on Sundays?"), event(2, Author.CUSTOMER, "agent"),
+             event(3, Author.AGENT, "只有特快件周日派送。")]
+    with pytest.raises(ProposalRejected, match="not in the question's language"):
+        read_proposal({}, asked, set(), is_question=lambda e: e.text != "agent")
+    made = read_proposal({"answer": "Only express."}, asked, set(), is_question=lambda e: e.text != "agent")
+    assert (made.question, made.answer, made.lang) == ("Do you deliver on Sundays?", "Only express.", "en")

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ..model import Author, Event, EventKind
 from ..store import NotFound
 from ..store.kb import KbProposal
+from ..faq import _primary_lang
 from .capture import ProposalRejected, read_proposal
+from .conversation import yes_or_no
 from . import SelfService
 from .knowledge import DEFAULT_KB, conversation_kb
 from .suggest import suggestion_json, top_entries
@@ -120,7 +122,18 @@ async def propose(pipeline: "Pipeline", agent_id: str, conversation_id: str, fie
     events = await pipeline.events_after(conversation_id, 0)
     index = (await conversation_kb(pipeline, conversation_id, bot_phase_text(events))).index
     known = {e.id for e in index.entries} if index is not None else set()
-    proposed = read_proposal(fields, events, known)
+    langs = {_primary_lang(e.lang) for e in index.entries} if index is not None else set()
+    policy = pipeline.config.selfservice.policy
+
+    def is_question(event: Event) -> bool:
+        """Not what a customer says to the bot rather than asks: a pick of its choices, a
+        command, "agent please", a yes or no to "did this help?"."""
+        text = event.text or ""
+        return not (event.data.get("choice") is not None or event.data.get("command")
+                    or pipeline.selfservice.asks_for_human(text)
+                    or yes_or_no(text, policy.yes_words, policy.no_words) is not None)
+
+    proposed = read_proposal(fields, events, known, langs=langs, is_question=is_question)
     return await pipeline.store.add_kb_proposal(
         conversation_id=conversation_id, agent_id=agent_id, kind=proposed.kind, faq_id=proposed.faq_id,
         lang=proposed.lang, question=proposed.question, answer=proposed.answer)

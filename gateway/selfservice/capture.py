@@ -23,7 +23,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import yaml
 
@@ -60,32 +60,43 @@ def _text(value: Any, key: str) -> str | None:
     return value.strip()
 
 
-def read_proposal(fields: Any, events: Sequence[Event], known_ids: set[str]) -> Proposed:
+def read_proposal(fields: Any, events: Sequence[Event], known_ids: set[str], *,
+                  langs: Collection[str] = (), is_question: Callable[[Event], bool] = lambda e: True) -> Proposed:
     """What an agent proposes. ``fields``: ``{"faq_id"?, "question"?, "answer"?, "lang"?}``. With
     an existing ``faq_id`` it is a new phrasing of that entry (the question), else a new entry
     (question and answer; a new ``faq_id`` names it). Left out, the question is the customer's
-    last message before the agent's last reply, and the answer that reply."""
+    last message before the agent's last reply that ``is_question`` (not "agent please", a pick
+    or a "no"), and the answer that reply, when it is in the question's language. ``langs``: the
+    KB's languages, one of which ``lang`` must be (any when empty)."""
     if not isinstance(fields, dict):
         raise ProposalRejected("bad_proposal", "a proposal is an object: {faq_id?, question?, answer?, lang?}")
     faq_id = _text(fields.get("faq_id"), "faq_id")
     question, answer = _text(fields.get("question"), "question"), _text(fields.get("answer"), "answer")
     lang = _text(fields.get("lang"), "lang")
+    if lang is not None and langs and lang not in langs:
+        raise ProposalRejected("bad_proposal", f'"lang" must be a language of the KB: {", ".join(sorted(langs))}')
     if faq_id is not None and not _ID.match(faq_id):
         raise ProposalRejected("bad_proposal", '"faq_id" must be letters, digits, ".", "_" or "-" (at most 64)')
     reply_at = next((i for i in range(len(events) - 1, -1, -1)
                      if events[i].author is Author.AGENT and events[i].kind is EventKind.MESSAGE and events[i].text), None)
-    if answer is None and reply_at is not None:
+    answered_by_default = answer is None and reply_at is not None
+    if answered_by_default:
         answer = events[reply_at].text
     if question is None:
         before = events[:reply_at] if reply_at is not None else events
         question = next((e.text for e in reversed(before)
-                         if e.author is Author.CUSTOMER and e.kind is EventKind.MESSAGE and e.text and e.text.strip()), None)
+                         if e.author is Author.CUSTOMER and e.kind is EventKind.MESSAGE and e.text and e.text.strip()
+                         and is_question(e)), None)
     if not question:
-        raise ProposalRejected("bad_proposal", "no question: give \"question\" (the customer has said nothing yet)")
+        raise ProposalRejected("bad_proposal", "no question: give \"question\" (the customer has asked nothing yet)")
     kind: ProposalKind = "phrasing" if faq_id is not None and faq_id in known_ids else "entry"
     if kind == "entry" and not answer:
         raise ProposalRejected("bad_proposal", 'a new entry needs an answer: give "answer" or reply first')
-    return Proposed(kind, faq_id, lang or detect_lang(question), question[:MAX_TEXT],
+    lang = lang or detect_lang(question)
+    if kind == "entry" and answered_by_default and detect_lang(answer or "") != lang:
+        raise ProposalRejected("bad_proposal", f"your last reply is not in the question's language ({lang}):"
+                               ' give "answer" (or "lang")')
+    return Proposed(kind, faq_id, lang, question[:MAX_TEXT],
                     (answer or "")[:MAX_TEXT] if kind == "entry" else None)
 
 
