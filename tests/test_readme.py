@@ -51,6 +51,7 @@ async def test_the_customer_and_agent_scripts_run_as_written(tmp_path: Path, mon
         monkeypatch.delenv(name, raising=False)
     gateway = await GatewayProcess(REPO / "config.yaml").start()
     try:
+        await leave_a_conversation_with_alice(gateway)  # the agent script must leave it alone
         scripts = []
         for name, code in (("customer.py", customer), ("agent.py", agent)):
             assert code.count("127.0.0.1:8080") == 1, code
@@ -69,6 +70,29 @@ async def test_the_customer_and_agent_scripts_run_as_written(tmp_path: Path, mon
     for seen in ("'type': 'ready'", "'type': 'offer'", "How do I track my parcel?", "'type': 'assigned'",
                  "'type': 'ack'", "'type': 'closed'"):
         assert seen in a_out, f"{seen!r} not in the agent's output:\n{a_out}"
+
+
+async def leave_a_conversation_with_alice(gateway: GatewayProcess) -> None:
+    """An earlier conversation Alice accepted and did not close, as after an earlier try: her
+    agent script is replayed it on connecting (within desk.disconnect_grace it stays hers)."""
+    import json
+
+    import websockets
+
+    async def until(ws: "websockets.ClientConnection", kind: str) -> dict:
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == kind:
+                return frame
+
+    async with websockets.connect(gateway.url("/webchat/ws")) as customer, \
+            websockets.connect(gateway.url("/agent/ws")) as alice:
+        await customer.send(json.dumps({"type": "hello", "token": None, "last_seq": 0, "name": "Earlier"}))
+        await customer.send(json.dumps({"type": "message", "id": "e1", "text": "agent please"}))
+        await alice.send(json.dumps({"type": "auth", "token": "demo-alice-token"}))
+        offer = await until(alice, "offer")
+        await alice.send(json.dumps({"type": "accept", "conversation_id": offer["conversation"]["id"]}))
+        await until(alice, "assigned")
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
