@@ -12,7 +12,7 @@ import pytest
 
 from adapters.base import REPLYING
 from adapters.email.compose import numbered_choices
-from gateway.config import SelfServiceConfig
+from gateway.config import SelfServiceConfig, localized
 from gateway.model import Author, Event, EventKind
 from gateway.selfservice import SelfService
 from gateway.selfservice.conversation import is_angry, normalize, picked, stalled_turn, take_turn, yes_or_no
@@ -153,6 +153,10 @@ async def test_angry_repeated_and_too_many_turns_hand_off_with_their_reason() ->
     assert asked.handoff == "asked" and asked.says[0].data["guesses"][0]["faq_id"] == "shipping-cost"
     command = await take_turn(service(cfg), cfg, BotMemo(), "/agent", "handoff", None, "telegram", NOW)
     assert command.handoff == "asked" and command.says[0].data["guesses"] == []  # no question before it
+    memo = BotMemo()
+    await turn(cfg, memo, "包裹坏了怎么办")
+    command = await take_turn(service(cfg), cfg, memo, "/agent", "handoff", None, "telegram", NOW)
+    assert command.says[0].text == localized(cfg.handoff, "zh")  # the question's language, not the command's
 
     memo = BotMemo()
     first = await turn(cfg, memo, "where is my stuff?")

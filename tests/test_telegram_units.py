@@ -107,6 +107,16 @@ def test_a_big_change_of_the_estimate_is_news() -> None:
     assert news.moved("c1", 6, 600) == "You are number 6 in line. Estimated wait: about 10 minutes."
 
 
+def test_wait_news_in_the_language_the_customer_writes_in() -> None:
+    clock = Clock()
+    news = WaitNews(interval=60, clock=clock)
+    news.heard("c1", "zh")
+    assert news.queued("c1", 3, 300) == "您目前排在第 3 位,预计等待约 5 分钟。"
+    clock.now += 61
+    assert news.moved("c1", 1, 0) == "下一位就是您,客服马上为您服务。"
+    assert news.queued("c2", 2, 0) == "You are number 2 in line; an agent will be with you shortly."  # not heard: en
+
+
 # updates in --------------------------------------------------------------------------------------
 def read(data: dict[str, Any]) -> Arrival | Ignored:
     return read_update(Update.de_json({"update_id": 42, **data}, None))

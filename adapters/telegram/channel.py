@@ -39,6 +39,7 @@ from telegram.warnings import PTBDeprecationWarning
 from adapters.base import (ChannelUnavailable, Deferred, GatewayPort, IncomingFile, Inbound, PermanentFailure, Receipt,
                            RetrySettings,
                            Sent, Skipped, TemporaryFailure)
+from gateway.faq import detect_lang
 from gateway.limits import Rate
 from gateway.logs import about
 from gateway.model import Conversation, Event, EventKind, OutboxItem
@@ -320,6 +321,11 @@ class TelegramChannel:
         files = tuple([await self._fetch(ref) for ref in arrival.files])
         receipt = await self.gateway.receive(self._inbound(arrival, files))
         self._remember_chat(receipt.event.conversation_id, arrival.chat_id)
+        # The place in line is told in the language the customer writes in; a command or a
+        # sticker says nothing of it, their app's language does.
+        lang = detect_lang(arrival.text) if arrival.bot == "answer" else arrival.profile.get("language")
+        if lang:
+            self.news.heard(receipt.event.conversation_id, "zh" if lang == "zh" else "en")
         with about(receipt.event.conversation_id):
             log.info("telegram: stored" if receipt.created else "telegram: delivered again; stored once", extra={
                 "channel": self.name, "update_id": update.update_id, "seq": receipt.event.seq})

@@ -73,11 +73,19 @@ class WaitNews:
         self._clock = clock
         self._max = max_tracked
         self._told: OrderedDict[str, tuple[int, int, float]] = OrderedDict()  # cid -> position, wait, when
+        self._langs: OrderedDict[str, str] = OrderedDict()  # cid -> the language the customer writes in
+
+    def heard(self, conversation_id: str, lang: str) -> None:
+        """The customer wrote in ``lang`` (``en``, ``zh``): the news is told in it."""
+        self._langs[conversation_id] = lang
+        self._langs.move_to_end(conversation_id)
+        if len(self._langs) > self._max:
+            self._langs.popitem(last=False)
 
     def queued(self, conversation_id: str, position: int, wait: int) -> str:
         """Entering a queue (or a new step of it): always worth a message."""
         self._remember(conversation_id, position, wait)
-        return wait_text(position, wait)
+        return wait_text(position, wait, self._langs.get(conversation_id, "en"))
 
     def moved(self, conversation_id: str, position: int, wait: int) -> str | None:
         """A position update: the text to send, or None (not worth a message now)."""
@@ -92,10 +100,11 @@ class WaitNews:
         if not (next_now or big):
             return None
         self._remember(conversation_id, position, wait)
-        return wait_text(position, wait)
+        return wait_text(position, wait, self._langs.get(conversation_id, "en"))
 
     def forget(self, conversation_id: str) -> None:
         self._told.pop(conversation_id, None)
+        self._langs.pop(conversation_id, None)
 
     def _remember(self, conversation_id: str, position: int, wait: int) -> None:
         self._told[conversation_id] = (position, wait, self._clock())
@@ -104,10 +113,15 @@ class WaitNews:
             self._told.popitem(last=False)
 
 
-def wait_text(position: int, wait: int) -> str:
+def wait_text(position: int, wait: int, lang: str = "en") -> str:
+    """The place in line and the estimated wait, in English or (``zh``) Chinese."""
+    minutes = max(1, round(wait / 60))
+    if lang == "zh":
+        if wait <= 0:
+            return "下一位就是您,客服马上为您服务。" if position <= 1 else f"您目前排在第 {position} 位,客服会尽快为您服务。"
+        return f"您目前排在第 {position} 位,预计等待约 {minutes} 分钟。"
     if wait <= 0:
         return "You are next in line; an agent will be with you shortly." if position <= 1 else \
             f"You are number {position} in line; an agent will be with you shortly."
-    minutes = max(1, round(wait / 60))
     about = "about 1 minute" if minutes == 1 else f"about {minutes} minutes"
     return f"You are number {position} in line. Estimated wait: {about}."

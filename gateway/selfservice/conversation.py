@@ -131,8 +131,9 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
     memo.heard_at = heard_at
     if turn == "greet":
         return _said(memo, Turn([Say(localized(config.greeting or config.no_answer, lang), {"faq": None})]))
-    if turn == "handoff":
-        return _said(memo, await _hand_off(selfservice, config, memo, text, "asked", kb))
+    if turn == "handoff":  # a command ("/agent"): said in the language of the last question
+        lang = detect_lang(memo.question) if memo.question else lang
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "asked", kb, lang=lang))
     memo.turns += 1
     option = picked(memo, text, choice)
     if option is not None:
@@ -217,14 +218,14 @@ def _answer(config: SelfServiceConfig, memo: BotMemo, best: Candidate, lang: str
 
 
 async def _hand_off(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo, text: str,
-                    reason: str, kb: KnowledgeBase | None = None) -> Turn:
+                    reason: str, kb: KnowledgeBase | None = None, *, lang: str | None = None) -> Turn:
     # A command ("/agent") says nothing of the question: the guesses are for the customer's last
     # question, none when there was none.
     if reason == "asked":
         guesses = await top_entries(selfservice, memo.question, MAX_CHOICES, kb) if memo.question else []
     else:
         guesses = await top_entries(selfservice, text, MAX_CHOICES, kb)
-    return _handoff_turn(memo, localized(config.handoff, detect_lang(text)), reason, tuple(guesses))
+    return _handoff_turn(memo, localized(config.handoff, lang or detect_lang(text)), reason, tuple(guesses))
 
 
 def _handoff_turn(memo: BotMemo, text: str, reason: str, guesses: tuple[Candidate, ...]) -> Turn:
