@@ -163,7 +163,8 @@ class Machine:
             effects.append(Answered(faq.faq_id, faq.text))
             after = gather.after_answer or call.node
             return self._goto(call, after, [self._say(call, faq.text)], effects, now, push=after != call.node)
-        return self._miss(call, [], effects, now)
+        # A question the FAQ is not sure of was heard, not missed: "no answer", not "did not get that".
+        return self._miss(call, [], effects, now, unanswered=speech is not None and gather.faq)
 
     def wait(self, call: Call, *, position: int | None, estimated_wait: int | None, assigned: bool,
              now: float, closed: bool = False) -> Step:
@@ -276,10 +277,14 @@ class Machine:
                       num_digits=1 if keys or self.menu.repeat_key or self.menu.back_key else None,
                       language=call.language, hints=hints[:50])
 
-    def _miss(self, call: Call, verbs: list[Verb], effects: list[Effect], now: float) -> Step:
+    def _miss(self, call: Call, verbs: list[Verb], effects: list[Effect], now: float, *,
+              unanswered: bool = False) -> Step:
         gather = self.menu.nodes[call.node].gather
         words = phrases_for(self.phrases, call.language)
-        text = (gather.invalid if gather is not None and gather.invalid else None) or words.invalid
+        if unanswered:
+            text = words.no_answer
+        else:
+            text = (gather.invalid if gather is not None and gather.invalid else None) or words.invalid
         call = replace(call, tries=call.tries + 1)
         verbs.append(self._say(call, text))
         if gather is not None and call.tries >= gather.retries:

@@ -96,9 +96,12 @@ def test_words_choose_an_option_and_speech_is_asked_of_the_faq_in_the_callers_la
     assert zh.call.language == "zh-CN" and ("Say", "两到四天。") in heard(zh)
     root = ET.fromstring(render(zh.verbs, URLS))
     assert {s.get("language") for s in root.iter("Say")} == {"zh-CN"}
-    # Speech the FAQ is not sure of (no hit) is an invalid input, said in Chinese.
+    # Speech the FAQ is not sure of (no hit) counts as an invalid input, said in Chinese with
+    # "no answer" (it was heard); keys of no option are "did not get that".
     miss = m.input(zh.call, speech="随便说说")
-    assert heard(miss)[0] == ("Say", DEFAULT_PHRASES["zh"].invalid) and miss.call.tries == 1
+    assert heard(miss)[0] == ("Say", DEFAULT_PHRASES["zh"].no_answer) and miss.call.tries == 1
+    pressed = m.input(miss.call, digits="7")
+    assert heard(pressed)[0] == ("Say", DEFAULT_PHRASES["zh"].invalid) and pressed.call.tries == 2
 
 
 def test_repeat_and_back_keys_everywhere() -> None:
