@@ -167,20 +167,26 @@ class Machine:
         return self._miss(call, [], effects, now, unanswered=speech is not None and gather.faq)
 
     def wait(self, call: Call, *, position: int | None, estimated_wait: int | None, assigned: bool,
-             now: float, closed: bool = False) -> Step:
+             now: float, closed: bool = False, outside_hours: tuple[str, str] | None = None) -> Step:
         """The provider's wait request: news of the queue, hold music; out of the queue once an
         agent accepted (the queue-end request then connects them), after ``max_wait``, or when
-        the conversation was closed meanwhile (``closed``: it then ends with an apology)."""
+        the conversation was closed meanwhile (``closed``: it then ends with an apology).
+        ``outside_hours``: (text, action) when routing found the queue closed: the caller hears
+        the text, then waits on (``message``), is offered a callback (``leave_message``: a caller
+        cannot leave a written message) or the call ends (``callback``: already requested)."""
         if call.phase != "queued":
             return self.repeat(call, now)
         if assigned:
             return Step(replace(call, leaving="agent"), (Leave(),))
+        told: tuple[Say, ...] = (self._say(call, outside_hours[0]),) if outside_hours and outside_hours[0] else ()
         if closed:
-            return Step(replace(call, leaving="closed"), (Leave(),))
+            return Step(replace(call, leaving="closed" if not told else "told"), (*told, Leave()))
+        if outside_hours is not None and outside_hours[1] == "leave_message":
+            return Step(replace(call, leaving="callback"), (*told, Leave()))
         waited = now - (call.queued_at if call.queued_at is not None else now)
         if self.waiting.max_wait is not None and waited >= self.waiting.max_wait:
             return Step(replace(call, leaving="max_wait"), (Leave(),))
-        prompts: list[Say | Play | Pause] = []
+        prompts: list[Say | Play | Pause] = list(told)
         every = self.waiting.announce_every
         if call.announced_at is None or now - call.announced_at >= every:
             words = phrases_for(self.phrases, call.language)
@@ -230,6 +236,8 @@ class Machine:
         if result == "bridged":  # dequeued by someone else: their call now
             return Step(replace(call, phase="bridged"), ())
         words = phrases_for(self.phrases, call.language)
+        if leaving == "told":  # closed outside hours, the caller told why (a callback is requested)
+            return Step(replace(call, phase="ended"), (self._say(call, words.goodbye), Hangup()), (Ended("queued"),))
         return Step(replace(call, phase="ended"), (self._say(call, words.unavailable), Hangup()), (Ended("queued"),))
 
     def dialed(self, call: Call, status: str | None, now: float = 0.0) -> Step:

@@ -195,6 +195,28 @@ def test_the_callback_key_and_max_wait_leave_the_queue_for_a_callback() -> None:
     assert m.queue_left(too_long.call, "leave", dial=None, agent_name=None).call.phase == "callback"
 
 
+def test_outside_hours_the_caller_hears_why_then_waits_leaves_a_number_or_is_told_goodbye() -> None:
+    """Routing found the queue closed (its outside_hours text, stored as a bot message): a caller
+    cannot read it, so the next wait request says it, then per the action."""
+    m = machine()
+    queued = m.input(m.start("+15550100").call, digits="0", now=0.0).call
+    closed_text = "We are closed now; an agent will answer when we open."
+    waits = m.wait(queued, position=1, estimated_wait=0, assigned=False, now=1.0, outside_hours=(closed_text, "message"))
+    assert heard(waits)[1] == ("Say", closed_text) and waits.call.leaving is None  # then the usual hold
+    # leave_message: out of the queue to the callback (no written message on a phone).
+    leaves = m.wait(queued, position=1, estimated_wait=0, assigned=False, now=1.0,
+                    outside_hours=(closed_text, "leave_message"))
+    assert heard(leaves)[0] == ("Say", closed_text) and leaves.verbs[-1] == Leave()
+    left = m.queue_left(leaves.call, "leave", dial=None, agent_name=None)
+    assert LeftQueue("callback") in left.effects and left.call.phase == "callback"
+    # callback: the conversation was closed with the callback requested; the caller is told, then goodbye.
+    told = m.wait(queued, position=None, estimated_wait=None, assigned=False, now=1.0, closed=True,
+                  outside_hours=("We will call you back when we open.", "callback"))
+    assert heard(told)[0] == ("Say", "We will call you back when we open.")
+    ended = m.queue_left(told.call, "leave", dial=None, agent_name=None)
+    assert heard(ended) == [("Say", "Thank you for calling. Goodbye."), ("Hangup", "")] and ended.call.phase == "ended"
+
+
 def test_a_callback_confirms_the_caller_id_or_digits_entered() -> None:
     m = machine()
     asked = m.input(m.start("+15550100").call, digits="7")

@@ -31,6 +31,7 @@ MENU: dict[str, Any] = {
             {"key": 2, "goto": "billing"},
             {"key": 0, "agent": "general", "words": ["agent"]},
             {"key": 3, "agent": "nobody"},
+            {"key": 4, "agent": "afterhours"},
             {"key": 7, "callback": True},
             {"key": 8, "goto": "zh"}]}},
         "billing": {"say": "Billing. Press 0 for a billing agent.", "gather": {"options": [{"key": 0, "agent": "billing"}]}},
@@ -56,9 +57,13 @@ def ivr_config(store_url: str) -> dict[str, Any]:
     night = {**phone, "name": "night", "menu": {**MENU, "hours": "never", "closed": "closed"}}
     config = gateway_config(
         store_url, channels=[{"type": "webchat"}, phone, night],
-        queues=[{"name": "general"}, {"name": "billing"}, {"name": "unstaffed"}],
+        queues=[{"name": "general"}, {"name": "billing"}, {"name": "unstaffed"},
+                {"name": "afterhours", "hours": "never", "outside_hours": {
+                    "text": "Our desk is closed. Leave your number and we call you back.",
+                    "action": "leave_message", "queue": "general"}}],
         hours={"never": {"weekly": {}}},
         routing={"rules": [{"name": "nobody", "when": {"keywords": "ivr:nobody"}, "queue": "unstaffed"},
+                           {"name": "afterhours", "when": {"keywords": "ivr:afterhours"}, "queue": "afterhours"},
                            {"name": "billing", "when": {"channel": ["phone", "night"], "keywords": "ivr:billing"},
                             "queue": "billing"}],
                  "default_queue": "general"},
@@ -290,6 +295,19 @@ async def test_outside_hours_the_closed_message_and_the_callback(gateway: Gatewa
     await caller.hang_up()
     _, events = await call_conversation(gateway, caller)
     assert closing(events)["disposition"] == "hung_up"
+
+
+async def test_a_queue_closed_outside_hours_is_said_to_the_caller_then_the_callback(gateway: GatewayProcess) -> None:
+    """Its outside_hours text is a bot message no caller can read: the first wait request says it
+    and (leave_message) takes the caller out of the queue to leave a number."""
+    caller = Caller(gateway, "+15550145")
+    await caller.call()
+    assert "Enqueue" in (await caller.press("4")).verbs()
+    told = await caller.wait()
+    assert told.said()[0] == "Our desk is closed. Leave your number and we call you back." and "Leave" in told.verbs()
+    left = await caller.queue_ended("leave")
+    assert left.said()[0].startswith("We will call you back at + 1 5 5 5 0 1 4 5."), left.said()
+    await caller.hang_up()
 
 
 async def test_three_invalid_or_missing_inputs_end_the_call(gateway: GatewayProcess) -> None:

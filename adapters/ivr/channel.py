@@ -106,6 +106,7 @@ class IvrChannel:
         self._locks = KeyedLocks()
         self._calls: OrderedDict[str, tuple[str, Call]] = OrderedDict()   # CallSid -> (conversation, state)
         self._positions: dict[str, tuple[int, int]] = {}                  # conversation -> (position, wait)
+        self._outside: dict[str, tuple[str, str]] = {}                    # conversation -> (outside_hours text, action)
 
     # lifecycle ---------------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -125,6 +126,8 @@ class IvrChannel:
         place in line a conversation was queued with is what the next wait request announces."""
         if event.kind in (EventKind.QUEUED, EventKind.TRANSFERRED) and "position" in event.data:
             self._positions[conversation.id] = (int(event.data["position"]), int(event.data.get("estimated_wait") or 0))
+        elif event.kind is EventKind.MESSAGE and "outside_hours" in event.data:  # the next wait request says it
+            self._outside[conversation.id] = (event.text or "", str(event.data.get("action") or "message"))
 
     async def notify(self, conversation_id: str, status: dict[str, Any]) -> None:
         if status.get("type") == "position":
@@ -214,7 +217,7 @@ class IvrChannel:
             position, estimate = self._positions.get(cid, (None, None))
             step = self.machine.wait(call, position=position, estimated_wait=estimate, now=now,
                                      assigned=conversation.state is ConversationState.ASSIGNED,
-                                     closed=not conversation.state.is_open)
+                                     closed=not conversation.state.is_open, outside_hours=self._outside.pop(cid, None))
         return await self._apply(sid, cid, call, step)
 
     async def queued(self, params: dict[str, str]) -> str:
@@ -305,6 +308,7 @@ class IvrChannel:
                 details={"ivr": self._summary(sid, call)}, bot="handoff"))
         elif isinstance(effect, LeftQueue):
             self._positions.pop(cid, None)
+            self._outside.pop(cid, None)
             await self.gateway.customer_leaves(cid, f"left_queue_{effect.reason}")
         elif isinstance(effect, CallbackRequested):
             await self._callback(sid, cid, call, effect.number)
