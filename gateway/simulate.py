@@ -16,7 +16,7 @@ from routing.rules import step_timeout
 
 from .config import GatewayConfig
 from .faq import detect_lang
-from .selfservice import Answer, Handoff, SelfService
+from .selfservice import Answer, Choices, Handoff, SelfService
 
 
 def simulate(config: GatewayConfig, selfservice: SelfService, *, channel: str, text: str, tier: str | None = None,
@@ -68,6 +68,8 @@ def _reply(reply: object) -> dict[str, Any] | None:
         return {"answer": reply.faq_id, "score": round(reply.score, 3)}
     if isinstance(reply, Handoff):
         return {"handoff": reply.reason}
+    if isinstance(reply, Choices):
+        return {"did_you_mean": [{"faq_id": o.faq_id, "score": round(o.score, 3)} for o in reply.options]}
     return {"unanswered": True}
 
 
@@ -79,6 +81,9 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"self-service: answers with FAQ {ss['answer']!r} (score {ss['score']}); routing applies once the customer asks for a person")
         elif "handoff" in ss:
             lines.append("self-service: hands off to an agent (handoff phrase)")
+        elif "did_you_mean" in ss:
+            offered = ", ".join(f"{o['faq_id']!r} ({o['score']})" for o in ss["did_you_mean"])
+            lines.append(f"self-service: did you mean {offered}? (a miss: after max_unanswered misses it hands off)")
         else:
             lines.append("self-service: no answer; after max_unanswered misses it hands off")
     lines.append(f"tier: {result['tier']['tier']} (from {result['tier']['from']})")

@@ -213,6 +213,15 @@ def test_faq_topic_picks_the_claims_rule(shipped: Any) -> None:
     assert out["self_service"] == {"handoff": "asked"} and out["rule"] == "routing.default_queue"
 
 
+def test_a_did_you_mean_is_shown_as_the_gateway_would_offer_it(shipped: Any) -> None:
+    config, _ = shipped
+    strict = config.selfservice.model_copy(update={"calibration": None, "min_score": 0.9, "choices_min_score": 0.25})
+    out = simulate(config, SelfService.from_config(strict), channel="webchat", text="parcel broken",
+                   at=datetime.fromisoformat(TUESDAY_MORNING))
+    assert [o["faq_id"] for o in out["self_service"]["did_you_mean"]] == ["damaged-parcel", "track-parcel", "signature-proof"]
+    assert "self-service: did you mean 'damaged-parcel' (0.646)" in render(out)
+
+
 def test_chinese_text_picks_the_mandarin_rule(shipped: Any) -> None:
     out = sim(shipped, CHINESE)
     assert out["language"] == "zh" and out["rule"] == "mandarin"
