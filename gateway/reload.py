@@ -81,7 +81,11 @@ class ConfigReloader:
                     config = config.model_copy(update={"server": config.server.model_copy(update=self.server_overrides)})
             except ConfigError as exc:
                 log.warning("config reload refused; the running config stays", extra={"reason": reason, "problems": exc.problems})
-                return ReloadOutcome(False, f"{self.path} is invalid; the running config stays", [f"{exc.source}:{p}" for p in exc.problems])
+                # The first problem in the message: it may be in a file the config names (a KB,
+                # a calibration file), which it names with its line.
+                problems = [f"{exc.source}:{p}" for p in exc.problems]
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                return ReloadOutcome(False, f"not reloaded, the running config stays: {problems[0]}{more}", problems)
             for warning in file_warnings(self.path, config):
                 log.warning("config warning", extra={"warning": f"{self.path}:{warning}"})
             selfservice.log_notice()

@@ -107,6 +107,22 @@ def test_a_new_entry_is_appended_with_a_free_id(tmp_path: Path) -> None:
     assert any(e.id == "do-you-deliver-on-sundays" and e.answer == "Only express: 10:00-16:00." for e in entries)
 
 
+def test_a_change_the_kb_would_not_load_after_is_refused_naming_the_kb(tmp_path: Path) -> None:
+    kb = tmp_path / "kb.yaml"
+    kb.write_text('- id: track\n  en: {q: "Where is my parcel?", a: "Use the Track page."}\n', encoding="utf-8")
+    with pytest.raises(ProposalRejected) as refused:  # a new entry with an empty answer does not load
+        approve_into(kb, proposal("entry", "Do you ship on Sundays?", answer=""))
+    assert refused.value.code == "kb_invalid" and "after this change" in str(refused.value)
+    assert ".tmp" not in str(refused.value) and str(kb) in str(refused.value)
+    # A KB broken before the approval (a duplicate id): said so, not blamed on the proposal.
+    broken = kb.read_text(encoding="utf-8") * 2
+    kb.write_text(broken, encoding="utf-8")
+    with pytest.raises(ProposalRejected, match="does not load as it is; fix it first") as refused:
+        approve_into(kb, proposal("phrasing", "where's my box", faq_id="track"))
+    assert refused.value.code == "kb_invalid" and kb.read_text(encoding="utf-8") == broken
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_concurrent_approvals_lose_no_entry(tmp_path: Path) -> None:
     kb = tmp_path / "kb.yaml"
     shutil.copy(SHIPPED, kb)

@@ -213,7 +213,14 @@ def _replace(path: Path, new_text: str) -> None:
         try:
             FaqIndex.load(temp)
         except FaqError as exc:
-            raise ProposalRejected("kb_invalid", f"the KB would not load after this change: {exc}") from None
+            # Named as the KB, not the temporary file; and a KB that did not load before is
+            # not this change's doing.
+            problem = str(exc).replace(temp, str(path))
+            try:
+                FaqIndex.load(path)
+            except FaqError as before:
+                raise ProposalRejected("kb_invalid", f"the KB does not load as it is; fix it first: {before}") from None
+            raise ProposalRejected("kb_invalid", f"the KB would not load after this change: {problem}") from None
         if path.exists():
             os.chmod(temp, path.stat().st_mode & 0o777)
         os.replace(temp, path)
