@@ -355,6 +355,8 @@ class IvrChannel:
 
 def _state_text(call: Call) -> str:
     """The state notice as the agent reads it."""
+    if call.phase == "queued" and call.leaving == "agent":  # accepted: the caller leaves the queue to ring
+        return "Call leaving the queue for the agent"
     return {"menu": f"Call in the menu: {call.node}", "callback": "Call: confirming a callback number",
             "queued": "Call waiting for an agent", "bridged": "Call connected to the agent",
             "ended": "Call ended"}[call.phase]
