@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="contactgate", description="Omnichannel contact-center gateway.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+    serve.add_argument("file", nargs="?", help="config file, as for the other commands (or --config)")
+    serve.add_argument("--config", help="config file (default: config.yaml)")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port (0: any free port)")
     check = commands.add_parser("check-config", help="validate a config file and exit (2 when invalid)")
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     ivr.add_argument("--at", help="when, ISO 8601 with offset (default: now): business hours apply")
     evalcli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        if args.file and args.config and args.file != args.config:
+            parser.error("serve: give the config file once (FILE or --config)")
+        args.config = args.file or args.config or "config.yaml"
     if args.command == "faq-eval":
         return evalcli.run(args)
     if args.command == "check-config":

@@ -682,3 +682,16 @@ def test_the_shipped_email_example_is_valid_once_uncommented(tmp_path: Path) -> 
 def test_selfservice_channels_must_name_a_channel() -> None:
     text = MINIMAL + "selfservice:\n  channels:\n    email: {min_score: 0.5}\n"
     assert "selfservice.channels.email: no channel named 'email'" in error_of(text)
+
+
+def test_serve_takes_the_config_file_as_the_other_commands_do(tmp_path: Path, capsys) -> None:
+    """`contactgate serve FILE` as `check-config FILE` (or --config FILE); both at once is an error."""
+    from gateway.cli import main
+
+    missing = tmp_path / "nope.yaml"
+    assert main(["serve", str(missing)]) == 2
+    assert f"{missing}:0: cannot read the file" in capsys.readouterr().err
+    assert main(["serve", "--config", str(missing)]) == 2
+    with pytest.raises(SystemExit):
+        main(["serve", str(missing), "--config", str(tmp_path / "other.yaml")])
+    assert "give the config file once" in capsys.readouterr().err
