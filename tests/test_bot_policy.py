@@ -170,6 +170,33 @@ async def test_angry_repeated_and_too_many_turns_hand_off_with_their_reason() ->
     assert (await turn(cfg, memo, "How do I get an invoice?")).handoff == "max_turns"
 
 
+async def test_inside_the_channels_bot_interval_a_new_question_goes_to_a_person() -> None:
+    """bot_interval (email's): a message stored less than it after the last one the bot took is
+    handed off (reason bot_interval) unless it answers the bot's question; a handoff phrase is
+    still "asked", with the earlier question's guesses."""
+    from datetime import timedelta
+
+    cfg = config(thresholds={"en": 0.3})
+    svc = service(cfg)
+
+    async def mail(memo: BotMemo, text: str, after: float) -> Any:
+        return await take_turn(svc, cfg, memo, text, "answer", None, "email", NOW,
+                               heard_at=NOW + timedelta(seconds=after), bot_interval=300)
+
+    memo = BotMemo()
+    first = await mail(memo, "what does shipping cost", 0)
+    assert first.handoff is None and first.says[0].data["faq"] == "shipping-cost"
+    assert memo.heard_at == NOW
+    soon = await mail(BotMemo.from_snapshot(memo.snapshot()), "How do I track my parcel?", 10)
+    assert soon.handoff == "bot_interval" and soon.says[0].data["guesses"][0]["faq_id"] == "track-parcel"
+    asked = await mail(BotMemo.from_snapshot(memo.snapshot()), "agent please", 10)
+    assert asked.handoff == "asked" and asked.says[0].data["guesses"][0]["faq_id"] == "shipping-cost"
+    yes = await mail(BotMemo.from_snapshot(memo.snapshot()), "yes", 10)  # an answer to "did this help?"
+    assert yes.handoff is None and yes.says[0].data["helpful"] == "shipping-cost"
+    later = await mail(BotMemo.from_snapshot(memo.snapshot()), "How do I track my parcel?", 301)
+    assert later.handoff is None and later.says[0].data["faq"] == "track-parcel"
+
+
 def test_a_short_reply_that_starts_with_yes_or_no_is_a_verdict_a_longer_one_a_question() -> None:
     policy = config().policy
     verdict = [yes_or_no(t, policy.yes_words, policy.no_words) for t in (

@@ -157,8 +157,6 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
             memo.question = normalize(option.text)
             return _said(memo, _replying(_answer(config, memo, Candidate(
                 entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), entry.lang, picked=True)))
-    if too_soon:  # the channel would not send an answer: a person does, and nobody waits for nothing
-        return _said(memo, await _hand_off(selfservice, config, memo, text, "bot_interval", kb))
     question = normalize(text)
     if is_angry(text, policy.angry_words):
         return _said(memo, await _hand_off(selfservice, config, memo, text, "angry", kb))
@@ -166,6 +164,9 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         return _said(memo, await _hand_off(selfservice, config, memo, text, "repeated", kb))
     if memo.turns > policy.max_bot_turns:
         return _said(memo, await _hand_off(selfservice, config, memo, text, "max_turns", kb))
+    if too_soon and not selfservice.asks_for_human(text):
+        # The channel would not send an answer: a person does, and nobody waits for nothing.
+        return _said(memo, await _hand_off(selfservice, config, memo, text, "bot_interval", kb))
     previous, memo.question = memo.question, question
     reply = await selfservice.areply(text, memo.unanswered, channel, kb=kb)
     if isinstance(reply, Answer):
