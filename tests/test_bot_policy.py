@@ -170,6 +170,23 @@ async def test_angry_repeated_and_too_many_turns_hand_off_with_their_reason() ->
     assert (await turn(cfg, memo, "How do I get an invoice?")).handoff == "max_turns"
 
 
+async def test_a_no_to_did_you_mean_is_a_miss_not_a_question_to_match() -> None:
+    """A bare "no" would match entries that say "no scan"; to the bot's choices it means none of
+    them: "I don't know", or after max_unanswered misses (the "did you mean" was one) a person,
+    with the guesses of the question the choices were for."""
+    cfg = config()  # max_unanswered 3
+    memo = BotMemo()
+    assert (await turn(cfg, memo, NEAR_MISS)).says[0].text == cfg.did_you_mean
+    none = await turn(cfg, memo, "no")
+    assert none.handoff is None and none.says[0].text == localized(cfg.no_answer, "en")
+    assert none.says[0].data[REPLYING] is True and memo.unanswered == 2 and memo.asking is None
+    strict = config().model_copy(update={"max_unanswered": 2})
+    memo = BotMemo()
+    await turn(strict, memo, NEAR_MISS)
+    handed = await turn(strict, memo, "no, none of these")
+    assert handed.handoff == "unanswered" and handed.says[0].data["guesses"][0]["faq_id"] == "damaged-parcel"
+
+
 async def test_inside_the_channels_bot_interval_a_new_question_goes_to_a_person() -> None:
     """bot_interval (email's): a message stored less than it after the last one the bot took is
     handed off (reason bot_interval) unless it answers the bot's question; a handoff phrase is

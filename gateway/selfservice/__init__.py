@@ -201,8 +201,6 @@ class SelfService:
         if self.asks_for_human(text):
             return Handoff(localized(self.config.handoff, lang), "asked")
         own = self.config.channels.get(channel) if channel is not None else None
-        max_unanswered = (own.max_unanswered if own is not None and own.max_unanswered is not None
-                          else self.config.max_unanswered)
         threshold = kb.thresholds.for_text(text)
         if own is not None and own.min_score is not None:
             threshold = max(threshold, own.min_score)
@@ -215,7 +213,7 @@ class SelfService:
             return Answer(match.entry.answer, match.entry.id, match.score,
                           (best,) + tuple(g for g in guesses if g.faq_id != best.faq_id)[:MAX_CHOICES - 1])
         # A "did you mean" is a miss too: after max_unanswered of either in a row, a person.
-        if unanswered_before + 1 >= max_unanswered:
+        if unanswered_before + 1 >= self._max_unanswered(channel):
             return Handoff(localized(self.config.handoff, lang), "unanswered", guesses)
         floor = kb.thresholds.choices_for_text(text)
         if floor is not None:
@@ -223,6 +221,19 @@ class SelfService:
             if close:
                 return Choices(localized(self.config.did_you_mean, lang), close)
         return NoAnswer(localized(self.config.no_answer, lang), guesses)
+
+    def miss(self, text: str, unanswered_before: int, channel: str | None = None,
+             guesses: tuple[Candidate, ...] = ()) -> Handoff | NoAnswer:
+        """A message the bot does not try to answer (a "no" to its choices): "I don't know" in
+        the language of ``text``, or after ``max_unanswered`` misses in a row a handoff."""
+        lang = detect_lang(text)
+        if unanswered_before + 1 >= self._max_unanswered(channel):
+            return Handoff(localized(self.config.handoff, lang), "unanswered", guesses)
+        return NoAnswer(localized(self.config.no_answer, lang), guesses)
+
+    def _max_unanswered(self, channel: str | None) -> int:
+        own = self.config.channels.get(channel) if channel is not None else None
+        return own.max_unanswered if own is not None and own.max_unanswered is not None else self.config.max_unanswered
 
 
 def load_gateway_config(path: Path) -> tuple[GatewayConfig, SelfService]:

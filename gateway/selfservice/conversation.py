@@ -157,6 +157,17 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
             memo.question = normalize(option.text)
             return _said(memo, _replying(_answer(config, memo, Candidate(
                 entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), entry.lang, picked=True)))
+    if memo.asking == "did_you_mean" and yes_or_no(text, policy.yes_words, policy.no_words) == "no":
+        # "None of these": a miss, not a new question to match (a bare "no" matches entries that
+        # say "no scan"); its guesses are the question's. It answers the bot's question.
+        guesses = tuple(await top_entries(selfservice, memo.question, MAX_CHOICES, kb)) if memo.question else ()
+        missed = selfservice.miss(text, memo.unanswered, channel, guesses)
+        memo.asking, memo.choices = None, ()
+        if isinstance(missed, Handoff):
+            return _said(memo, _replying(_handoff_turn(memo, missed.text, missed.reason, missed.candidates)))
+        memo.unanswered += 1
+        memo.stuck_since = memo.stuck_since or now
+        return _said(memo, _replying(Turn([Say(missed.text, {"faq": None})])))
     question = normalize(text)
     if is_angry(text, policy.angry_words):
         return _said(memo, await _hand_off(selfservice, config, memo, text, "angry", kb))
