@@ -3,7 +3,9 @@ customer's "1" (above the quoted mail) taken as the pick, a "2" (No) handing off
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, AsyncIterator
 
 from gateway.config import SelfServiceConfig, localized
 
@@ -13,14 +15,22 @@ from test_email_e2e import Mailer, body, conversation_events, email_config, star
 from test_email_faults import email_conversations
 
 
+@asynccontextmanager
+async def desk(tmp_path: Path, config: dict[str, Any], sink: MailSink) -> AsyncIterator[tuple[Any, Mailer, Agent]]:
+    """The gateway on ``config``, a customer's mailer and Alice ready on the agent websocket."""
+    gateway = await start(tmp_path, config)
+    try:
+        alice = await Agent.connect(gateway, ALICE_TOKEN)
+        await alice.next("ready")
+        yield gateway, Mailer(gateway, sink), alice
+    finally:
+        await gateway.stop()
+
+
 async def test_numbered_choices_and_a_reply_with_the_number(tmp_path: Path, sqlite_url: str, sink: MailSink) -> None:
     config = email_config(sqlite_url, sink.port)
     config["selfservice"].update(min_score=0.9, choices_min_score=0.24, channels={})
-    gateway = await start(tmp_path, config)
-    try:
-        mail = Mailer(gateway, sink)
-        alice = await Agent.connect(gateway, ALICE_TOKEN)
-        await alice.next("ready")
+    async with desk(tmp_path, config, sink) as (gateway, mail, alice):
         first = await mail.send("parcel broken")
         asked = await mail.reply()
         text = body(asked).replace("\r\n", "\n")  # SMTP's line ends
@@ -37,8 +47,6 @@ async def test_numbered_choices_and_a_reply_with_the_number(tmp_path: Path, sqli
         await mail.send("2", subject="Re: " + asked["Subject"], in_reply_to=second)
         offer = (await alice.next("offer"))["conversation"]
         assert offer["channel"] == "email" and offer["handoff"]["reason"] == "not_helpful"
-    finally:
-        await gateway.stop()
 
 
 async def test_a_reply_to_the_bots_question_is_answered_inside_the_bot_interval(
@@ -50,11 +58,7 @@ async def test_a_reply_to_the_bots_question_is_answered_inside_the_bot_interval(
     answer that would not be sent."""
     config = email_config(sqlite_url, sink.port, channel={"bot_interval": 300})
     config["selfservice"].update(min_score=0.9, choices_min_score=0.24, channels={})
-    gateway = await start(tmp_path, config)
-    try:
-        mail = Mailer(gateway, sink)
-        alice = await Agent.connect(gateway, ALICE_TOKEN)
-        await alice.next("ready")
+    async with desk(tmp_path, config, sink) as (gateway, mail, alice):
         first = await mail.send("parcel broken")
         asked = await mail.reply()
         assert body(asked).startswith("Did you mean one of these?")
@@ -79,8 +83,6 @@ async def test_a_reply_to_the_bots_question_is_answered_inside_the_bot_interval(
         [conversation] = await email_conversations(gateway)
         events = await conversation_events(gateway, conversation["id"])
         assert not [e for e in events if e["author"] == "bot" and e["data"].get("faq") == "shipping-cost"]
-    finally:
-        await gateway.stop()
 
 
 async def test_two_questions_at_once_the_second_goes_to_a_person(
@@ -91,11 +93,7 @@ async def test_two_questions_at_once_the_second_goes_to_a_person(
     take it as a pick of choices it never mailed."""
     config = email_config(sqlite_url, sink.port, channel={"bot_interval": 300})
     config["selfservice"].update(channels={})
-    gateway = await start(tmp_path, config)
-    try:
-        mail = Mailer(gateway, sink)
-        alice = await Agent.connect(gateway, ALICE_TOKEN)
-        await alice.next("ready")
+    async with desk(tmp_path, config, sink) as (gateway, mail, alice):
         first = await mail.send("How do I track my parcel?")
         second = await mail.send("parcel broken", in_reply_to=first)
         replies = [await mail.reply(), await mail.reply()]
@@ -116,5 +114,3 @@ async def test_two_questions_at_once_the_second_goes_to_a_person(
         events = await conversation_events(gateway, conversation["id"])
         assert [e["data"].get("handoff") for e in events if e["author"] == "bot"][-1] == "bot_interval"
         assert sum(e["author"] == "bot" for e in events) == 2  # the answer and the handoff; nothing for the "1"
-    finally:
-        await gateway.stop()

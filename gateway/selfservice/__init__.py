@@ -213,14 +213,13 @@ class SelfService:
             return Answer(match.entry.answer, match.entry.id, match.score,
                           (best,) + tuple(g for g in guesses if g.faq_id != best.faq_id)[:MAX_CHOICES - 1])
         # A "did you mean" is a miss too: after max_unanswered of either in a row, a person.
-        if unanswered_before + 1 >= self._max_unanswered(channel):
-            return Handoff(localized(self.config.handoff, lang), "unanswered", guesses)
+        missed = self.miss(text, unanswered_before, channel, guesses)
         floor = kb.thresholds.choices_for_text(text)
-        if floor is not None:
+        if isinstance(missed, NoAnswer) and floor is not None:
             close = tuple(g for g in guesses if g.score >= floor)
             if close:
                 return Choices(localized(self.config.did_you_mean, lang), close)
-        return NoAnswer(localized(self.config.no_answer, lang), guesses)
+        return missed
 
     def miss(self, text: str, unanswered_before: int, channel: str | None = None,
              guesses: tuple[Candidate, ...] = ()) -> Handoff | NoAnswer:

@@ -8,7 +8,6 @@ Suggestions and ``send_suggestion`` read the KB that answers the conversation (t
 from __future__ import annotations
 
 import hashlib
-import re
 import weakref
 from collections import OrderedDict
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..store import NotFound
 from ..store.kb import KbProposal
 from ..faq import _primary_lang
 from .capture import ProposalRejected, read_proposal
-from .conversation import yes_or_no
+from .conversation import pick_number, yes_or_no
 from . import SelfService
 from .knowledge import DEFAULT_KB, conversation_kb
 from .suggest import suggestion_json, top_entries
@@ -131,7 +130,7 @@ async def propose(pipeline: "Pipeline", agent_id: str, conversation_id: str, fie
         command, "agent please", a yes or no to "did this help?"."""
         text = event.text or ""
         return not (event.data.get("choice") is not None or event.data.get("command")
-                    or re.fullmatch(r"#?\s*\d\s*[.)]?", text.strip()) is not None  # a pick by its number
+                    or pick_number(text) is not None
                     or pipeline.selfservice.asks_for_human(text)
                     or yes_or_no(text, policy.yes_words, policy.no_words) is not None)
 

@@ -106,10 +106,16 @@ def picked(memo: BotMemo, text: str, choice: Any) -> Choice | None:
     for option in memo.choices:
         if normalize(option.text) == said:
             return option
-    number = re.fullmatch(r"#?\s*(\d)\s*[.)]?", unicodedata.normalize("NFKC", text).strip())
-    if number and 1 <= int(number.group(1)) <= len(memo.choices):
-        return memo.choices[int(number.group(1)) - 1]
+    number = pick_number(text)
+    if number is not None and 1 <= number <= len(memo.choices):
+        return memo.choices[number - 1]
     return None
+
+
+def pick_number(text: str) -> int | None:
+    """The number of a pick typed as one ("2", "#2", "2."), else None."""
+    number = re.fullmatch(r"#?\s*(\d)\s*[.)]?", unicodedata.normalize("NFKC", text).strip())
+    return int(number.group(1)) if number else None
 
 
 async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo, text: str,
@@ -162,12 +168,9 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         # say "no scan"); its guesses are the question's. It answers the bot's question.
         guesses = tuple(await top_entries(selfservice, memo.question, MAX_CHOICES, kb)) if memo.question else ()
         missed = selfservice.miss(text, memo.unanswered, channel, guesses)
-        memo.asking, memo.choices = None, ()
         if isinstance(missed, Handoff):
             return _said(memo, _replying(_handoff_turn(memo, missed.text, missed.reason, missed.candidates)))
-        memo.unanswered += 1
-        memo.stuck_since = memo.stuck_since or now
-        return _said(memo, _replying(Turn([Say(missed.text, {"faq": None})])))
+        return _said(memo, _replying(_not_answered(memo, missed.text, now)))
     question = normalize(text)
     if is_angry(text, policy.angry_words):
         return _said(memo, await _hand_off(selfservice, config, memo, text, "angry", kb))
@@ -190,9 +193,9 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         else:
             guesses = reply.candidates or tuple((await top_entries(selfservice, text, MAX_CHOICES, kb)))
         return _said(memo, _handoff_turn(memo, reply.text, reply.reason, guesses))
-    memo.unanswered += 1
-    memo.stuck_since = memo.stuck_since or now
     if isinstance(reply, Choices):
+        memo.unanswered += 1
+        memo.stuck_since = memo.stuck_since or now
         options = reply.options[:MAX_CHOICES]
         memo.asking = "did_you_mean"
         memo.choices = tuple(Choice(c.question, c.faq_id) for c in options)
@@ -201,8 +204,15 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
             "faq": None, "did_you_mean": [guess_json(c) for c in options],
             "choices": [c.as_json() for c in memo.choices], "numbered_hint": localized(policy.numbered_hint, lang)})]))
     assert isinstance(reply, NoAnswer)
+    return _said(memo, _not_answered(memo, reply.text, now))
+
+
+def _not_answered(memo: BotMemo, text: str, now: datetime) -> Turn:
+    """"I don't know" (``text``): a miss, no progress since the first such reply."""
+    memo.unanswered += 1
+    memo.stuck_since = memo.stuck_since or now
     memo.asking, memo.choices = None, ()
-    return _said(memo, Turn([Say(reply.text, {"faq": None})]))
+    return Turn([Say(text, {"faq": None})])
 
 
 def _entry(selfservice: SelfService, faq_id: str, lang: str, kb: KnowledgeBase | None) -> Any:
