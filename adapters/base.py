@@ -72,6 +72,10 @@ class Inbound:
     # bot_interval, against autoresponder loops); another one inside it, unless it answers the
     # bot's own question, is handed to a person ("bot_interval"). 0: no limit.
     bot_interval: float = 0.0
+    # With bot="handoff": the customer's question the handoff's guesses (the top KB entries
+    # shown with the offer) are for, when ``text`` is not it (a call's: what the caller said,
+    # the text being the menu's path). None: the conversation's last question to the bot.
+    question: str | None = None
 
 
 class ChannelUnavailable(Exception):

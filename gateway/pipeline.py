@@ -346,7 +346,7 @@ class Pipeline:
             details["follows"] = follows
         return await self.customer_message(conversation.id, inbound.text, inbound.client_id, files=inbound.files,
                                            original=inbound.original, details=details, bot=inbound.bot,
-                                           bot_interval=inbound.bot_interval)
+                                           bot_interval=inbound.bot_interval, question=inbound.question)
 
     async def _thread(self, inbound: Inbound, customer: Customer) -> tuple[Conversation, str | None]:
         """The conversation a message continues (adapters.base.Thread), and the closed one a new
@@ -377,7 +377,7 @@ class Pipeline:
     async def customer_message(self, conversation_id: str, text: str, client_id: str | None, *,
                                files: Sequence[IncomingFile] = (), original: IncomingFile | None = None,
                                details: dict[str, Any] | None = None, bot: BotTurn = "answer",
-                               bot_interval: float = 0.0) -> Receipt:
+                               bot_interval: float = 0.0, question: str | None = None) -> Receipt:
         routed = False
         with about(conversation_id):
             async with self._lock(conversation_id):
@@ -399,7 +399,8 @@ class Pipeline:
                         data={"refused": [{"name": r.name, "size": r.size, "reason": r.reason} for r in refused]})
                 if created and conversation.state is S.BOT:
                     routed = await self._self_service(conversation, text, bot, data.get("choice"),
-                                                      heard_at=event.at, bot_interval=bot_interval)
+                                                      heard_at=event.at, bot_interval=bot_interval,
+                                                      question=question)
             if routed:
                 await self.dispatch()
             return Receipt(event, created)
@@ -435,9 +436,11 @@ class Pipeline:
             await self.dispatch()
 
     async def _self_service(self, conversation: Conversation, text: str, turn: BotTurn = "answer",
-                            choice: Any = None, *, heard_at: datetime | None = None, bot_interval: float = 0.0) -> bool:
+                            choice: Any = None, *, heard_at: datetime | None = None, bot_interval: float = 0.0,
+                            question: str | None = None) -> bool:
         """The bot's turn (gateway/selfservice/conversation.py; ``turn``: adapters.base.BotTurn)
-        for a message stored at ``heard_at``. Returns True when the conversation went to routing."""
+        for a message stored at ``heard_at`` (``bot_interval``, ``question``: adapters.base.Inbound's).
+        Returns True when the conversation went to routing."""
         cid = conversation.id
         self._routing_text[cid] = (self._routing_text.get(cid, "") + "\n" + text)[-MAX_ROUTING_TEXT:]
         if turn == "quiet":
@@ -448,7 +451,8 @@ class Pipeline:
             customer = await self.store.get_customer(conversation.customer_id)
             kb = self.selfservice.for_contact(self.contact(conversation, customer, self.clock()))
         done = await take_turn(self.selfservice, self.config.selfservice, memo, text, turn, choice,
-                               conversation.channel, self.clock(), kb, heard_at=heard_at, bot_interval=bot_interval)
+                               conversation.channel, self.clock(), kb, heard_at=heard_at, bot_interval=bot_interval,
+                               question=question)
         return await self._bot_says(conversation, done, memo)
 
     async def _bot_says(self, conversation: Conversation, done: Turn, memo: BotMemo) -> bool:

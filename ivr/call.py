@@ -44,6 +44,7 @@ class Call:
     tries: int = 0                     # invalid or missing inputs at this node, in a row
     inputs: tuple[str, ...] = ()       # keys pressed and words said, for the agent
     speech: tuple[str, ...] = ()       # speech results only
+    questions: tuple[str, ...] = ()    # speech asked of the FAQ (it chose no option), answered or not
     answers: tuple[str, ...] = ()      # FAQ ids answered
     agent_label: str | None = None     # the agent option taken (routing sees ivr:<label>)
     callback_number: str | None = None
@@ -57,7 +58,7 @@ class Call:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Call":
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("path", "inputs", "speech", "answers"):
+        for key in ("path", "inputs", "speech", "questions", "answers"):
             known[key] = tuple(known.get(key) or ())
         return cls(**known)
 
@@ -158,6 +159,8 @@ class Machine:
             option = next((o for o in gather.options if o.heard_in(speech, lang)), None)
         if option is not None:
             return self._target(call, option, [], effects, now, then=option.then or gather.after_answer)
+        if speech is not None and gather.faq:
+            call = replace(call, questions=(call.questions + (speech,))[-MAX_INPUTS_KEPT:])
         if speech is not None and gather.faq and faq is not None:
             call = replace(call, answers=call.answers + (faq.faq_id,), tries=0)
             effects.append(Answered(faq.faq_id, faq.text))

@@ -102,6 +102,12 @@ def test_words_choose_an_option_and_speech_is_asked_of_the_faq_in_the_callers_la
     assert heard(miss)[0] == ("Say", DEFAULT_PHRASES["zh"].no_answer) and miss.call.tries == 1
     pressed = m.input(miss.call, digits="7")
     assert heard(pressed)[0] == ("Say", DEFAULT_PHRASES["zh"].invalid) and pressed.call.tries == 2
+    # The questions asked of the FAQ, answered or not, are kept apart from the words that chose
+    # an option (a handoff's guesses are for the last question): and stored with the call.
+    assert step.call.questions == () and step.call.speech == ("I have a question about my invoice",)
+    assert pressed.call.questions == ("多久能到", "随便说说")
+    assert Call.from_json(pressed.call.to_json()) == pressed.call
+    assert Call.from_json({k: v for k, v in pressed.call.to_json().items() if k != "questions"}).questions == ()
 
 
 def test_repeat_and_back_keys_everywhere() -> None:

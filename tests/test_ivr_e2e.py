@@ -233,6 +233,24 @@ async def test_to_an_agent_waits_hears_its_place_and_is_dialled_to_the_agent_who
     assert closing(events)["disposition"] == "resolved"
 
 
+async def test_a_call_to_an_agent_carries_the_bots_guesses_for_the_callers_question(
+        gateway: GatewayProcess, alice: Agent) -> None:
+    """The offer's handoff guesses are for the question the caller asked the FAQ, not for the
+    words that chose the agent option ("人工" alone would guess the service hours)."""
+    caller = Caller(gateway, "+8613800000077")
+    await caller.call()
+    await caller.press("8")
+    await caller.say("我的快递丢了")
+    assert "Enqueue" in (await caller.say("人工")).verbs()
+    offer = (await alice.next("offer"))["conversation"]
+    assert offer["handoff"]["reason"] == "asked"
+    assert offer["handoff"]["guesses"][0]["faq_id"] == "lost-parcel"
+    assert offer["ivr"]["speech"] == ["我的快递丢了", "人工"]
+    await caller.hang_up()
+    _, events = await call_conversation(gateway, caller)
+    assert closing(events)["disposition"] == "abandoned"
+
+
 async def test_a_hang_up_in_the_queue_is_abandoned_and_counted_once(gateway: GatewayProcess) -> None:
     caller = Caller(gateway, "+15550122")
     await caller.call()

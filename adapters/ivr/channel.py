@@ -305,7 +305,8 @@ class IvrChannel:
                 channel=self.name, address=_identity(call.caller, sid), text=" ".join(effect.route),
                 client_id=f"{sid}:agent:{len(call.inputs)}",
                 profile={"language": effect.language}, thread=Thread(refs=(sid,)),
-                details={"ivr": self._summary(sid, call)}, bot="handoff"))
+                details={"ivr": self._summary(sid, call)}, bot="handoff",
+                question=call.questions[-1] if call.questions else None))  # the guesses: for the last question
         elif isinstance(effect, LeftQueue):
             self._positions.pop(cid, None)
             self._outside.pop(cid, None)

@@ -121,14 +121,16 @@ def pick_number(text: str) -> int | None:
 async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: BotMemo, text: str,
                     turn: BotTurn, choice: Any, channel: str, now: datetime,
                     kb: KnowledgeBase | None = None, *, heard_at: datetime | None = None,
-                    bot_interval: float = 0.0) -> Turn:
+                    bot_interval: float = 0.0, question: str | None = None) -> Turn:
     """The bot's reply to one customer message (``turn``: adapters.base.BotTurn, not "quiet").
     Changes ``memo``; the last message said carries its snapshot. ``kb``: the knowledge base
     that answers this conversation (``SelfService.for_contact``); None: the channel's and the
     question's language choose, as ``SelfService.reply`` does. ``heard_at``: when the message was
     stored (the store's clock, which the channel's delivery reads too); ``bot_interval``
     (adapters.base.Inbound): a message stored less than this many seconds after the one the bot
-    took before is handed off (``bot_interval``) unless it answers the bot's question."""
+    took before is handed off (``bot_interval``) unless it answers the bot's question.
+    ``question``: with ``turn`` "handoff", what the guesses are for instead of the last question
+    (adapters.base.Inbound)."""
     policy = config.policy
     lang = detect_lang(text) if text.strip() else "en"
     heard_at = heard_at or now
@@ -138,6 +140,8 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
     if turn == "greet":
         return _said(memo, Turn([Say(localized(config.greeting or config.no_answer, lang), {"faq": None})]))
     if turn == "handoff":  # a command ("/agent"): said in the language of the last question
+        if question and question.strip():
+            memo.question = normalize(question)
         lang = detect_lang(memo.question) if memo.question else lang
         return _said(memo, await _hand_off(selfservice, config, memo, text, "asked", kb, lang=lang))
     memo.turns += 1
