@@ -116,13 +116,18 @@ class SemanticConfig(Strict):
     # The best entry's score gains this x (its closest phrasing's cosine - the closest
     # out_of_scope message's): a question nearer "tell me a joke" than the entry is less sure.
     out_of_scope_weight: float = Field(default=0.25, ge=0, le=5)
-    # The languages of the question (en, zh) scored by an intent classifier instead: a logistic
-    # regression learnt from the KB's phrasings in that language, its out_of_scope messages as
-    # "none of these" (docs/selfservice.md#the-intent-classifier). Picked on the dev set: both
+    # The languages of the question (en, zh) scored by an intent classifier instead: one logistic
+    # regression learnt from the KB's phrasings in these languages (a class per entry id), their
+    # out_of_scope messages as "none of these" (docs/selfservice.md#the-intent-classifier). Picked on the dev set: both
     # languages gained, with about 13 phrasings per entry (with 3, Chinese lost). []: the blend.
     classifier_langs: list[str] = ["en", "zh"]
     # Its regularisation, as scikit-learn's C: higher follows the phrasings more closely.
     classifier_c: float = Field(default=30.0, gt=0, le=1e6)
+    # How much the lexical score counts beside the classifier's confidence:
+    # (1 - classifier_lexical) x confidence + classifier_lexical x lexical. Picked on the dev set
+    # (0.2; 0 is the classifier alone): the words a question shares with an entry's phrasings are
+    # evidence the embedding smooths over.
+    classifier_lexical: float = Field(default=0.2, ge=0, le=1)
     # Where the KB's embeddings are kept between starts (keyed by text and model version);
     # relative to config.yaml. None: $XDG_CACHE_HOME/contactgate, else ~/.cache/contactgate.
     cache_dir: Path | None = None

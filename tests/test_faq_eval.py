@@ -669,25 +669,81 @@ def test_the_intent_classifier_scores_the_languages_it_is_given(tmp_path: Path) 
     clf = SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, cache_dir=cache,
                           classifier_langs=["en"], classifier_c=30.0)
     assert clf.fitted == 1 and clf.embedded == 0
-    assert "/clf=en:30:intents-1/" in clf.version and "/clf=" not in blend.version
+    assert "/clf=en:30:lex=0:intents-2/" in clf.version and "/clf=" not in blend.version
     ranked = clf.rank("how can I track my parcel")
     assert ranked[0].entry.id == "track" and ranked[0].score > 0.5
     assert [r.entry.lang for r in ranked[:3]] == ["en"] * 3
     assert [r.score for r in ranked[3:]] == [0.0] * 3  # the Chinese entries rank after, at 0
     # The score is the classifier's, recomputed here from its arrays.
-    intents = clf._intents["en"]
-    q = model._vec("how can I track my parcel")
-    logits = intents.coef @ (q - intents.mean) + intents.intercept
-    p = np.exp(logits - logits.max())
-    p /= p.sum()
+    p = _probabilities(clf, model._vec("how can I track my parcel"))
     assert len(p) == 4  # track, cost, password and "none"
-    order = [clf.entries[i].id for i in intents.entries]
-    assert ranked[0].score == pytest.approx((1 + p[order.index("track")] - p[-1]) / 2, abs=1e-5)
+    assert ranked[0].score == pytest.approx((1 + p[2] - p[-1]) / 2, abs=1e-5)  # classes by id: cost, password, track
     # A question like the out-of-scope messages: "none" wins, every entry under 0.5.
     assert all(r.score < 0.5 for r in clf.rank("tell me a joke"))
     # Chinese questions are scored by the blend, as without the classifier.
     zh = "我忘记密码了怎么办"
     assert [(r.entry.id, r.score) for r in clf.rank(zh)] == [(r.entry.id, r.score) for r in blend.rank(zh)]
+
+
+def _probabilities(m, q):
+    import numpy as np
+
+    intents = m._intents
+    logits = intents.coef @ (q - intents.mean) + intents.intercept
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
+
+
+def test_one_classifier_learns_an_entry_from_each_language(tmp_path: Path) -> None:
+    """Classifying English and Chinese: one class per entry id, taught by the entry's phrasings in
+    both languages (and the out-of-scope messages of both as "none"), so each language's score
+    for an entry is the same class's probability."""
+    from gateway.selfservice.semantic import SemanticMatcher
+
+    model = _BagOfLetters()
+    m = SemanticMatcher(LexicalMatcher.load(_kb_with_out_of_scope(tmp_path)), model, "fake-1", weight=1.0,
+                        cache_dir=tmp_path / "cache", classifier_langs=["en", "zh"])
+    assert m.fitted == 1 and m._intents.coef.shape[0] == 4  # track, cost, password, none: not 3 + 3
+    assert len(list((tmp_path / "cache").glob("intents-*.npz"))) == 1
+    for text, lang in (("how can I track my parcel", "en"), ("怎么查询我的包裹", "zh")):
+        ranked = m.rank(text)
+        p = _probabilities(m, model._vec(text))
+        assert [r.entry.lang for r in ranked[:3]] == [lang] * 3
+        by_id = {r.entry.id: r.score for r in ranked[:3]}
+        for cls, entry_id in enumerate(["cost", "password", "track"]):  # classes by id
+            assert by_id[entry_id] == pytest.approx((1 + p[cls] - p[-1]) / 2, abs=1e-5)
+    # An entry with phrasings in one language only is a class of its own, scored in that one.
+    only_zh = {"id": "hours", "zh": {"q": "客服几点上班?", "a": "九点到五点。"}}
+    (tmp_path / "more").mkdir()
+    more = SemanticMatcher(LexicalMatcher.load(_kb_with_out_of_scope(tmp_path / "more", [*KB, only_zh])), model,
+                           "fake-1", weight=1.0, cache_dir=tmp_path / "cache", classifier_langs=["en", "zh"])
+    assert more._intents.coef.shape[0] == 5
+    assert "hours" not in {r.entry.id for r in more.rank("what time do you open") if r.score > 0}
+    assert more.rank("客服几点上班呀")[0].entry.id == "hours"
+
+
+def test_the_classifier_is_combined_with_the_lexical_score(tmp_path: Path) -> None:
+    """classifier_lexical x: (1 - x) x the classifier's confidence + x x the lexical score, for
+    the entries of the question's language; x 0 is the classifier alone."""
+    from gateway.selfservice.semantic import SemanticMatcher
+
+    lexical = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path))
+
+    def build(x: float) -> SemanticMatcher:
+        return SemanticMatcher(lexical, _BagOfLetters(), "fake-1", weight=1.0, cache_dir=tmp_path / "cache",
+                               classifier_langs=["en"], classifier_lexical=x)
+
+    alone, mixed = build(0.0), build(0.3)
+    assert mixed.fitted == 0  # the same classifier: the mix is applied when scoring
+    assert "lex=0.3" in mixed.version and mixed.version != alone.version
+    text = "track my parcel please"
+    lex = {m.entry.id: m.score for m in lexical.rank(text) if m.entry.lang == "en"}
+    assert lex["track"] > 0
+    conf = {r.entry.id: r.score for r in alone.rank(text)[:3]}
+    got = {r.entry.id: r.score for r in mixed.rank(text)[:3]}
+    for entry_id in ("track", "cost", "password"):
+        assert got[entry_id] == pytest.approx(0.7 * conf[entry_id] + 0.3 * lex.get(entry_id, 0.0), abs=1e-5)
+    assert [r.score for r in mixed.rank(text)[3:]] == [0.0] * 3  # other languages still at 0
 
 
 def test_a_fitted_intent_classifier_is_kept_on_disk(tmp_path: Path, caplog) -> None:
@@ -700,32 +756,34 @@ def test_a_fitted_intent_classifier_is_kept_on_disk(tmp_path: Path, caplog) -> N
                                classifier_langs=["en", "zh"], classifier_c=c)
 
     first = build()
-    assert first.fitted == 2 and len(list(cache.glob("intents-*.npz"))) == 2
+    assert first.fitted == 1 and len(list(cache.glob("intents-*.npz"))) == 1
     again = build()
     assert again.fitted == 0  # a restart fits nothing
     question = "what does sending a parcel cost"
     assert [(r.entry.id, r.score) for r in again.rank(question)] == [(r.entry.id, r.score) for r in first.rank(question)]
-    assert build(c=3.0).fitted == 2  # another C is another classifier
-    # A changed KB refits the languages whose phrasings changed (the training data); an
-    # unreadable file refits too.
+    assert build(c=3.0).fitted == 1  # another C is another classifier
+    # A changed KB refits (its phrasings are the training data); an unreadable file refits too.
     changed = [dict(KB[0], en={"q": "Where is my parcel?", "a": "Use the Track page."}), *KB[1:]]
     (tmp_path / "changed").mkdir()
     lexical = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path / "changed", changed))
     assert build().fitted == 1
-    # The same English phrasings at other places of the KB (a Chinese entry before them): the
-    # kept classifier is used, over the entries where they are now.
+    # The same phrasings at other places of the KB (an entry moved to the front): the kept
+    # classifier is used, over the entries where they are now.
     (tmp_path / "moved").mkdir()
-    moved = [{"id": "hours", "zh": {"q": "几点营业?", "a": "九点到五点。"}}, *KB]
-    lexical = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path / "moved", moved))
+    moved = [{"id": "hours", "en": {"q": "When do you open?", "a": "Nine to five."}}]
+    lexical = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path / "moved", [*KB, *moved]))
+    assert build().fitted == 1
+    lexical = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path / "moved", [*moved, *KB]))
     assert lexical.entries[0].id == "hours"
     shifted = build()
-    assert shifted.fitted == 1  # Chinese: a new entry; English: kept
+    assert shifted.fitted == 0
+    assert shifted.rank("when do you open?")[0].entry.id == "hours"
     assert shifted.rank("how do I track my parcel")[0].entry.id == "track"
     assert shifted.rank("I forgot my password")[0].entry.id == "password"
     for f in cache.glob("intents-*.npz"):
         f.write_bytes(b"not a zip")
     with caplog.at_level("WARNING", logger="contactgate"):
-        assert build().fitted == 2
+        assert build().fitted == 1
     assert "intent classifier unreadable" in caplog.text
 
 
@@ -790,12 +848,12 @@ def test_a_language_with_one_class_is_scored_by_the_blend(tmp_path: Path) -> Non
     lone = SemanticMatcher(LexicalMatcher.load(path), _BagOfLetters(), "fake-1", weight=1.0,
                            cache_dir=tmp_path / "c", classifier_langs=["en"])
     blend = SemanticMatcher(LexicalMatcher.load(path), _BagOfLetters(), "fake-1", weight=1.0, cache_dir=tmp_path / "c")
-    assert lone.fitted == 0 and lone._intents == {}
+    assert lone.fitted == 0 and lone._intents is None
     assert [(r.entry.id, r.score) for r in lone.rank("track my parcel")] == [
         (r.entry.id, r.score) for r in blend.rank("track my parcel")]
     pair = SemanticMatcher(LexicalMatcher.load(_kb_with_out_of_scope(tmp_path, one)), _BagOfLetters(), "fake-1",
                            weight=1.0, cache_dir=tmp_path / "c", classifier_langs=["en"])
-    assert pair.fitted == 1 and pair._intents["en"].coef.shape[0] == 2
+    assert pair.fitted == 1 and pair._intents.coef.shape[0] == 2
     assert pair.rank("how do I track my parcel")[0].score > 0.5 > pair.rank("sing me a song")[0].score
 
 

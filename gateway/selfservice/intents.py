@@ -1,10 +1,12 @@
 """The intent classifier: which of a KB's entries a question asks for, learnt from the KB itself.
 
-For each language it is given, a multinomial logistic regression (scikit-learn's
-``LogisticRegression``) is fitted on the e5 vectors of that language's phrasings, one class per
-entry, plus one class "none of them" learnt from the KB's ``out_of_scope`` messages. A question's
-confidence in an entry is ``(1 + p(entry) - p(none)) / 2``, from 0 to 1: high when the
-classifier is sure of that entry and sure the question is not one the KB does not answer.
+A multinomial logistic regression (scikit-learn's ``LogisticRegression``) is fitted on the e5
+vectors of the phrasings of every language it is given, one class per entry id (an entry's
+English and Chinese phrasings teach the same class: e5 puts a question and its translation close
+together, so each language learns from the other's phrasings too), plus one class "none of them"
+learnt from the KB's ``out_of_scope`` messages in those languages. A question's confidence in an
+entry is ``(1 + p(entry) - p(none)) / 2``, from 0 to 1: high when the classifier is sure of that
+entry and sure the question is not one the KB does not answer.
 
 Where the cosine blend asks "how close is the question to this entry's phrasings", the
 classifier asks "which entry's phrasings, against all the others', is it like": it learns what
@@ -32,44 +34,42 @@ MAX_ITER = 1000  # lbfgs steps; the shipping KB converges in ~40, 1,500 entries 
 
 @dataclass(frozen=True, slots=True)
 class IntentClassifier:
-    """``entries``: the KB's entry indexes, one per class in order; ``has_none``: a last class
-    for the out-of-scope messages. The logits are ``coef @ (q - mean) + intercept``."""
+    """``classes``: how many entries (ids) it tells apart; ``has_none``: a last class for the
+    out-of-scope messages. The logits are ``coef @ (q - mean) + intercept``."""
 
-    entries: Any  # int array (classes without "none",)
+    classes: int  # without "none"
     coef: Any  # (classes, dim)
     intercept: Any  # (classes,)
     mean: Any  # (dim,): the training vectors' mean, subtracted first
     has_none: bool
 
     def confidence(self, q: Any) -> Any:
-        """Per entry of :attr:`entries`, from 0 to 1."""
+        """Per class (without "none"), from 0 to 1."""
         import numpy as np
 
         logits = self.coef @ (q - self.mean) + self.intercept
         p = np.exp(logits - logits.max())
         p /= p.sum()
         none = p[-1] if self.has_none else 0.0
-        return (1.0 + p[: len(self.entries)] - none) / 2.0
+        return (1.0 + p[: self.classes] - none) / 2.0
 
     def arrays(self) -> dict[str, Any]:
-        """What :meth:`from_arrays` reads back (the entries are the KB's, not the file's)."""
+        """What :meth:`from_arrays` reads back (which entry each class is, is the KB's to say)."""
         return {"coef": self.coef, "intercept": self.intercept, "mean": self.mean}
 
     @classmethod
-    def from_arrays(cls, a: dict[str, Any], entries: Sequence[int], *,
+    def from_arrays(cls, a: dict[str, Any], classes: int, *,
                     has_none: bool) -> "IntentClassifier | None":
-        """The classifier :meth:`arrays` wrote, over the KB's ``entries`` now (the same
-        phrasings may sit at other places of the KB); None when ``a`` is not one for them."""
-        import numpy as np
-
-        classes = len(entries) + (1 if has_none else 0)
+        """The classifier :meth:`arrays` wrote, telling ``classes`` entries apart; None when
+        ``a`` is not one for them."""
+        rows = classes + (1 if has_none else 0)
         try:
             coef, intercept, mean = a["coef"], a["intercept"], a["mean"]
         except KeyError:
             return None
-        if coef.ndim != 2 or coef.shape[0] != classes or intercept.shape != (classes,) or mean.shape != coef.shape[1:]:
+        if coef.ndim != 2 or coef.shape[0] != rows or intercept.shape != (rows,) or mean.shape != coef.shape[1:]:
             return None
-        return cls(np.asarray(entries, dtype=np.intp), coef, intercept, mean, has_none)
+        return cls(classes, coef, intercept, mean, has_none)
 
 
 def intents_key(rows: Sequence[str], labels: Sequence[int], c: float, version: str) -> str:
@@ -81,13 +81,12 @@ def intents_key(rows: Sequence[str], labels: Sequence[int], c: float, version: s
     return h.hexdigest()
 
 
-def fit_intents(vectors: Any, labels: Sequence[int], entries: Sequence[int], *, has_none: bool,
+def fit_intents(vectors: Any, labels: Sequence[int], classes: int, *, has_none: bool,
                 c: float) -> IntentClassifier | None:
-    """Fit on ``vectors`` (one row per phrasing or out-of-scope message) whose ``labels`` index
-    ``entries`` (``len(entries)``: the out-of-scope class). None when there is only one class:
-    nothing to tell apart. Raises ImportError without scikit-learn."""
-    classes = len(entries) + (1 if has_none else 0)
-    if classes < 2:
+    """Fit on ``vectors`` (one row per phrasing or out-of-scope message) whose ``labels`` are
+    from 0 to ``classes - 1`` (``classes``: the out-of-scope class). None when there is only one
+    class: nothing to tell apart. Raises ImportError without scikit-learn."""
+    if classes + (1 if has_none else 0) < 2:
         return None
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
@@ -102,10 +101,10 @@ def fit_intents(vectors: Any, labels: Sequence[int], entries: Sequence[int], *, 
         model = LogisticRegression(C=c, max_iter=MAX_ITER).fit(vectors - mean, y)
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
-            log.warning("intent classifier did not converge", extra={"entries": len(entries), "reason": str(w.message)})
+            log.warning("intent classifier did not converge", extra={"entries": classes, "reason": str(w.message)})
     coef, intercept = model.coef_, model.intercept_
-    if classes == 2:  # binary: one row of logits for class 1; softmax([0, z]) is the same
+    if classes + (1 if has_none else 0) == 2:  # binary: one row of logits for class 1; softmax([0, z]) is the same
         coef = np.vstack([np.zeros_like(coef), coef])
         intercept = np.concatenate([np.zeros_like(intercept), intercept])
-    return IntentClassifier(np.asarray(entries, dtype=np.intp), coef.astype(np.float32),
+    return IntentClassifier(classes, coef.astype(np.float32),
                             intercept.astype(np.float32), mean.astype(np.float32), has_none)

@@ -6,9 +6,12 @@ and which needs only numpy; scikit-learn fits the intent classifier. Without the
 :func:`semantic_matcher` raises :class:`SemanticUnavailable` and the gateway matches lexically.
 
 * **Intent classifier.** A question in one of ``classifier_langs`` is scored by the classifier
-  of :mod:`.intents` (learnt from the KB's phrasings in that language, its out-of-scope
-  messages as "none of these") and not by the blend below; fitted once per KB version and
-  language and kept in ``cache_dir`` (:meth:`SemanticMatcher._load_intents`).
+  of :mod:`.intents` (learnt from the KB's phrasings in all those languages, one class per entry
+  id, its out-of-scope messages as "none of these") and not by the blend below; its confidence
+  is combined with the lexical score, ``(1 - classifier_lexical) * confidence +
+  classifier_lexical * lexical``: the words the question shares with an entry's phrasings are
+  evidence e5's vector smooths over. Fitted once per KB version and kept in ``cache_dir``
+  (:meth:`SemanticMatcher._load_intents`).
 
 * **Score.** ``weight * cosine + (1 - weight) * lexical``, the cosine being a blend of three
   (1 : 3 : 2): the best over the entry's phrasings, the mean over its :data:`CLOSEST` (3) best
@@ -70,7 +73,7 @@ MODEL = "multilingual-e5-small-q4"
 EMBED_BATCH = 16  # texts per model call when embedding a KB (~0.2 s on 2 cores)
 CLOSEST = 3  # the mean of the cosine is over an entry's closest phrasings, this many
 KNEE = 0.9  # scores above it are squeezed into (KNEE, 1)
-INTENTS = "intents-1"  # the intent classifier's code: a change refits and asks for re-calibration
+INTENTS = "intents-2"  # the intent classifier's code: a change refits and asks for re-calibration
 CACHE_DAYS = 30  # a cache file no build has read or written for this long is removed
 
 
@@ -179,13 +182,14 @@ class SemanticMatcher:
                  weight: float, cache_dir: Path | None, margin: float = 0.0,
                  margins: dict[str, float] | None = None, out_of_scope_weight: float = 0.0,
                  classifier_langs: Iterable[str] = (), classifier_c: float = 30.0,
-                 executor: ThreadPoolExecutor | None = None, lock: Any = None) -> None:
+                 classifier_lexical: float = 0.0, executor: ThreadPoolExecutor | None = None, lock: Any = None) -> None:
         """``executor``: the worker to answer in (shared by the KBs of one config; a new one
         when None). ``lock``: held around every call into ``model`` (a new one when None).
         ``margins``: the margin per language of the question, ``margin`` for the others.
         ``out_of_scope_weight``: how much the lead over the KB's ``out_of_scope`` messages counts.
         ``classifier_langs``: the languages of the question scored by an intent classifier
-        (:mod:`.intents`, its regularisation ``classifier_c``) instead of the blend."""
+        (:mod:`.intents`, its regularisation ``classifier_c``) instead of the blend, its
+        confidence combined with the lexical score by ``classifier_lexical``."""
         import numpy as np
 
         self.lexical = lexical
@@ -197,8 +201,9 @@ class SemanticMatcher:
         self.model_version = model_version
         self.classifier_langs = tuple(sorted({_primary_lang(lang) for lang in classifier_langs}))
         self.classifier_c = classifier_c
+        self.classifier_lexical = classifier_lexical
         by_lang = "".join(f",{lang}={m:g}" for lang, m in sorted(self.margins.items()) if m != margin)
-        classified = (f"/clf={','.join(self.classifier_langs)}:{classifier_c:g}:{INTENTS}"
+        classified = (f"/clf={','.join(self.classifier_langs)}:{classifier_c:g}:lex={classifier_lexical:g}:{INTENTS}"
                       if self.classifier_langs else "")
         self.version = (f"semantic-4/{model_version}/w={weight:g}/m={margin:g}{by_lang}"
                         f"/oos={out_of_scope_weight:g}{classified}/{lexical.version}")
@@ -257,44 +262,50 @@ class SemanticMatcher:
             for t in e.phrasings:
                 self._verbatim.setdefault(normalize(t), []).append(i)
         self.fitted = 0  # how many intent classifiers this build had to fit (not on disk)
-        self._intents = self._load_intents(directory, keys, rest, out_of_scope)
+        self._intents, self._classes = self._load_intents(directory, keys, rest, out_of_scope)
         prune_cache(directory)
 
-    def _load_intents(self, directory: Path, keys: list[str], outside: Any,
-                      out_of_scope: list[tuple[str, str]]) -> dict[str, IntentClassifier]:
-        """An intent classifier per language of :attr:`classifier_langs` that the KB has, from
-        ``directory`` when one was fitted on the same phrasings before, else fitted and kept."""
+    def _load_intents(self, directory: Path, keys: list[str], outside: Any, out_of_scope: list[tuple[str, str]],
+                      ) -> tuple[IntentClassifier | None, dict[str, tuple[Any, Any]]]:
+        """The intent classifier over the phrasings of the :attr:`classifier_langs` that the KB
+        has (one class per entry id), from ``directory`` when one was fitted on the same
+        phrasings before, else fitted and kept; and per language, its entries' indexes and
+        their classes. ``(None, {})`` when there is nothing to tell apart."""
         import numpy as np
 
-        intents: dict[str, IntentClassifier] = {}
-        owner = self._owner.tolist()
+        entries, owner = self.index.entries, self._owner.tolist()
+        langs = set(self.classifier_langs) & self._langs
+        members = [i for i in range(self._n) if self._lang_of[i] in langs]
+        # A class per id, the rows by class and text: the same phrasings in another order (an
+        # entry moved, a KB of several files) are the same classifier, kept on disk.
+        ids = sorted({entries[i].id for i in members})
+        label = {id_: j for j, id_ in enumerate(ids)}
+        vectors = np.vstack([self._matrix, outside])
         first_outside = len(owner) + self._n  # where the out-of-scope messages' keys begin
-        for lang in self.classifier_langs:
-            members = [i for i in range(self._n) if self._lang_of[i] == lang]
-            if not members:
-                continue
-            label = {i: j for j, i in enumerate(members)}
-            rows = [r for r, i in enumerate(owner) if self._lang_of[i] == lang]
-            others = [r for r, (l, _) in enumerate(out_of_scope) if l == lang]
-            row_keys = [keys[r] for r in rows] + [keys[first_outside + r] for r in others]
-            labels = [label[owner[r]] for r in rows] + [len(members)] * len(others)
-            file = NpzFile(directory / f"intents-{intents_key(row_keys, labels, self.classifier_c, INTENTS)[:32]}.npz",
-                           "intent classifier")
-            stored = IntentClassifier.from_arrays(file.load(), members, has_none=bool(others))
-            if stored is not None:
-                intents[lang] = stored
-                continue
+        training = sorted([(label[entries[i].id], keys[r], r) for r, i in enumerate(owner) if self._lang_of[i] in langs]
+                          + [(len(ids), keys[first_outside + r], len(owner) + r)
+                             for r, (l, _) in enumerate(out_of_scope) if l in langs])
+        labels, row_keys, rows = ([t[k] for t in training] for k in range(3))
+        has_none = bool(training) and training[-1][0] == len(ids)
+        file = NpzFile(directory / f"intents-{intents_key(row_keys, labels, self.classifier_c, INTENTS)[:32]}.npz",
+                       "intent classifier")
+        intents = IntentClassifier.from_arrays(file.load(), len(ids), has_none=has_none)
+        if intents is None and members:
             try:
-                fitted = fit_intents(np.vstack([self._matrix[rows], outside[others]]), labels, members,
-                                     has_none=bool(others), c=self.classifier_c)
+                intents = fit_intents(vectors[rows], labels, len(ids), has_none=has_none, c=self.classifier_c)
             except ImportError as exc:
                 raise SemanticUnavailable("the intent classifier needs the [semantic] extra"
                                           f" ({(exc.name or 'scikit-learn').split('.')[0]} is not installed)") from None
-            if fitted is not None:  # None: one entry and no out-of-scope messages, the blend scores it
-                intents[lang] = fitted
-                file.save(fitted.arrays())
+            if intents is not None:  # None: one entry and no out-of-scope messages, the blend scores it
+                file.save(intents.arrays())
                 self.fitted += 1
-        return intents
+        if intents is None:
+            return None, {}
+        classes = {}
+        for lang in langs:
+            at = [i for i in members if self._lang_of[i] == lang]
+            classes[lang] = (np.asarray(at, dtype=np.intp), np.asarray([label[entries[i].id] for i in at], dtype=np.intp))
+        return intents, classes
 
     def _embed(self, texts: list[str], as_query: bool) -> Any:
         embed = self._model.query if as_query else self._model.passage
@@ -324,13 +335,17 @@ class SemanticMatcher:
         lang = detect_lang(text)
         prefer = lang in self._langs
         other = (self._lang_arr != lang) if prefer else np.zeros(self._n, dtype=bool)
-        intents = self._intents.get(lang)
-        if intents is not None:
-            # The classifier's confidence is the score: the blend's weight, margin and
-            # out-of-scope weight are not applied (the out-of-scope messages are its class
-            # "none"); entries of other languages rank after, at 0.
+        classified = self._classes.get(lang)
+        if classified is not None:
+            # The classifier's confidence with the lexical score is the score: the blend's
+            # weight, margin and out-of-scope weight are not applied (the out-of-scope messages
+            # are its class "none"); entries of other languages rank after, at 0.
+            at, classes = classified
             score = np.zeros(self._n)
-            score[intents.entries] = intents.confidence(q)
+            score[at] = self._intents.confidence(q)[classes]
+            if self.classifier_lexical:
+                x = self.classifier_lexical
+                score[at] = (1 - x) * score[at] + x * self._lexical_scores(text)[at]
             order = np.lexsort((np.arange(self._n), -score, other))
         else:
             score, order = self._blended(text, q, lang, other)
@@ -344,15 +359,21 @@ class SemanticMatcher:
         entries = self.index.entries
         return [FaqMatch(entries[i], s) for i, s in zip(order.tolist(), score[order].tolist())]
 
+    def _lexical_scores(self, text: str) -> Any:
+        """The lexical matcher's score per entry (0 where it shares nothing with the question)."""
+        import numpy as np
+
+        lex = np.zeros(self._n)
+        for m in self.lexical.rank(text):
+            lex[self._pos[(m.entry.id, m.entry.lang)]] = m.score
+        return lex
+
     def _blended(self, text: str, q: Any, lang: str, other: Any) -> tuple[Any, Any]:
         """The cosine blend's scores (with the lexical score, the out-of-scope lead and the
         margin) and the entries' order: the question's language first, then by score."""
         import numpy as np
 
-        lex = np.zeros(self._n)
-        if self.weight < 1:
-            for m in self.lexical.rank(text):
-                lex[self._pos[(m.entry.id, m.entry.lang)]] = m.score
+        lex = self._lexical_scores(text) if self.weight < 1 else np.zeros(self._n)
         sims = self._matrix @ q
         padded = self._slots
         closest = -np.sort(-np.append(sims, -np.inf)[padded], axis=1)[:, :CLOSEST]
@@ -397,4 +418,4 @@ def semantic_matcher(lexical: LexicalMatcher, config: SemanticConfig,
     return SemanticMatcher(lexical, model, version, weight=config.weight, margin=config.margin,
                            margins=config.margins, out_of_scope_weight=config.out_of_scope_weight,
                            classifier_langs=config.classifier_langs, classifier_c=config.classifier_c,
-                           cache_dir=config.cache_dir, executor=executor, lock=_MODEL_LOCK)
+                           classifier_lexical=config.classifier_lexical, cache_dir=config.cache_dir, executor=executor, lock=_MODEL_LOCK)
