@@ -140,10 +140,16 @@ async def test_every_request_is_signed_bad_missing_or_for_another_url_is_403_and
     assert (missing_call.status, missing_call.body) == (400, "CallSid is missing")
     too_large = await post_signed(gateway, path, {**form, "Padding": "x" * 70_000})
     assert too_large.status == 413
-    async with aiohttp.ClientSession() as http:  # bytes that are no form in UTF-8: a clear 400
-        async with http.post(gateway.http + path, data=b"CallSid=\xff\xfe&From=%2B1",
-                             headers={"Content-Type": "application/x-www-form-urlencoded"}) as response:
-            assert (response.status, (await response.text()).startswith("the body is not an HTML form")) == (400, True)
+    garbage = b"CallSid=\xff\xfe&From=%2B1"  # bytes that are no form in UTF-8
+    signed_url_only = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + path, {})
+    seen = []
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}, {"X-Twilio-Signature": signed_url_only}):
+            async with http.post(gateway.http + path, data=garbage, headers={
+                    "Content-Type": "application/x-www-form-urlencoded", **headers}) as response:
+                seen.append((response.status, (await response.text()).split(" (")[0]))
+    assert seen == [(403, f"missing or wrong X-Twilio-Signature for {PUBLIC_URL + path}")] * 2 + [
+        (400, "the body is not an HTML form in UTF-8")]  # unsigned: refused; signed: a clear 400
     after = (await admin(gateway, "GET", "/api/conversations?channel=phone&limit=500"))["conversations"]
     assert after == before  # nothing was done
     assert (await caller.call()).said() == [WELCOME]
