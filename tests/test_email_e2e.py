@@ -318,7 +318,7 @@ async def test_reply_to_a_closed_conversation_opens_one_that_follows_it(gateway:
     mail = Mailer(gateway, sink)
     alice = await Agent.connect(gateway, ALICE_TOKEN)
     await alice.next("ready")
-    await mail.send("agent")
+    first = await mail.send("agent")
     await mail.reply()
     offer = (await alice.next("offer"))["conversation"]
     await alice.send(type="accept", conversation_id=offer["id"])
@@ -327,10 +327,15 @@ async def test_reply_to_a_closed_conversation_opens_one_that_follows_it(gateway:
     ours = await mail.reply()
     await alice.send(type="close", conversation_id=offer["id"])
     await alice.next("closed", conversation_id=offer["id"])
-    await mail.send("agent, it broke again", subject="Re: " + ours["Subject"], in_reply_to=ours["Message-ID"])
+    follow_up = await mail.send("agent, it broke again", subject="Re: " + ours["Subject"],
+                                in_reply_to=ours["Message-ID"], references=[first, ours["Message-ID"]])
     again = (await alice.next("offer"))["conversation"]
     assert again["id"] != offer["id"]
     assert again["transcript"][0]["follows"] == offer["id"]
+    # Our answer in the new conversation keeps the customer's chain: the client threads it all.
+    answer = await mail.reply()
+    assert answer["In-Reply-To"] == follow_up
+    assert answer["References"].split() == [first, ours["Message-ID"], follow_up]
 
 
 async def wait_until(check: Any, timeout: float = 15.0) -> None:

@@ -39,7 +39,7 @@ from .imap import ImapMailbox, ImapSettings
 from .parse import MailRejected, ParsedMail, parse_message
 from .smtp_in import Envelope, ListenerSettings, MailRefused, SmtpListener
 from .smtp_out import PermanentFailure as RelayRefused, Relay, RelaySettings, TemporaryFailure as RelayLater
-from .threading import find_token, lookup_ids, new_token
+from .threading import chain, find_token, lookup_ids, new_token
 
 log = logging.getLogger("contactgate.email")
 
@@ -186,7 +186,8 @@ class EmailChannel:
             files=tuple(IncomingFile(a.filename or "attachment", a.content_type, a.data) for a in mail.attachments),
             original=IncomingFile("message.eml", "message/rfc822", raw),
             thread=Thread(refs=lookup_ids(mail), token=TOKEN_PREFIX + token if token else None),
-            details={"subject": mail.subject, "from": sender}, bot_interval=self.settings.bot_interval)
+            details={"subject": mail.subject, "from": sender, "references": chain(mail)},
+            bot_interval=self.settings.bot_interval)
 
     # mail out (the outbox calls this) ----------------------------------------------------------------
     async def deliver(self, conversation: Conversation, event: Event, item: OutboxItem) -> Sent | Skipped:
@@ -209,7 +210,10 @@ class EmailChannel:
         refs = await self.gateway.conversation_refs(conversation.id, self.name)
         token = next((r.ref[1:] for r in refs if r.ref.startswith(TOKEN_PREFIX)), None) or \
             await self._new_token(conversation.id)
-        thread = [r.ref for r in refs if not r.ref.startswith((TOKEN_PREFIX, DIGEST_PREFIX))]
+        # The customer's chain first (a follow-up of a closed conversation continues the old
+        # thread), then every Message-ID of this conversation; compose_reply trims it.
+        thread = [*(mail.data.get("references") or [] if mail else []),
+                  *(r.ref for r in refs if not r.ref.startswith((TOKEN_PREFIX, DIGEST_PREFIX)))]
         message_id = f"cg.{item.id}@{self.settings.domain}"
         files = []
         for summary in event.data.get("attachments", []):

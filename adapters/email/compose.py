@@ -23,17 +23,13 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Sequence
 
-from .threading import reply_subject
+from .threading import MAX_REFERENCES, reply_subject, trim_references
 
 __all__ = ["MAX_REFERENCES", "OutgoingAttachment", "compose_reply", "new_message_id", "numbered_choices"]
 
 # 7-bit: the library then encodes every non-ASCII body in quoted-printable or base64, so the
 # mail needs no 8BITMIME from the relay; CRLF line ends as SMTP sends them.
 POLICY = policy.SMTP.clone(cte_type="7bit")
-
-# RFC 5322 3.6.4 lets References grow with the thread; long threads are trimmed the way RFC 5537
-# 3.4.4 describes for netnews: keep the first id (the thread's root) and the newest ones.
-MAX_REFERENCES = 10
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _MSGID = re.compile(r"<?([^<>\s@]+@[^<>\s@]+)>?")
@@ -164,10 +160,7 @@ def _message_id(value: str, what: str, form: re.Pattern[str] = _MSGID) -> str:
 
 
 def _references(ids: list[str], answered: str | None, own: str) -> list[str]:
-    thread = [i for i in dict.fromkeys([*ids, *([answered] if answered else [])]) if i != own]
-    if len(thread) > MAX_REFERENCES:
-        thread = [thread[0], *thread[-(MAX_REFERENCES - 1):]]
-    return thread
+    return trim_references([i for i in [*ids, *([answered] if answered else [])] if i != own])
 
 
 def _content_type(value: str) -> str:

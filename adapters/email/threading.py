@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from .parse import ParsedMail
 
-__all__ = ["ALPHABET", "TOKEN_LENGTH", "base_subject", "find_token", "lookup_ids", "new_token",
+__all__ = ["ALPHABET", "MAX_REFERENCES", "TOKEN_LENGTH", "base_subject", "chain", "find_token", "lookup_ids", "new_token", "trim_references",
            "reply_subject"]
 
 # Upper-case letters and digits without the pairs a customer reading a token aloud, or an OCR'd
@@ -64,6 +64,23 @@ def lookup_ids(mail: ParsedMail) -> tuple[str, ...]:
     """The Message-IDs to look a conversation up by, best first: In-Reply-To (the message
     answered), then References newest first. The mail's own id is left out."""
     return _ordered([*mail.in_reply_to, *reversed(mail.references)], mail.message_id)
+
+
+# RFC 5322 3.6.4 lets References grow with the thread; long threads are trimmed the way RFC 5537
+# 3.4.4 describes for netnews: keep the first id (the thread's root) and the newest ones.
+MAX_REFERENCES = 10
+
+
+def trim_references(ids: Sequence[str]) -> list[str]:
+    """``ids`` (oldest first) without repeats, at most MAX_REFERENCES: the root and the newest."""
+    thread = list(dict.fromkeys(ids))
+    return [thread[0], *thread[-(MAX_REFERENCES - 1):]] if len(thread) > MAX_REFERENCES else thread
+
+
+def chain(mail: ParsedMail) -> list[str]:
+    """The thread a mail continues, oldest first, trimmed: its References, else its In-Reply-To
+    (RFC 5322 3.6.4: a reply's References are the parent's References and the parent's id)."""
+    return trim_references([i for i in (mail.references or mail.in_reply_to) if i != mail.message_id])
 
 
 def _ordered(ids: Sequence[str], own: str | None) -> tuple[str, ...]:
