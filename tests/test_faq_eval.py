@@ -17,7 +17,7 @@ from gateway.cli import main
 from gateway.config import SelfServiceConfig, load_config
 from gateway.faq import FaqEntry, FaqIndex, FaqMatch, Synonyms
 from gateway.selfservice import SelfService, build_matcher
-from gateway.selfservice.calibration import _pick, _pick_floor, calibrate, load_calibration
+from gateway.selfservice.calibration import _pick, _pick_floor, calibrate, load_calibration, made_for_another_kb
 from gateway.selfservice.evaluate import (CalibrationError, Outcome, Question, evaluate, load_questions,
                                           outcomes)
 from gateway.selfservice.matcher import LexicalMatcher, Matcher, Thresholds, choose
@@ -247,7 +247,7 @@ def test_faq_eval_calibrate_writes_a_file_the_config_can_name(kb: Path, tmp_path
     assert main(["faq-eval", str(kb), str(questions), "--calibrate", "--target-wrong", "0",
                  "--folds", "2", "-o", str(out), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    name, version, thresholds, choices = load_calibration(out)
+    name, version, thresholds, choices, _ = load_calibration(out)
     assert (name, version) == ("lexical", LexicalMatcher.load(kb).version)
     assert thresholds == doc["calibrated"]["thresholds"]
     assert choices == doc["calibrated"]["choices"] and set(choices) == {"en", "zh"}
@@ -282,6 +282,31 @@ def test_a_calibration_for_another_matcher_version_is_refused(kb: Path, tmp_path
         bad = tmp_path / "bad.yaml"
         bad.write_text("thresholds: {en: 0.5}\n")
         load_calibration(bad)
+
+
+def test_a_kb_changed_since_its_calibration_is_said_at_load_and_in_faq_eval(kb: Path, tmp_path: Path,
+                                                                            capsys, caplog) -> None:
+    """An approved proposal or an edit moves scores: the thresholds still apply (nothing refuses
+    to start), but the gateway and faq-eval say to re-calibrate."""
+    questions = _questions(tmp_path, QUESTIONS)
+    out = tmp_path / "cal.yaml"
+    assert main(["faq-eval", str(kb), str(questions), "--calibrate", "-o", str(out)]) == 0
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="contactgate"):
+        SelfService.from_config(SelfServiceConfig(faq=kb, calibration=out))
+    assert not [r for r in caplog.records if "changed since its calibration" in r.getMessage()]
+    assert main(["faq-eval", str(kb), str(questions), "--thresholds", str(out)]) == 0
+    assert "re-calibrate" not in capsys.readouterr().err
+
+    edited = [dict(e) for e in KB]
+    edited[0] = {**edited[0], "en": {**edited[0]["en"], "alt": ["parcel whereabouts"]}}
+    kb.write_text(yaml.safe_dump(edited, allow_unicode=True), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="contactgate"):
+        ss = SelfService.from_config(SelfServiceConfig(faq=kb, calibration=out))
+    assert [r for r in caplog.records if "changed since its calibration" in r.getMessage()]
+    assert ss.thresholds.by_lang == load_calibration(out).thresholds  # still applied
+    assert main(["faq-eval", str(kb), str(questions), "--thresholds", str(out)]) == 0
+    assert "calibrated on another version of" in capsys.readouterr().err
 
 
 def test_min_score_and_thresholds_are_one_or_the_other(kb: Path, tmp_path: Path, capsys) -> None:
@@ -590,9 +615,11 @@ def test_shipped_thresholds_are_what_calibrate_picks_on_the_dev_set() -> None:
     --calibrate` after changing the KB, the dev set or the matcher)."""
     config = load_config(REPO / "config.yaml", env={}).selfservice
     assert config.calibration == REPO / "faq" / "shipping_kb.lexical.calibration.yaml"
-    name, version, thresholds, choices = load_calibration(config.calibration)
+    made = load_calibration(config.calibration)
+    name, version, thresholds, choices = made.matcher, made.version, made.thresholds, made.choices
     matcher = build_matcher(config, quiet=True)
     assert (name, version) == (matcher.name, matcher.version)
+    assert not made_for_another_kb(made, matcher)  # made on the KB as shipped
     cal = calibrate(outcomes(matcher, load_questions(DEV / "dev.yaml")), matcher=matcher)
     assert cal.thresholds == thresholds and cal.choices == choices
     assert SelfService.from_config(config).thresholds.by_lang == thresholds
@@ -611,7 +638,7 @@ def test_the_real_model_ranks_paraphrases_in_both_languages(kb: Path, tmp_path: 
         assert m.rank("where is my package right now")[0].entry.id == "track"
         assert m.rank("我的快递现在到哪里了")[0].entry.id == "track"
         assert m.rank("I can't remember how to log in")[0].entry.id == "password"
-        name, version, thresholds, _ = load_calibration(REPO / "faq" / "shipping_kb.semantic.calibration.yaml")
+        name, version, thresholds, *_ = load_calibration(REPO / "faq" / "shipping_kb.semantic.calibration.yaml")
         assert (name, version) == ("semantic", m.version)
     finally:
         m.close()

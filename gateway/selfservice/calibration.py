@@ -30,7 +30,7 @@ import yaml
 from .evaluate import SUGGESTIONS, CalibrationError, LangReport, Outcome, evaluate
 from .matcher import Matcher, Thresholds
 
-__all__ = ["CHOICES_HIT", "CHOICES_OUT", "Calibration", "CalibrationFile", "calibrate", "load_calibration",
+__all__ = ["CHOICES_HIT", "CHOICES_OUT", "Calibration", "CalibrationFile", "calibrate", "load_calibration", "made_for_another_kb",
            "write_calibration"]
 
 CALIBRATION_FORMAT = 1
@@ -195,6 +195,7 @@ class CalibrationFile(NamedTuple):
     version: str
     thresholds: dict[str, float]  # the answer's, per language
     choices: dict[str, float]  # the "did you mean" floor per language (empty in older files)
+    kb_digest: str | None = None  # kb_digest() of the KB it was made on (None in older files)
 
 
 def load_calibration(path: Path) -> CalibrationFile:
@@ -219,5 +220,13 @@ def load_calibration(path: Path) -> CalibrationFile:
             or not all(isinstance(k, str) and isinstance(v, (int, float)) and 0 < v <= 1.0001
                        for k, v in choices.items())):
         raise CalibrationError(f"{path}: 'choices' must map languages to scores in (0, 1]")
+    made = doc.get("made")
+    digest = made.get("kb_digest") if isinstance(made, dict) else None
     return CalibrationFile(matcher, version, {k: float(v) for k, v in thresholds.items()},
-                           {k: float(v) for k, v in choices.items()})
+                           {k: float(v) for k, v in choices.items()}, digest if isinstance(digest, str) else None)
+
+
+def made_for_another_kb(calibration: CalibrationFile, matcher: Matcher) -> bool:
+    """The KB's phrasings or out-of-scope messages changed since the file was made (an approved
+    proposal, an edit): its thresholds still apply, but scores moved; re-calibrate."""
+    return calibration.kb_digest is not None and calibration.kb_digest != kb_digest(matcher)

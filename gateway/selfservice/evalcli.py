@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import ConfigError, SelfServiceConfig, load_config
 from ..faq import FaqError
 from . import build_matcher
-from .calibration import CHOICES_HIT, CHOICES_OUT, calibrate, load_calibration, write_calibration
+from .calibration import CHOICES_HIT, CHOICES_OUT, calibrate, load_calibration, made_for_another_kb, write_calibration
 from .evaluate import CalibrationError, check_ids, evaluate, load_questions, outcomes, render
 from .matcher import Thresholds
 
@@ -69,12 +69,15 @@ def run(args: argparse.Namespace) -> int:
         by_lang = dict(ss.thresholds)
         choices = dict(ss.choices_thresholds)
         if args.thresholds:
-            name, version, calibrated, floors = load_calibration(Path(args.thresholds))
-            if (name, version) != (matcher.name, matcher.version):
-                print(f"{args.thresholds}: calibrated for {name} {version}, not for {matcher.name}"
+            made = load_calibration(Path(args.thresholds))
+            if (made.matcher, made.version) != (matcher.name, matcher.version):
+                print(f"{args.thresholds}: calibrated for {made.matcher} {made.version}, not for {matcher.name}"
                       f" {matcher.version}", file=sys.stderr)
                 return EXIT_USAGE
-            by_lang, choices = calibrated, floors
+            if made_for_another_kb(made, matcher):
+                print(f"{args.thresholds}: calibrated on another version of {kb} (its phrasings or"
+                      " out-of-scope messages changed): re-calibrate", file=sys.stderr)
+            by_lang, choices = made.thresholds, made.choices
     except (FaqError, CalibrationError) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE

@@ -8,6 +8,7 @@ for one KB only. The first KB whose ``when`` holds answers; when none does, the 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -18,12 +19,14 @@ from routing.contact import Contact
 from ..config import SelfServiceConfig
 from ..faq import FaqIndex, detect_lang
 from ..store import NotFound
-from .calibration import load_calibration
+from .calibration import load_calibration, made_for_another_kb
 from .evaluate import CalibrationError
 from .matcher import Matcher, Thresholds
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
+
+log = logging.getLogger("contactgate")
 
 __all__ = ["DEFAULT_KB", "KnowledgeBase", "KnowledgeBaseError", "choose_kb", "conversation_kb", "thresholds_for"]
 
@@ -90,7 +93,8 @@ def thresholds_for(config: SelfServiceConfig, matcher: Matcher, *, calibration: 
     by_lang: dict[str, float] = {}
     choices: dict[str, float] = {}
     if calibration is not None:
-        name, version, calibrated, floors = load_calibration(calibration)
+        made = load_calibration(calibration)
+        name, version, calibrated, floors = made.matcher, made.version, made.thresholds, made.choices
         fell_back = matcher.name != config.matcher
         if fell_back and name == config.matcher:
             calibrated = floors = {}  # made for the matcher we could not start: not valid for this one
@@ -99,6 +103,11 @@ def thresholds_for(config: SelfServiceConfig, matcher: Matcher, *, calibration: 
                 f"{calibration}: calibrated for matcher {name} {version}, but the"
                 f" matcher is {matcher.name} {matcher.version}; re-calibrate:"
                 f" contactgate faq-eval KB QUESTIONS.yaml --config CONFIG --calibrate")
+        elif made_for_another_kb(made, matcher):
+            log.warning("selfservice: the KB changed since its calibration; its thresholds still"
+                        " apply, re-calibrate to keep the wrong-answer rate measured",
+                        extra={"calibration": str(calibration), "kb_digest": made.kb_digest,
+                               "fix": "contactgate faq-eval KB QUESTIONS.yaml --config CONFIG --calibrate"})
         by_lang.update(calibrated)
         choices.update(floors)
     by_lang.update(thresholds)
