@@ -688,8 +688,6 @@ def _kb_with_out_of_scope(tmp_path: Path, entries: list | None = None) -> Path:
 def test_the_intent_classifier_scores_the_languages_it_is_given(tmp_path: Path) -> None:
     """For an English question: (1 + p(entry) - p(none)) / 2 from a logistic regression over the
     English phrasings and out-of-scope messages; a Chinese question keeps the blend's scores."""
-    import numpy as np
-
     from gateway.selfservice.semantic import SemanticMatcher
 
     lexical, cache, model = LexicalMatcher.load(_kb_with_out_of_scope(tmp_path)), tmp_path / "cache", _BagOfLetters()
