@@ -52,6 +52,11 @@ BotTurn = Literal["answer", "quiet", "greet", "handoff"]
 # that limits the bot's replies against autoresponder loops (email's bot_interval) sends it.
 REPLYING = "replying"
 
+# Set (true) in a customer message's data when its text is the channel's account of what the
+# customer did, not their words ("pressed 2", "Incoming call from …"): the agent's KB
+# suggestions are not matched against it, nor is it a knowledge-capture question.
+NOT_WORDS = "not_words"
+
 
 @dataclass(frozen=True, slots=True)
 class Inbound:

@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from adapters.base import NOT_WORDS
+
 from .config import GatewayConfig
 from .desk.directory import directory
 from .desk.dispositions import checked_disposition
@@ -69,7 +71,8 @@ class AgentConnection:
             if event.client_id:
                 frame["id"] = event.client_id
             if event.author is Author.CUSTOMER and event.text:
-                frame["suggestions"] = await kb.suggestions(self.pipeline, event.text, cid)
+                asked = kb.asked(self.pipeline, event)
+                frame["suggestions"] = await kb.suggestions(self.pipeline, asked, cid) if asked.strip() else []
             await self.sender.write(frame)
         elif event.kind is EventKind.ASSIGNED:
             await self.sender.write({"type": "assigned", "conversation_id": cid, "seq": event.seq})
@@ -92,8 +95,8 @@ class AgentConnection:
 
 # What an event's data adds to its frame when present: the files, the mail's subject and
 # sender, the closed conversation this one follows, the original message.
-SHOWN_DATA = ("attachments", "original", "subject", "from", "follows", "edited", "choice", "choices", "faq",
-              "handoff", "guesses", "suggestion")
+SHOWN_DATA = ("attachments", "original", "subject", "from", "references", "follows", "edited", "choice", "choices",
+              "faq", "handoff", "guesses", "suggestion", NOT_WORDS)
 
 
 def event_frame(event: Event) -> dict[str, Any]:

@@ -332,6 +332,7 @@ async def test_reply_to_a_closed_conversation_opens_one_that_follows_it(gateway:
     again = (await alice.next("offer"))["conversation"]
     assert again["id"] != offer["id"]
     assert again["transcript"][0]["follows"] == offer["id"]
+    assert again["transcript"][0]["references"] == [first.strip("<>"), ours["Message-ID"].strip("<>")]
     # Our answer in the new conversation keeps the customer's chain: the client threads it all.
     answer = await mail.reply()
     assert answer["In-Reply-To"] == follow_up

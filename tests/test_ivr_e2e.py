@@ -252,6 +252,12 @@ async def test_a_call_to_an_agent_carries_the_bots_guesses_for_the_callers_quest
     assert offer["handoff"]["reason"] == "asked"
     assert offer["handoff"]["guesses"][0]["faq_id"] == "lost-parcel"
     assert offer["ivr"]["speech"] == ["我的快递丢了", "人工"]
+    # The agent's suggestions are for what the caller said, not for the gateway's account of
+    # the call ("Incoming call from …", "pressed 8", the route), which are marked not_words.
+    marked = [e["text"] for e in offer["transcript"] if e["author"] == "customer" and e.get("not_words")]
+    assert marked[:2] == ["Incoming call from +8613800000077", "pressed 8"] and len(marked) == 3
+    assert [s["faq_id"] for s in offer["suggestions"]][:1] == ["lost-parcel"]
+    assert "opening-hours-service" not in [s["faq_id"] for s in offer["suggestions"]]  # what "人工" alone gets
     await caller.hang_up()
     _, events = await call_conversation(gateway, caller)
     assert closing(events)["disposition"] == "abandoned"

@@ -27,7 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from twilio.request_validator import RequestValidator
 
-from adapters.base import GatewayPort, Inbound, Thread
+from adapters.base import NOT_WORDS, GatewayPort, Inbound, Thread
 from gateway.locks import KeyedLocks
 from gateway.logs import about
 from gateway.model import Conversation, ConversationState, Event, EventKind
@@ -179,7 +179,7 @@ class IvrChannel:
         receipt = await self.gateway.receive(Inbound(
             channel=self.name, address=_identity(caller, sid), text=f"Incoming call from {caller}", client_id=f"{sid}:call",
             profile={"phone": caller} if _dialable(caller) else {}, thread=Thread(refs=(sid,)),
-            details={"call_sid": sid, "to": params.get("To")}, bot="quiet"))
+            details={"call_sid": sid, "to": params.get("To"), NOT_WORDS: True}, bot="quiet"))
         cid = receipt.event.conversation_id
         await self.gateway.add_ref(self.name, sid, cid)
         conversation = await self.gateway.get_conversation(cid)
@@ -297,7 +297,8 @@ class IvrChannel:
     async def _effect(self, sid: str, cid: str, call: Call, effect: Any, step: Step) -> None:
         if isinstance(effect, Heard):
             try:
-                await self.gateway.customer_message(cid, effect.text, f"{sid}:in:{len(call.inputs)}", bot="quiet")
+                await self.gateway.customer_message(cid, effect.text, f"{sid}:in:{len(call.inputs)}", bot="quiet",
+                                                    details=None if effect.speech else {NOT_WORDS: True})
             except ConversationError:  # closed meanwhile (an agent closed a bridged call): nothing to add to
                 pass
         elif isinstance(effect, Answered):
@@ -309,7 +310,7 @@ class IvrChannel:
                 channel=self.name, address=_identity(call.caller, sid), text=" ".join(effect.route),
                 client_id=f"{sid}:agent:{len(call.inputs)}",
                 profile={"language": effect.language}, thread=Thread(refs=(sid,)),
-                details={"ivr": self._summary(sid, call)}, bot="handoff",
+                details={"ivr": self._summary(sid, call), NOT_WORDS: True}, bot="handoff",
                 question=call.questions[-1] if call.questions else None))  # the guesses: for the last question
         elif isinstance(effect, LeftQueue):
             self._positions.pop(cid, None)

@@ -191,6 +191,15 @@ class SelfService:
             return True
         return any(phrase in text for phrase in self._cjk_phrases)
 
+    def without_handoff_phrases(self, text: str) -> str:
+        """``text`` without its handoff phrases ("How do I track it? I need an agent" keeps the
+        question; "人工" leaves nothing), for matching what a customer asked."""
+        if self._latin is not None:
+            text = self._latin.sub(" ", text)
+        for phrase in self._cjk_phrases:
+            text = text.replace(phrase, " ")
+        return text
+
     def reply(self, text: str, unanswered_before: int, channel: str | None = None, *,
               kb: KnowledgeBase | None = None) -> Reply:
         """``channel``: the conversation's channel, whose ``selfservice.channels`` entry (if

@@ -13,6 +13,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from adapters.base import NOT_WORDS
+
 from ..model import Author, Event, EventKind
 from ..store import NotFound
 from ..store.kb import KbProposal
@@ -36,6 +38,25 @@ RECENT = 3  # customer messages an offer's suggestions are matched against
 KEPT = 512
 _kept: "weakref.WeakKeyDictionary[SelfService, OrderedDict[tuple[int, str, bytes], list[dict[str, Any]]]]" = \
     weakref.WeakKeyDictionary()
+
+
+def asked(pipeline: "Pipeline", event: Event) -> str:
+    """What a customer message asks the KB, for its suggestions: the text without its handoff
+    phrases; "" for what the customer says to the bot rather than asks (a pick of its choices, a
+    command, a yes or no to "did this help?", a handoff phrase alone: "人工") and for the channel's account
+    of what the customer did (NOT_WORDS: "pressed 2")."""
+    text = event.text or ""
+    policy = pipeline.config.selfservice.policy
+    if (event.data.get("choice") is not None or event.data.get("command") or event.data.get(NOT_WORDS)
+            or pick_number(text) is not None or yes_or_no(text, policy.yes_words, policy.no_words) is not None):
+        return ""
+    rest = pipeline.selfservice.without_handoff_phrases(text)
+    return text if rest == text else (rest if any(ch.isalnum() for ch in rest) else "")
+
+
+def is_question(pipeline: "Pipeline", event: Event) -> bool:
+    """A knowledge-capture question: a message that asks something and no handoff phrase."""
+    return bool(asked(pipeline, event).strip()) and not pipeline.selfservice.asks_for_human(event.text or "")
 
 
 async def suggestions(pipeline: "Pipeline", text: str, conversation_id: str | None = None) -> list[dict[str, Any]]:
@@ -64,7 +85,8 @@ async def offer_extras(pipeline: "Pipeline", conversation_id: str, events: Seque
         if event.author is Author.BOT and event.kind is EventKind.MESSAGE and event.data.get("handoff"):
             extras["handoff"] = {"reason": event.data["handoff"], "guesses": event.data.get("guesses") or []}
             break
-    said = [e.text for e in events if e.author is Author.CUSTOMER and e.kind is EventKind.MESSAGE and e.text]
+    said = [asked(pipeline, e) for e in events if e.author is Author.CUSTOMER and e.kind is EventKind.MESSAGE]
+    said = [text for text in said if text.strip()]
     extras["suggestions"] = await suggestions(pipeline, "\n".join(said[-RECENT:]), conversation_id)
     return extras
 
@@ -123,18 +145,7 @@ async def propose(pipeline: "Pipeline", agent_id: str, conversation_id: str, fie
     index = (await conversation_kb(pipeline, conversation_id, bot_phase_text(events))).index
     known = {e.id for e in index.entries} if index is not None else set()
     langs = {_primary_lang(e.lang) for e in index.entries} if index is not None else set()
-    policy = pipeline.config.selfservice.policy
-
-    def is_question(event: Event) -> bool:
-        """Not what a customer says to the bot rather than asks: a pick of its choices, a
-        command, "agent please", a yes or no to "did this help?"."""
-        text = event.text or ""
-        return not (event.data.get("choice") is not None or event.data.get("command")
-                    or pick_number(text) is not None
-                    or pipeline.selfservice.asks_for_human(text)
-                    or yes_or_no(text, policy.yes_words, policy.no_words) is not None)
-
-    proposed = read_proposal(fields, events, known, langs=langs, is_question=is_question)
+    proposed = read_proposal(fields, events, known, langs=langs, is_question=lambda e: is_question(pipeline, e))
     return await pipeline.store.add_kb_proposal(
         conversation_id=conversation_id, agent_id=agent_id, kind=proposed.kind, faq_id=proposed.faq_id,
         lang=proposed.lang, question=proposed.question, answer=proposed.answer)
