@@ -43,6 +43,11 @@ def test_a_phrasing_goes_under_the_last_alt_line_and_the_rest_of_the_file_stays(
     assert FaqIndex.load(kb).out_of_scope == FaqIndex.load(SHIPPED).out_of_scope
     assert approve_into(kb, proposal("phrasing", 'where\'s my "box"?', faq_id="track-parcel")).endswith(
         "already has this phrasing")
+    # Case, spaces and punctuation aside, as the matchers read it: not added twice.
+    unchanged = kb.read_text(encoding="utf-8")
+    assert approve_into(kb, proposal("phrasing", "WHERE'S  my box!", faq_id="track-parcel")).endswith(
+        "already has this phrasing")
+    assert kb.read_text(encoding="utf-8") == unchanged
     zh = approve_into(kb, proposal("phrasing", "包裹在哪儿", faq_id="track-parcel", lang="zh"))
     assert zh.endswith("(zh)") and "包裹在哪儿" in phrasings(kb, "track-parcel", "zh")
 
@@ -100,6 +105,13 @@ def test_a_new_entry_is_appended_with_a_free_id(tmp_path: Path) -> None:
     assert note == "added entry do-you-deliver-on-sundays"
     again = approve_into(kb, proposal("entry", "Do you deliver on Sundays?", answer="Yes", pid="p2"))
     assert again == "already in the KB as do-you-deliver-on-sundays"
+    unchanged = kb.read_text(encoding="utf-8")
+    for pid, question in (("p3", "do you deliver on sundays"), ("p4", "DO YOU DELIVER ON SUNDAYS ?!")):
+        assert approve_into(kb, proposal("entry", question, faq_id="sunday-delivery", answer="Yes", pid=pid)) == \
+            "already in the KB as do-you-deliver-on-sundays"
+    alt = phrasings(kb, "track-parcel", "en")[1]  # an alternative phrasing, not the question
+    assert approve_into(kb, proposal("entry", alt.upper(), answer="Yes", pid="p5")) == "already in the KB as track-parcel"
+    assert kb.read_text(encoding="utf-8") == unchanged
     taken = approve_into(kb, proposal("entry", "Chinese question", faq_id="track-parcel", answer="A", lang="zh"))
     assert taken == "added entry chinese-question"  # an id already taken is not reused
     entries = FaqIndex.load(kb).entries

@@ -30,7 +30,8 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gat
     shutil.copy(REPO / "faq" / "shipping_kb.yaml", kb)
     config = gateway_config(f"sqlite:///{directory / 'gateway.db'}")
     config["server"].update(admin_token=ADMIN_TOKEN, reload_poll=0)
-    config["selfservice"] = {"faq": "kb.yaml", "min_score": 0.9, "choices_min_score": 0.24, "max_unanswered": 3}
+    config["selfservice"] = {"faq": "kb.yaml", "min_score": 0.9, "choices_min_score": 0.24, "max_unanswered": 3,
+                             "handoff": {"en": "Let me find you an agent. Please hold on.", "zh": "正在为您转接人工客服,请稍候。"}}
     process = await GatewayProcess.write_config(directory, config).start()
     process.kb = kb  # type: ignore[attr-defined]
     yield process
@@ -86,6 +87,9 @@ async def test_did_you_mean_helpful_no_offer_suggestions_and_knowledge_capture(
     offer = (await alice.next("offer"))["conversation"]
     assert offer["handoff"]["reason"] == "not_helpful"
     assert all({"faq_id", "question", "score"} <= set(g) for g in offer["handoff"]["guesses"])
+    # For the customer's question, not for the label of the pick (which scores 1 for its entry).
+    guesses = offer["handoff"]["guesses"]
+    assert [g["faq_id"] for g in guesses] == [c["value"] for c in asked["choices"]] and guesses[0]["score"] < 0.9
     suggestion = offer["suggestions"][0]
     assert suggestion["faq_id"] == "damaged-parcel" and suggestion["answer"].startswith("Sorry about that.")
     assert {"question", "score", "lang"} <= set(suggestion)
@@ -165,6 +169,33 @@ async def test_did_you_mean_helpful_no_offer_suggestions_and_knowledge_capture(
     assert 'contactgate_kb_outcomes_total{faq_id="damaged-parcel",outcome="handed_off"} 1.0' in metrics
     for client in (alice, customer, again):
         await client.close()
+
+
+async def test_a_handoff_phrase_alone_asks_nothing(gateway: GatewayProcess) -> None:
+    """docs/protocol.md (the offer's handoff): after a handoff phrase, the guesses are those of
+    the question before it, none without one; docs/selfservice.md: said in that question's
+    language. A message with a question and the phrase is guessed for its question."""
+    alice = await Agent.connect(gateway, ALICE_TOKEN)
+    await alice.expect("ready")
+    offers = []
+    for n, messages in enumerate((["agent"], ["如何查询包裹物流?", "/agent"], ["How do I track my parcel? I need an agent"])):
+        customer = await Customer.connect(gateway)
+        await bot(customer)
+        for m, text in enumerate(messages):
+            await say(customer, text, f"c{n}{m}")
+            last = await bot(customer)
+        offer = (await alice.next("offer"))["conversation"]
+        offers.append((last["text"], offer["handoff"]))
+        await alice.send(type="accept", conversation_id=offer["id"])
+        await alice.next("assigned", conversation_id=offer["id"])
+        await alice.send(type="close", conversation_id=offer["id"])
+        await alice.next("closed", conversation_id=offer["id"])
+        await customer.close()
+    assert offers[0] == ("Let me find you an agent. Please hold on.", {"reason": "asked", "guesses": []})
+    text, handoff = offers[1]
+    assert text == "正在为您转接人工客服,请稍候。" and handoff["guesses"][0]["faq_id"] == "track-parcel"
+    assert offers[2][1]["guesses"][0]["faq_id"] == "track-parcel"
+    await alice.close()
 
 
 async def test_helpful_yes_by_word_then_an_angry_message_hands_off(gateway: GatewayProcess) -> None:

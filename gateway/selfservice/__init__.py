@@ -173,14 +173,14 @@ class SelfService:
         """:meth:`reply` for the event loop: a matcher that runs a model (it has an
         ``executor``) is asked in its worker thread, one question at a time, so the loop
         never waits on it; the lexical one is fast enough to run inline (~0.1 ms)."""
-        kb = kb or self._kb_for(text, channel)
+        kb = kb or self.kb_for_question(text, channel)
         executor = getattr(kb.matcher, "executor", None)
         if executor is None:
             return self.reply(text, unanswered_before, channel, kb=kb)
         return await asyncio.get_running_loop().run_in_executor(
             executor, functools.partial(self.reply, text, unanswered_before, channel, kb=kb))
 
-    def _kb_for(self, text: str, channel: str | None) -> KnowledgeBase:
+    def kb_for_question(self, text: str, channel: str | None) -> KnowledgeBase:
         """Without a contact: the KB for what a question alone tells, its channel and language."""
         if not self.knowledge_bases:
             return self.default_kb
@@ -205,7 +205,7 @@ class SelfService:
         """``channel``: the conversation's channel, whose ``selfservice.channels`` entry (if
         any) sets its own ``max_unanswered`` and a ``min_score`` the threshold is raised to. ``kb``: the KB to answer from
         (:meth:`for_contact`); None: the one the channel and the question's language choose."""
-        kb = kb or self._kb_for(text, channel)
+        kb = kb or self.kb_for_question(text, channel)
         lang = detect_lang(text)
         if self.asks_for_human(text):
             return Handoff(localized(self.config.handoff, lang), "asked")

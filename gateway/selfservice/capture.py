@@ -28,7 +28,7 @@ from typing import Any, Callable, Collection, Sequence
 import yaml
 
 from ..configfile import mapping_value
-from ..faq import FaqError, FaqIndex, detect_lang
+from ..faq import FaqError, FaqIndex, detect_lang, normalize
 from ..model import Author, Event, EventKind
 from ..pipeline import ConversationError
 from ..store.kb import KbProposal, ProposalKind
@@ -150,10 +150,26 @@ def _slug(question: str, taken: set[str], fallback: str) -> str:
     return found
 
 
+def _phrasings(raw: Any, lang: str) -> list[Any]:
+    """An entry's question and alternatives in ``lang``, as the file has them (either layout)."""
+    if not isinstance(raw, dict):
+        return []
+    if "question" in raw or "answer" in raw:
+        return [raw.get("question"), *(raw.get("alternatives") or [])] if str(raw.get("lang", "en")) == lang else []
+    block = raw.get(lang)
+    return [block.get("q"), *(block.get("alt") or [])] if isinstance(block, dict) else []
+
+
+def _has(phrasings: Sequence[Any], question: str) -> bool:
+    """``question`` is one of them, case, spaces and punctuation aside (as the matchers read it)."""
+    said = normalize(question)
+    return any(isinstance(p, str) and normalize(p) == said for p in phrasings)
+
+
 def _add_entry(text: str, data: list[Any], proposal: KbProposal) -> tuple[str, str]:
     taken = {str(raw.get("id")) for raw in data if isinstance(raw, dict)}
     for raw in data:
-        if isinstance(raw, dict) and isinstance(raw.get(proposal.lang), dict) and raw[proposal.lang].get("q") == proposal.question:
+        if _has(_phrasings(raw, proposal.lang), proposal.question):
             return text, f"already in the KB as {raw.get('id')}"
     faq_id = proposal.faq_id if proposal.faq_id and proposal.faq_id not in taken else _slug(proposal.question, taken, proposal.id)
     block = (f"- id: {faq_id}\n  {proposal.lang}: {{q: {_quote(proposal.question)}, a: {_quote(proposal.answer or '')}}}\n")
@@ -174,15 +190,15 @@ def _add_phrasing(text: str, raw: dict[str, Any], node: yaml.Node, proposal: KbP
         if str(raw.get("lang", "en")) != proposal.lang:
             raise ProposalRejected("no_language", f"entry {proposal.faq_id} is in {raw.get('lang', 'en')!r}, "
                                    f"not {proposal.lang!r}; add the phrasing by hand")
-        holder, key, existing = node, "alternatives", [raw.get("question"), *(raw.get("alternatives") or [])]
+        holder, key, existing = node, "alternatives", _phrasings(raw, proposal.lang)
     else:
         found = mapping_value(node, proposal.lang)
         block = raw.get(proposal.lang)
         if not isinstance(found, yaml.MappingNode) or not isinstance(block, dict):
             raise ProposalRejected("no_language", f"entry {proposal.faq_id} has no {proposal.lang!r} block; "
                                    "add the language by hand")
-        holder, key, existing = found, "alt", [block.get("q"), *(block.get("alt") or [])]
-    if proposal.question in existing:
+        holder, key, existing = found, "alt", _phrasings(raw, proposal.lang)
+    if _has(existing, proposal.question):
         return text, f"{proposal.faq_id} already has this phrasing"
     note = f"added a phrasing to {proposal.faq_id} ({proposal.lang})"
     quoted = _quote(proposal.question)

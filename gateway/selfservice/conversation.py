@@ -163,8 +163,7 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
             return _said(memo, _replying(made))
     if memo.asking == "did_you_mean" and option is not None:
         entry = _entry(selfservice, option.value, lang, kb)
-        if entry is not None:
-            memo.question = normalize(option.text)
+        if entry is not None:  # memo.question stays the customer's: a later handoff's guesses are for it
             return _said(memo, _replying(_answer(config, memo, Candidate(
                 entry.id, entry.question, entry.answer, memo.scores.get(entry.id, 0.0)), entry.lang, picked=True)))
     if memo.asking == "did_you_mean" and yes_or_no(text, policy.yes_words, policy.no_words) == "no":
@@ -191,12 +190,18 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         best = reply.candidates[0] if reply.candidates else Candidate(reply.faq_id, "", reply.text, reply.score)
         return _said(memo, _answer(config, memo, best, lang))
     if isinstance(reply, Handoff):
-        if reply.reason == "asked" and previous:
-            # "agent please" after a question: the guesses are for that question, not the phrase.
-            guesses = tuple(await top_entries(selfservice, previous, MAX_CHOICES, kb))
-        else:
+        said = reply.text
+        if reply.reason != "asked":
             guesses = reply.candidates or tuple((await top_entries(selfservice, text, MAX_CHOICES, kb)))
-        return _said(memo, _handoff_turn(memo, reply.text, reply.reason, guesses))
+        elif not any(ch.isalnum() for ch in selfservice.without_handoff_phrases(text)):
+            # A handoff phrase alone ("agent", "/agent", "人工") asks nothing, like a command: the
+            # guesses are for the question before it (none without one), said in its language.
+            memo.question = previous
+            guesses = tuple(await top_entries(selfservice, previous, MAX_CHOICES, kb)) if previous else ()
+            said = localized(config.handoff, detect_lang(previous)) if previous else said
+        else:  # "How do I track it? I need an agent": for the question in it, when the KB has one
+            guesses = await _asked_in(selfservice, selfservice.without_handoff_phrases(text), channel, kb)
+        return _said(memo, _handoff_turn(memo, said, reply.reason, guesses))
     if isinstance(reply, Choices):
         memo.unanswered += 1
         memo.stuck_since = memo.stuck_since or now
@@ -209,6 +214,15 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
             "choices": [c.as_json() for c in memo.choices], "numbered_hint": localized(policy.numbered_hint, lang)})]))
     assert isinstance(reply, NoAnswer)
     return _said(memo, _not_answered(memo, reply.text, now))
+
+
+async def _asked_in(selfservice: SelfService, text: str, channel: str, kb: KnowledgeBase | None) -> tuple[Candidate, ...]:
+    """The guesses for what is left of a message besides its handoff phrases: those the bot would
+    at least offer as "did you mean" ("I need a person please" leaves words the KB has no entry for)."""
+    kb = kb or selfservice.kb_for_question(text, channel)
+    floor = kb.thresholds.choices_for_text(text)
+    floor = kb.thresholds.for_text(text) if floor is None else floor
+    return tuple(c for c in await top_entries(selfservice, text, MAX_CHOICES, kb) if c.score >= floor)
 
 
 def _not_answered(memo: BotMemo, text: str, now: datetime) -> Turn:
