@@ -193,14 +193,21 @@ async def take_turn(selfservice: SelfService, config: SelfServiceConfig, memo: B
         said = reply.text
         if reply.reason != "asked":
             guesses = reply.candidates or tuple((await top_entries(selfservice, text, MAX_CHOICES, kb)))
-        elif not any(ch.isalnum() for ch in selfservice.without_handoff_phrases(text)):
-            # A handoff phrase alone ("agent", "/agent", "人工") asks nothing, like a command: the
-            # guesses are for the question before it (none without one), said in its language.
-            memo.question = previous
-            guesses = tuple(await top_entries(selfservice, previous, MAX_CHOICES, kb)) if previous else ()
-            said = localized(config.handoff, detect_lang(previous)) if previous else said
-        else:  # "How do I track it? I need an agent": for the question in it, when the KB has one
-            guesses = await _asked_in(selfservice, selfservice.without_handoff_phrases(text), channel, kb)
+        else:
+            # "agent please" after a question: the guesses are for that question, not the phrase.
+            # A handoff phrase alone ("agent", "/agent", "人工") asks nothing, like a command: said
+            # in the language of the question before it; none without one. "How do I track it? I
+            # need an agent" as the first message: for the question in it, when the KB has one.
+            rest = selfservice.without_handoff_phrases(text)
+            alone = not any(ch.isalnum() for ch in rest)
+            if previous:
+                memo.question = previous
+                guesses = tuple(await top_entries(selfservice, previous, MAX_CHOICES, kb))
+                said = localized(config.handoff, detect_lang(previous)) if alone else said
+            elif alone:
+                memo.question, guesses = None, ()
+            else:
+                guesses = await _asked_in(selfservice, rest, channel, kb)
         return _said(memo, _handoff_turn(memo, said, reply.reason, guesses))
     if isinstance(reply, Choices):
         memo.unanswered += 1
