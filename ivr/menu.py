@@ -68,7 +68,7 @@ class Option(Target):
 
     key: str | None = None
     # Words that choose this option when the caller speaks: a list, or per language
-    # ({en: [billing, invoice], zh: [账单]}); a word inside the speech result counts.
+    # ({en: [billing, invoice], zh: [账单]}); a word of the speech result counts (a Chinese one anywhere in it).
     words: dict[str, list[str]] = {}
     then: str | None = None        # after a faq answer: this node (default: the menu's after_answer)
 
@@ -100,9 +100,20 @@ class Option(Target):
         said = speech.casefold()
         for lang, words in self.words.items():
             if lang in ("any", language):
-                if any(w.casefold() in said for w in words if w.strip()):
+                if any(_spoken(w.casefold().strip(), said) for w in words if w.strip()):
                     return True
         return False
+
+
+# Chinese is written without spaces: a word of it counts anywhere in the speech result; other
+# words (and phrases) count whole, so "person" is not heard in "personally".
+_IDEOGRAPH = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def _spoken(word: str, said: str) -> bool:
+    if _IDEOGRAPH.search(word):
+        return word in said
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", said) is not None
 
 
 class Gather(Strict):

@@ -91,6 +91,10 @@ def test_words_choose_an_option_and_speech_is_asked_of_the_faq_in_the_callers_la
     m = machine()
     step = m.input(m.start("+15550100").call, speech="I have a question about my invoice")
     assert step.call.node == "billing"
+    # A word counts whole: "agent" is not heard in "agents" or "reagent", nor "billing" in "rebilling".
+    for speech in ("no agents are needed", "reagent prices", "rebilling"):
+        assert m.input(m.start("+15550100").call, speech=speech).call.node == "main", speech
+    assert m.input(m.start("+15550100").call, speech="Agent, please.").effects[-1].__class__.__name__ == "ToAgent"
     zh = m.input(m.input(m.start("+15550100").call, digits="8").call, speech="多久能到",
                  faq=FaqHit("delivery-time", "两到四天。"))
     assert zh.call.language == "zh-CN" and ("Say", "两到四天。") in heard(zh)
