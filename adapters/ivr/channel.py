@@ -373,8 +373,13 @@ def _changed(before: Call, after: Call) -> bool:
     return before.to_json() | {"announced_at": None} != after.to_json() | {"announced_at": None}
 
 
+# What Twilio writes in From for a withheld caller id: ANONYMOUS, RESTRICTED, UNKNOWN and BLOCKED
+# on a keypad. No caller has these numbers.
+WITHHELD = frozenset({"+266696687", "+7378742833", "+8656696", "+2562533"})
+
+
 def _dialable(number: str) -> bool:
-    return number.startswith("+") and number[1:].isdigit()
+    return number.startswith("+") and number[1:].isdigit() and number not in WITHHELD
 
 
 def _identity(caller: str, sid: str) -> str:
