@@ -317,6 +317,58 @@ async def test_a_callback_confirmed_with_another_number_reaches_an_agent(gateway
     assert closing(events)["disposition"] == "callback_requested"
 
 
+async def test_an_accepted_call_stays_on_the_desk_when_the_caller_leaves_before_being_connected(
+        gateway: GatewayProcess, alice: Agent) -> None:
+    """docs/channels.md: the agent's desk keeps an accepted call until the agent closes it; the
+    caller hanging up (before the next wait request connects them), or leaving a callback when the
+    agent's phone did not answer, does not close it: the agent is told."""
+    async def accepted(caller: Caller) -> str:
+        await caller.call()
+        await caller.press("0")
+        offer = (await alice.next("offer"))["conversation"]
+        await alice.send(type="accept", conversation_id=offer["id"])
+        await alice.next("assigned", conversation_id=offer["id"])
+        return offer["id"]
+
+    async def still_on_the_desk(caller: Caller, cid: str) -> None:
+        conversation, events = await call_conversation(gateway, caller)
+        assert conversation["state"] == "assigned" and not [e for e in events if e["kind"] == "closed"]
+        await alice.send(type="close", conversation_id=cid, disposition="resolved")
+        await alice.next("closed", conversation_id=cid)
+        _, events = await call_conversation(gateway, caller)
+        assert closing(events)["disposition"] == "resolved"
+
+    hung_up = Caller(gateway, "+15550161")
+    cid = await accepted(hung_up)
+    await hung_up.hang_up()  # before any wait request: never connected
+    await hung_up.hang_up()  # the status callback again
+    told = await alice.next("notice", conversation_id=cid, notice="caller_left")
+    assert told["text"] == "The caller hung up before being connected."
+    await still_on_the_desk(hung_up, cid)
+    # What the caller pressed is stored before the state it led to (docs/channels.md, step 3).
+    _, events = await call_conversation(gateway, hung_up)
+    pressed = next(n for n, e in enumerate(events) if e["kind"] == "message" and e["text"] == "pressed 0")
+    waiting = next(n for n, e in enumerate(events) if e["kind"] == "notice" and e["data"].get("call", {}).get("phase") == "queued")
+    assert pressed < waiting
+
+    no_answer = Caller(gateway, "+15550162")
+    cid = await accepted(no_answer)
+    assert (await no_answer.wait()).verbs() == ["Leave"]
+    await no_answer.queue_ended("leave")
+    assert "Gather" in (await no_answer.dial_ended("no-answer")).verbs()  # offered a callback
+    assert (await no_answer.press("1")).verbs() == ["Say", "Hangup"]
+    callback = (await alice.next("offer"))["conversation"]  # the callback request comes first
+    assert callback["channel"] == "callback" and callback["ivr"]["call_conversation_id"] == cid
+    told = await alice.next("notice", conversation_id=cid, notice="caller_left")
+    assert told["text"].startswith("The caller asked to be called back")
+    await no_answer.hang_up()
+    await still_on_the_desk(no_answer, cid)
+    await alice.send(type="accept", conversation_id=callback["id"])
+    await alice.next("assigned", conversation_id=callback["id"])
+    await alice.send(type="close", conversation_id=callback["id"], disposition="reached")
+    await alice.next("closed", conversation_id=callback["id"])
+
+
 async def test_outside_hours_the_closed_message_and_the_callback(gateway: GatewayProcess) -> None:
     caller = Caller(gateway, "+15550144", channel="night")
     closed = await caller.call()

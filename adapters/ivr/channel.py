@@ -48,6 +48,12 @@ CACHE_CALLS = 10_000
 STATE_NOTICE = "ivr"
 # How a call that ends in each phase closes its conversation (a bridged call is the agent's to close).
 CLOSE_AS = {"menu": "self_service", "callback": "hung_up", "queued": "abandoned"}
+# What an accepted call's agent is told when the caller leaves before being connected.
+CALLER_LEFT = {"abandoned": "The caller hung up before being connected.",
+               "hung_up": "The caller hung up before being connected.",
+               "callback_requested": "The caller asked to be called back (a callback request follows).",
+               "left_queue_callback": "The caller asked to be called back (a callback request follows).",
+               "left_queue_max_wait": "The caller waited too long and left."}
 DIAL = r"^(client:[A-Za-z0-9_.@-]+|sip:\S+|\+?[0-9]{5,20})$"
 
 
@@ -286,12 +292,18 @@ class IvrChannel:
         said once it is stored."""
         call = step.call
         with about(cid):
+            # What the caller pressed or said first (stored once by its id, should this step be
+            # replayed), then the state it led to, then what that state does.
+            heard = [e for e in step.effects if isinstance(e, Heard)]
+            for effect in heard:
+                await self._effect(sid, cid, call, effect, step)
             if before is None or _changed(before, call):
                 await self.gateway.record_notice(self.name, [sid], STATE_NOTICE, text=_state_text(call), data={
                     "ivr": self._summary(sid, call), "call": call.to_json()})
             self._remember(sid, (cid, call))
             for effect in step.effects:
-                await self._effect(sid, cid, call, effect, step)
+                if not isinstance(effect, Heard):
+                    await self._effect(sid, cid, call, effect, step)
         return self._render(step)
 
     async def _effect(self, sid: str, cid: str, call: Call, effect: Any, step: Step) -> None:
@@ -315,14 +327,26 @@ class IvrChannel:
         elif isinstance(effect, LeftQueue):
             self._positions.pop(cid, None)
             self._outside.pop(cid, None)
-            await self.gateway.customer_leaves(cid, f"left_queue_{effect.reason}")
+            await self._leave(sid, cid, f"left_queue_{effect.reason}")
         elif isinstance(effect, CallbackRequested):
             await self._callback(sid, cid, call, effect.number)
         elif isinstance(effect, Ended):
             self._positions.pop(cid, None)
             if effect.phase in CLOSE_AS:
                 requested = any(isinstance(e, CallbackRequested) for e in step.effects)
-                await self.gateway.customer_leaves(cid, "callback_requested" if requested else CLOSE_AS[effect.phase])
+                await self._leave(sid, cid, "callback_requested" if requested else CLOSE_AS[effect.phase])
+
+    async def _leave(self, sid: str, cid: str, disposition: str) -> None:
+        """The caller left before talking to an agent: the conversation closes with
+        ``disposition``, unless an agent has accepted it (the caller hung up before the agent's
+        phone was answered, or left a callback after it was not): the agent's desk keeps an
+        accepted call until the agent closes it, told what happened."""
+        conversation = await self.gateway.get_conversation(cid)
+        if conversation.state is ConversationState.ASSIGNED:
+            await self.gateway.record_notice(self.name, [sid], "caller_left", text=CALLER_LEFT.get(disposition, disposition),
+                                             data={"why": disposition})
+        elif conversation.state.is_open:
+            await self.gateway.customer_leaves(cid, disposition)
 
     async def _callback(self, sid: str, cid: str, call: Call, number: str) -> None:
         """A callback conversation on the callback channel, routed like any other."""
