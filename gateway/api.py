@@ -367,6 +367,7 @@ class AdminApi:
         except ValidationError as exc:
             return _bad_body(exc, "bad_merge")
         try:
+            await self.pipeline.store.get_customer(customer_id)  # an unknown id says so before anything else
             merge = await self.pipeline.customers.merge(customer_id, body.from_, by="admin")
         except NotFound as exc:
             return error(404, "unknown_customer", str(exc))
@@ -382,6 +383,10 @@ class AdminApi:
             body = UnmergeIn.model_validate_json(await request.read())
         except ValidationError as exc:
             return _bad_body(exc, "bad_unmerge")
+        try:
+            await self.pipeline.store.get_customer(customer_id)
+        except NotFound as exc:
+            return error(404, "unknown_customer", str(exc))
         try:
             merge = await self.pipeline.customers.unmerge(customer_id, body.merge_id, by="admin")
         except NotFound as exc:

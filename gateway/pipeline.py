@@ -100,6 +100,7 @@ class Pipeline:
         self._transfer: dict[str, dict[str, Any]] = {}  # note and origin shown with the next offer
         self._assigned_at: dict[str, datetime] = {}
         self._tiers: dict[str, str] = {}               # decided at handoff (CRM asked once)
+        self._tier_reasons: dict[str, str] = {}        # and why: tiers.rules[i], profile, crm, ...
         # Open conversations as of their last append. The pipeline writes every change, so this
         # is exact, and a message costs one store call (the append) instead of two.
         self._open: dict[str, Conversation] = {}
@@ -260,8 +261,10 @@ class Pipeline:
         return await self.customers.identify(channel, address, name=name, profile=profile, verified=verified,
                                              kind=kind, also=also, claims=claims)
 
-    def routed_tier(self, conversation_id: str) -> str | None:
-        return self._tiers.get(conversation_id)
+    def routed_tier(self, conversation_id: str) -> tuple[str, str] | None:
+        """(tier, why) the conversation was routed with, kept for its life (docs/customers.md)."""
+        tier = self._tiers.get(conversation_id)
+        return None if tier is None else (tier, self._tier_reasons.get(conversation_id, "routing"))
 
     def customers_moved(self, conversation_ids: set[str], customer_id: str, source_id: str, target_id: str) -> None:
         """A merge (or unmerge) moved these conversations: open ones stay where they are, under
@@ -503,6 +506,7 @@ class Pipeline:
         _, why = resolve_tier(self.config.tiers, customer.tier, contact)
         crm_config = self.config.tiers.crm
         if why == "tiers.default" and crm_config is not None:
+            why = "crm"
             if self._crm is None:
                 self._crm = CrmClient(crm_config)
             tier = await self._crm.lookup_tier(customer_id=customer.id, email=contact.email, phone=contact.phone,
@@ -510,6 +514,7 @@ class Pipeline:
             tier = tier or crm_config.fallback_tier or self.config.tiers.default
             contact = replace(contact, tier=tier)
         self._tiers[conversation.id] = contact.tier or self.config.tiers.default
+        self._tier_reasons[conversation.id] = why
         return contact
 
     def _tier_priority(self, conversation: Conversation, customer: Customer, queue: str) -> int:
@@ -912,7 +917,7 @@ class Pipeline:
         if assigned_at is not None and conversation.queue:
             self.stats.handled(conversation.queue, (now - assigned_at).total_seconds(), now)
         self.bot.forget(cid)
-        for table in (self._routing_text, self._topics, self._transfer, self._tiers):
+        for table in (self._routing_text, self._topics, self._transfer, self._tiers, self._tier_reasons):
             table.pop(cid, None)  # type: ignore[attr-defined]
         self.reads.forget(cid)
         self.wait_news.forget(cid)

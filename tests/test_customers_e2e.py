@@ -218,7 +218,9 @@ async def test_a_claimed_email_links_nothing_shows_a_suggestion_and_a_mailed_cod
     assert await frames_until(visitor, "verified") == {"type": "verified", "kind": "email"}
     merged = await ben.next("customer_merged", conversation_id=visitor.conversation_id)
     assert merged["customer"]["id"] == "crm-lin"
-    assert (merged["customer"]["tier"], merged["customer"]["tier_reason"]) == ("vip", "profile")
+    assert (merged["customer"]["tier"], merged["customer"]["tier_reason"]) == ("vip", "profile")  # its tier now
+    held = [c["id"] for c in merged["customer"]["conversations"] + merged["customer"]["open_conversations"]]
+    assert visitor.conversation_id not in held  # as in the offer: the history without this one
     assert merged["merge"]["into"] == "crm-lin" and merged["merge"]["by"] == "code"
     # Nothing the visitor was sent names the other customer.
     seen = json.dumps(visitor.frames)  # type: ignore[attr-defined]
@@ -227,6 +229,36 @@ async def test_a_claimed_email_links_nothing_shows_a_suggestion_and_a_mailed_cod
     # The conversation goes on: the agent's reply still reaches the visitor.
     await ben.send(type="message", conversation_id=visitor.conversation_id, id="r1", text="Welcome back, Lin")
     assert (await frames_until(visitor, "message"))["text"] == "Welcome back, Lin"
+
+
+async def test_the_tier_and_its_reason_read_the_verified_identities_and_stay_with_the_routed_conversation(
+        scene: Scene) -> None:
+    """docs/customers.md: tier rules read an email the customer lacks as an attribute from its
+    verified identities, in the admin API's effective_tier as in routing; an offer and the
+    customer frame keep the tier the conversation was routed with, and why."""
+    status, body = await scene.admin("PUT", "/api/customers/crm-dom", {
+        "identities": [{"kind": "email", "address": "boss@vip.example"}]})
+    assert status == 201 and (body["effective_tier"], body["tier_reason"]) == ("vip", "tiers.rules[0]")
+    dora = await scene.agent("dan")
+    visitor = await scene.visitor(name="Dom")
+    await frames_until(visitor, "message")  # the greeting: the visitor's customer exists now
+    status, listed = await scene.admin("GET", "/api/conversations?channel=webchat&limit=500")
+    visitor_id = next(c["customer_id"] for c in listed["conversations"] if c["id"] == visitor.conversation_id)
+    status, merged = await scene.admin("POST", f"/api/customers/{visitor_id}/merge", {"from": "crm-dom"})
+    assert status == 200 and (merged["customer"]["effective_tier"], merged["customer"]["tier_reason"]) == (
+        "vip", "tiers.rules[0]")
+    await visitor.send(type="message", id="agent-please", text="I want to talk to an agent")
+    offer = (await dora.next("offer"))["conversation"]
+    assert offer["id"] == visitor.conversation_id, offer
+    assert offer["queue"] == "vip_desk"
+    assert (offer["customer"]["tier"], offer["customer"]["tier_reason"]) == ("vip", "tiers.rules[0]")
+    # The profile changes; the conversation keeps the tier it was routed with, and its reason.
+    await scene.admin("PUT", f"/api/customers/{visitor_id}", {"tier": "standard"})
+    await dora.send(type="customer", conversation_id=visitor.conversation_id)
+    shown = (await dora.next("customer", conversation_id=visitor.conversation_id))["customer"]
+    assert (shown["tier"], shown["tier_reason"]) == ("vip", "tiers.rules[0]")
+    status, now = await scene.admin("GET", f"/api/customers/{visitor_id}")
+    assert (now["effective_tier"], now["tier_reason"]) == ("standard", "profile")
 
 
 async def test_an_agent_confirms_a_suggestion_and_the_admin_unmerges_it_exactly(scene: Scene) -> None:
@@ -273,6 +305,9 @@ async def test_an_agent_confirms_a_suggestion_and_the_admin_unmerges_it_exactly(
     assert (status, body["error"]) == (400, "bad_merge")
     status, body = await scene.admin("POST", "/api/customers/crm-bo/unmerge", {"merge_id": "nope"})
     assert (status, body["error"]) == (404, "unknown_merge")
+    for path, payload in (("nobody/unmerge", {"merge_id": "nope"}), ("nobody/merge", {"from": "nobody"})):
+        status, body = await scene.admin("POST", f"/api/customers/{path}", payload)
+        assert (status, body["error"]) == (404, "unknown_customer"), path
     status, body = await scene.admin("POST", "/api/customers/crm-bo/merge", {"from": visitor_id})
     assert status == 200 and body["customer"]["id"] == "crm-bo"
     await scene.admin("PUT", "/api/customers/crm-bo", {"tier": "vip"})

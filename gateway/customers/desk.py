@@ -50,15 +50,16 @@ class CustomerDesk:
         contact = Contact(channel=conversation.channel if conversation else "", email=attributes.get("email"),
                           phone=attributes.get("phone"), attributes=attributes, language=attributes.get("language"))
         tier, why = resolve_tier(config.tiers, customer.tier, contact)
-        if conversation is not None:
-            routed = self.pipeline.routed_tier(conversation.id)
-            if routed is not None and routed != tier:
-                return routed, "crm" if config.tiers.crm is not None else "routing"
-        return tier, why
+        routed = self.pipeline.routed_tier(conversation.id) if conversation is not None else None
+        return routed if routed is not None else (tier, why)
 
-    async def view(self, customer_id: str, conversation: Conversation | None = None) -> dict[str, Any]:
+    async def view(self, customer_id: str, conversation: Conversation | None = None, *,
+                   tier_now: bool = False) -> dict[str, Any]:
+        """The 360; about ``conversation`` (left out of the history), with the tier it was
+        routed with unless ``tier_now``: what routing would give a new conversation now."""
         customer = await self.live(customer_id)
-        tier, why = self.tier_of(customer, conversation)
+        # The tier as routing would give it: with the email or phone of the verified identities.
+        tier, why = self.tier_of(await self.routing_customer(customer_id), None if tier_now else conversation)
         return await customer_360(self.store, self.pipeline.customers, customer, tier=tier, tier_reason=why,
                                   current=conversation.id if conversation else None)
 
@@ -200,6 +201,7 @@ class CustomerDesk:
                     continue
                 frame = {"type": "customer_unmerged" if undone else "customer_merged",
                          "conversation_id": conversation.id, "merge": merge.summary(),
-                         # The customer's tier now; the conversation keeps the one it was routed with.
-                         "customer": await self.view(conversation.customer_id)}
+                         # The customer's tier now (what the next conversation gets; this one
+                         # keeps the tier it was routed with); the history without it, as in the offer.
+                         "customer": await self.view(conversation.customer_id, conversation, tier_now=True)}
                 self.pipeline.notice(conversation.agent_id, frame)
