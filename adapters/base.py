@@ -247,6 +247,11 @@ class GatewayPort(Protocol):
         """Mail that must not start or continue a conversation (an auto-reply, a read receipt)
         is recorded, for the agent, on the conversation one of ``refs`` names, if any."""
 
+    async def count_kb_outcome(self, conversation_id: str, seq: int, faq_id: str, outcome: str) -> None:
+        """Self-service the channel did itself (an IVR's answer read out, event ``seq``): counted
+        in the KB's deflection figures like the bot's (``outcome``: answered, handed_off, ...);
+        once per (conversation, seq, outcome)."""
+
     async def delivery_failed(self, channel: str, ref: str, reason: str) -> "Event | None":
         """What we sent as ``ref`` did not arrive (a bounce): its conversation records a
         ``delivery_failed`` for that message, if ``ref`` names one."""

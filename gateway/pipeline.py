@@ -1057,6 +1057,9 @@ class Pipeline:
             return None
         return await self._undelivered(found.conversation_id, found.seq, reason, 0, bounce=True)
 
+    async def count_kb_outcome(self, conversation_id: str, seq: int, faq_id: str, outcome: str) -> None:
+        await self.store.add_kb_outcome(conversation_id, seq, faq_id, outcome)
+
     async def record_notice(self, channel: str, refs: Sequence[str], notice: str, *, text: str | None = None,
                             data: dict[str, Any] | None = None) -> Event | None:
         found = await self.store.find_ref(channel, refs) if refs else None

@@ -243,12 +243,22 @@ async def test_a_call_to_an_agent_carries_the_bots_guesses_for_the_callers_quest
         gateway: GatewayProcess, alice: Agent) -> None:
     """The offer's handoff guesses are for the question the caller asked the FAQ, not for the
     words that chose the agent option ("人工" alone would guess the service hours)."""
+    async def counted(faq_id: str) -> dict[str, int]:
+        entry = next(e for e in (await admin(gateway, "GET", "/api/kb/stats"))["entries"] if e["faq_id"] == faq_id)
+        return {k: entry[k] for k in ("answered", "handed_off")}
+
+    before = await counted("lost-parcel")
     caller = Caller(gateway, "+8613800000077")
     await caller.call()
     await caller.press("8")
-    await caller.say("我的快递丢了")
+    answered = await caller.say("我的快递丢了")
     assert "Enqueue" in (await caller.say("人工")).verbs()
     offer = (await alice.next("offer"))["conversation"]
+    # The answer the IVR read out counts in the KB's deflection figures, and so does the handoff after it.
+    read_out = any(e["kind"] == "notice" and e["data"].get("faq") == "lost-parcel"
+                   for e in (await call_conversation(gateway, caller))[1])
+    assert read_out, answered.said()
+    assert await counted("lost-parcel") == {"answered": before["answered"] + 1, "handed_off": before["handed_off"] + 1}
     assert offer["handoff"]["reason"] == "asked"
     assert offer["handoff"]["guesses"][0]["faq_id"] == "lost-parcel"
     assert offer["ivr"]["speech"] == ["我的快递丢了", "人工"]

@@ -314,16 +314,20 @@ class IvrChannel:
             except ConversationError:  # closed meanwhile (an agent closed a bridged call): nothing to add to
                 pass
         elif isinstance(effect, Answered):
-            await self.gateway.record_notice(self.name, [sid], "ivr_answer", text=effect.text,
-                                             data={"faq": effect.faq_id})
+            said = await self.gateway.record_notice(self.name, [sid], "ivr_answer", text=effect.text,
+                                                    data={"faq": effect.faq_id})
+            if said is not None:  # the deflection figures count it as the bot's answer
+                await self.gateway.count_kb_outcome(cid, said.seq, effect.faq_id, "answered")
         elif isinstance(effect, ToAgent):
             log.info("ivr: to an agent", extra={"route": list(effect.route), "language": effect.language})
-            await self.gateway.receive(Inbound(
+            routed = await self.gateway.receive(Inbound(
                 channel=self.name, address=_identity(call.caller, sid), text=" ".join(effect.route),
                 client_id=f"{sid}:agent:{len(call.inputs)}",
                 profile={"language": effect.language}, thread=Thread(refs=(sid,)),
                 details={"ivr": self._summary(sid, call), NOT_WORDS: True}, bot="handoff",
                 question=call.questions[-1] if call.questions else None))  # the guesses: for the last question
+            if call.answers:  # handed to a person after the IVR's last answer: that answer did not settle it
+                await self.gateway.count_kb_outcome(cid, routed.event.seq, call.answers[-1], "handed_off")
         elif isinstance(effect, LeftQueue):
             self._positions.pop(cid, None)
             self._outside.pop(cid, None)
