@@ -223,7 +223,8 @@ class AdminApi:
                                                                given.removeprefix("Bearer "))
         agent = agent_for_token(self.pipeline.config.agents, given.removeprefix("Bearer ")) if agents else None
         if not admin and agent is None:
-            await limits.auth_failed("admin", address)  # logs the address, answers late
+            if given:  # a token was tried (no header at all guesses nothing: not counted, not delayed)
+                await limits.auth_failed("admin", address)  # logs the address, answers late
             wanted = "server.admin_token or your agent token" if agents else "server.admin_token"
             return error(401, "unauthorized", f"send Authorization: Bearer <{wanted}>")
         limits.auth_succeeded("admin", address)

@@ -362,6 +362,13 @@ class GatewayConfig(Strict):
             for name in kb.when.channel or ():
                 if name not in channel_names:
                     problems.append(((*where, "when", "channel"), f"no channel named {name!r} (channels: {sorted(channel_names)})"))
+        # A misspelt channel in a condition would match nothing, silently.
+        conditions = [(("routing", "rules", i), r.when) for i, r in enumerate(self.routing.rules)]
+        conditions += [(("tiers", "rules", i), r.when) for i, r in enumerate(self.tiers.rules)]
+        for where, when in conditions:
+            for name in when.channel or ():
+                if name not in channel_names:
+                    problems.append(((*where, "when", "channel"), f"no channel named {name!r} (channels: {sorted(channel_names)})"))
         for name in self.selfservice.channels:
             if name not in channel_names:
                 problems.append((("selfservice", "channels", name), f"no channel named {name!r} (channels: {sorted(channel_names)})"))
@@ -535,7 +542,7 @@ def config_warnings(config: GatewayConfig, doc: YamlDocument | None = None) -> l
         for step_index, step in enumerate(rule.steps):
             if step.queues and all(q in unserved for q in step.queues):
                 where = ("routing", "rules", index, "steps", step_index)
-                warnings.append((where, f"rule {rule.name or index!r} offers to nobody at this step: "
+                warnings.append((where, f"rule {rule.name or f'routing.rules[{index}]'!r} offers to nobody at this step: "
                                         f"no agent can take conversations from {', '.join(repr(q) for q in step.queues)}"))
 
     out = []

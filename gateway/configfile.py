@@ -138,7 +138,7 @@ def _expand(value: str, path: Path_, line: int, env: Mapping[str, str], problems
             return env[name]
         if default is not None:
             return default
-        problems.append(f"{line}: {dotted(path)}: environment variable {name} is not set (write ${{{name}:-default}} to allow a default)")
+        problems.append(f"{line}: {dotted(path)}: environment variable {name} is {'empty' if name in env else 'not set'} (write ${{{name}:-default}} to allow a default)")
         return ""
 
     return _ENV_REF.sub(substitute, value)

@@ -393,7 +393,7 @@ class DeskConfig(Strict):
 class AgentConfig(Strict):
     id: str = Field(pattern=NAME)
     name: str
-    token: SecretStr = Field(min_length=8)
+    token: SecretStr  # at least 8 characters (_token)
     # Conversations at once: one number for all channels, or per channel ({webchat: 3, email: 5}).
     capacity: int | dict[str, int] = 3
     queues: list[str] = Field(min_length=1)
@@ -401,6 +401,13 @@ class AgentConfig(Strict):
     skills: dict[str, int] = {}
 
     _levels = field_validator("skills", mode="before")(lambda cls, v: _skill_levels(v))
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 8:
+            raise ValueError(f"a token must be at least 8 characters, not {len(value.get_secret_value())}")
+        return value
 
     @field_validator("capacity")
     @classmethod

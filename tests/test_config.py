@@ -153,6 +153,9 @@ def test_unset_variable_is_an_error_even_where_empty_would_validate() -> None:
     # An empty host would pass validation: a missing secret must still stop the gateway.
     message = error_of(MINIMAL + "server:\n  host: ${HOST}\n")
     assert message.startswith("test.yaml:8: server.host: environment variable HOST is not set")
+    # Set but empty is as much an error, and says so.
+    message = error_of(MINIMAL + "server:\n  host: ${HOST}\n", env={"HOST": ""})
+    assert message.startswith("test.yaml:8: server.host: environment variable HOST is empty")
 
 
 def test_all_unset_variables_are_reported_together() -> None:
@@ -677,6 +680,19 @@ def test_the_shipped_email_example_is_valid_once_uncommented(tmp_path: Path) -> 
     email = next(c for c in config.channels if c.type == "email")
     assert email.settings["listen"]["port"] == 2525 and email.settings["smtp"]["port"] == 1025
     assert config.selfservice.channels["email"].max_unanswered == 1
+
+
+def test_a_condition_on_a_channel_must_name_one() -> None:
+    """A misspelt channel in a routing or tier rule would silently match nothing."""
+    rule = MINIMAL + "  rules:\n    - name: mail-first\n      when: {channel: nochan}\n      queue: general\n"
+    assert "routing.rules[0].when.channel: no channel named 'nochan'" in error_of(rule)
+    tier = MINIMAL + "tiers:\n  rules:\n    - tier: vip\n      when: {channel: [webchat, fax]}\n"
+    assert "tiers.rules[0].when.channel: no channel named 'fax'" in error_of(tier)
+
+
+def test_an_agent_token_is_measured_in_characters() -> None:
+    text = MINIMAL + "agents:\n  - {id: a, name: A, token: short, queues: [general]}\n"
+    assert "agents[0].token: Value error, a token must be at least 8 characters, not 5" in error_of(text)
 
 
 def test_selfservice_channels_must_name_a_channel() -> None:

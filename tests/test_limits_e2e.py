@@ -284,6 +284,10 @@ async def test_wrong_admin_tokens_get_429_once_locked_out(start: StartGateway) -
                 return response.status, await response.json(), response.headers.get("Retry-After")
 
         assert (await get(ADMIN_TOKEN))[0] == 200
+        for _ in range(5):  # no Authorization header: 401, but no token was guessed, so not counted
+            async with http.get(gateway.http + "/api/queues") as response:
+                assert response.status == 401
+        assert (await get(ADMIN_TOKEN))[0] == 200
         for _ in range(3):
             status, body, _ = await get("wrong")
             assert (status, body["error"]) == (401, "unauthorized")
