@@ -359,11 +359,9 @@ class GatewayConfig(Strict):
                     problems.append(((*where, "when", key), f"{key!r} is not known while the bot answers"
                                      " (it is decided at handoff); use channel, language, attribute,"
                                      " email_domain, phone_prefix or keywords"))
-            for name in kb.when.channel or ():
-                if name not in channel_names:
-                    problems.append(((*where, "when", "channel"), f"no channel named {name!r} (channels: {sorted(channel_names)})"))
         # A misspelt channel in a condition would match nothing, silently.
-        conditions = [(("routing", "rules", i), r.when) for i, r in enumerate(self.routing.rules)]
+        conditions = [(("selfservice", "knowledge_bases", i), kb.when) for i, kb in enumerate(self.selfservice.knowledge_bases)]
+        conditions += [(("routing", "rules", i), r.when) for i, r in enumerate(self.routing.rules)]
         conditions += [(("tiers", "rules", i), r.when) for i, r in enumerate(self.tiers.rules)]
         for where, when in conditions:
             for name in when.channel or ():

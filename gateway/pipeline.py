@@ -99,8 +99,8 @@ class Pipeline:
         self._topics: dict[str, set[str]] = {}         # FAQ ids answered, for topic rules
         self._transfer: dict[str, dict[str, Any]] = {}  # note and origin shown with the next offer
         self._assigned_at: dict[str, datetime] = {}
-        self._tiers: dict[str, str] = {}               # decided at handoff (CRM asked once)
-        self._tier_reasons: dict[str, str] = {}        # and why: tiers.rules[i], profile, crm, ...
+        # (tier, why: tiers.rules[i], profile, crm, ...) decided at handoff (CRM asked once)
+        self._tiers: dict[str, tuple[str, str]] = {}
         # Open conversations as of their last append. The pipeline writes every change, so this
         # is exact, and a message costs one store call (the append) instead of two.
         self._open: dict[str, Conversation] = {}
@@ -144,7 +144,8 @@ class Pipeline:
             notice(agent_id, frame)
 
     def tier_of(self, conversation_id: str) -> str | None:
-        return self._tiers.get(conversation_id)  # decided at handoff; the supervisor board shows it
+        routed = self._tiers.get(conversation_id)  # decided at handoff; the supervisor board shows it
+        return routed[0] if routed else None
 
     def verifies_email(self) -> bool:
         return any(c.type == "email" for c in self.config.channels)
@@ -263,8 +264,7 @@ class Pipeline:
 
     def routed_tier(self, conversation_id: str) -> tuple[str, str] | None:
         """(tier, why) the conversation was routed with, kept for its life (docs/customers.md)."""
-        tier = self._tiers.get(conversation_id)
-        return None if tier is None else (tier, self._tier_reasons.get(conversation_id, "routing"))
+        return self._tiers.get(conversation_id)
 
     def customers_moved(self, conversation_ids: set[str], customer_id: str, source_id: str, target_id: str) -> None:
         """A merge (or unmerge) moved these conversations: open ones stay where they are, under
@@ -492,7 +492,7 @@ class Pipeline:
                           language=attributes.get("language") or (detect_lang(text) if text.strip() else None),
                           text=text, topics=frozenset(self._topics.get(conversation.id, ())),
                           open_hours=open_now(self.config.hours, now))
-        tier = self._tiers.get(conversation.id)
+        tier = self.tier_of(conversation.id)
         if tier is None:
             tier, _why = resolve_tier(self.config.tiers, customer.tier, contact)
         return replace(contact, tier=tier)
@@ -513,8 +513,7 @@ class Pipeline:
                                                channel=conversation.channel)
             tier = tier or crm_config.fallback_tier or self.config.tiers.default
             contact = replace(contact, tier=tier)
-        self._tiers[conversation.id] = contact.tier or self.config.tiers.default
-        self._tier_reasons[conversation.id] = why
+        self._tiers[conversation.id] = (contact.tier or self.config.tiers.default, why)
         return contact
 
     def _tier_priority(self, conversation: Conversation, customer: Customer, queue: str) -> int:
@@ -917,7 +916,7 @@ class Pipeline:
         if assigned_at is not None and conversation.queue:
             self.stats.handled(conversation.queue, (now - assigned_at).total_seconds(), now)
         self.bot.forget(cid)
-        for table in (self._routing_text, self._topics, self._transfer, self._tiers, self._tier_reasons):
+        for table in (self._routing_text, self._topics, self._transfer, self._tiers):
             table.pop(cid, None)  # type: ignore[attr-defined]
         self.reads.forget(cid)
         self.wait_news.forget(cid)

@@ -59,7 +59,7 @@ class CustomerDesk:
         routed with unless ``tier_now``: what routing would give a new conversation now."""
         customer = await self.live(customer_id)
         # The tier as routing would give it: with the email or phone of the verified identities.
-        tier, why = self.tier_of(await self.routing_customer(customer_id), None if tier_now else conversation)
+        tier, why = self.tier_of(await self._with_identities(customer), None if tier_now else conversation)
         return await customer_360(self.store, self.pipeline.customers, customer, tier=tier, tier_reason=why,
                                   current=conversation.id if conversation else None)
 
@@ -67,7 +67,9 @@ class CustomerDesk:
         """The customer as routing sees it: the live one (after merges), with the ``email`` and
         ``phone`` attributes it lacks taken from its verified identities, so tier rules and the
         CRM lookup match an address learned on any channel."""
-        customer = await self.live(customer_id)
+        return await self._with_identities(await self.live(customer_id))
+
+    async def _with_identities(self, customer: Customer) -> Customer:
         missing = [kind for kind in ("email", "phone") if not customer.attributes.get(kind)]
         if not missing:
             return customer
